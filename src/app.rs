@@ -1,0 +1,63 @@
+//! The router and the state every handler shares.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Config, StoreUrl};
+use crate::hub::Hub;
+use crate::routes;
+use crate::store::{MemoryStore, Store};
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// History: the only way handlers read or write messages.
+    pub store: Arc<dyn Store>,
+    /// Fan-out: streams subscribe here; the store publishes here.
+    pub hub: Arc<Hub>,
+    pub config: Arc<Config>,
+    /// Cancelled when shutdown starts, so open streams end and don't hold it hostage.
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(String),
+}
+
+impl AppState {
+    /// Builds the hub and opens the store named by `config`.
+    pub async fn new(config: Config) -> Result<Self, StartError> {
+        let hub = Hub::new(config.buffer);
+        let store: Arc<dyn Store> = match &config.store {
+            StoreUrl::Memory => Arc::new(MemoryStore::new(Arc::clone(&hub), config.history)),
+        };
+        Ok(Self {
+            store,
+            hub,
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
+
+/// Every route, in one place.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(routes::index::general))
+        .route("/rooms/{room}", get(routes::index::room))
+        .route("/send", post(routes::send::send))
+        .route("/events", get(routes::events::events))
+        .route("/history", get(routes::history::history))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/assets/{file}", get(routes::assets::asset))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,66 @@
+//! The one error type of the HTTP layer: it alone decides status codes.
+//!
+//! Client errors say what was wrong (and which field); internal causes are logged and
+//! replaced by a generic sentence.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::FieldError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A field failed validation.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// The body or query could not be decoded at all.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::Invalid(_) | AppError::Malformed(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The sentence a client sees.
+    pub fn public_message(&self) -> String {
+        match self {
+            AppError::Store(e) => {
+                tracing::error!(error = %e, "store failed");
+                "the message store is unavailable right now; nothing was saved, please retry".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.public_message() });
+        if let AppError::Invalid(e) = &self {
+            body["field"] = json!(e.field);
+        }
+        (self.status(), Json(body)).into_response()
+    }
+}

@@ -1,0 +1,229 @@
+//! One reader's feed: subscribe, replay what it missed, then stream live.
+//!
+//! The order is what makes resume lossless: subscribing first means nothing published
+//! while history is read can be missed, and skipping every id at or below the cursor means
+//! nothing is sent twice. A reader that falls behind the room's channel catches up from the
+//! store the same way; if the store no longer holds what it missed it is told with a
+//! `reset` event first. Every feed ends when the server shuts down.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{MessageId, RoomName};
+use crate::store::{Range, Store, StoreError};
+use crate::wire::{Event, Format, Frame};
+use crate::{app::AppState, hub::Hub};
+
+/// Messages read from the store per query while replaying.
+const REPLAY_PAGE: usize = 500;
+/// How much a lagging stream gathers into one write.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// What a reader asked for.
+#[derive(Debug, Clone)]
+pub struct FeedRequest {
+    pub room: RoomName,
+    /// Replay everything after this id first (`Last-Event-ID` or `?since=`).
+    pub resume_from: Option<MessageId>,
+    pub format: Format,
+}
+
+/// Everything a feed needs from the app, taken once when the stream starts.
+struct Feed {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    heartbeat: Duration,
+    retry: Duration,
+}
+
+enum Step {
+    Frame(Arc<Frame>),
+    Lagged,
+    Heartbeat,
+    End,
+}
+
+/// The body of an `/events` response.
+pub fn feed(state: &AppState, request: FeedRequest) -> impl Stream<Item = Result<Bytes, Infallible>> + use<> {
+    let feed = Feed {
+        store: Arc::clone(&state.store),
+        hub: Arc::clone(&state.hub),
+        shutdown: state.shutdown.clone(),
+        heartbeat: state.config.heartbeat,
+        retry: state.config.retry,
+    };
+    let FeedRequest {
+        room,
+        resume_from,
+        format,
+    } = request;
+
+    async_stream::stream! {
+        // Subscribe before reading anything, so nothing published from here on is missed.
+        let mut subscription = feed.hub.subscribe(&room);
+        if let Some(preamble) = format.preamble(feed.retry.as_millis() as u64) {
+            yield Ok(preamble);
+        }
+        let start = match resume_from {
+            Some(id) => Ok(id),
+            None => feed.store.read(&room, Range::Latest, 0).await.map(|page| page.last_id),
+        };
+        let mut cursor = match start {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "feed could not start");
+                return;
+            }
+        };
+        let mut heartbeat = interval_at(Instant::now() + feed.heartbeat, feed.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut catching_up = true;
+
+        loop {
+            if catching_up {
+                match feed.history_after(&room, &mut cursor, format).await {
+                    Ok((bytes, more)) => {
+                        catching_up = more;
+                        if !bytes.is_empty() {
+                            yield Ok(bytes);
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        // Ending the stream makes the client reconnect and resume from its
+                        // last id, which is better than a silent gap.
+                        tracing::warn!(%room, error = %e, "feed could not read history");
+                        return;
+                    }
+                }
+            }
+
+            let step = tokio::select! {
+                biased;
+                _ = feed.shutdown.cancelled() => Step::End,
+                received = subscription.receiver().recv() => match received {
+                    Ok(frame) => Step::Frame(frame),
+                    Err(RecvError::Lagged(_)) => Step::Lagged,
+                    Err(RecvError::Closed) => Step::End,
+                },
+                _ = heartbeat.tick() => Step::Heartbeat,
+            };
+            match step {
+                Step::End => return,
+                Step::Lagged => catching_up = true,
+                Step::Heartbeat => {
+                    if let Some(beat) = format.heartbeat() {
+                        yield Ok(beat);
+                    }
+                }
+                Step::Frame(first) => {
+                    // Gather whatever else is already waiting into one write.
+                    let mut batch = Batch::default();
+                    batch.push(&first, &mut cursor, format);
+                    while batch.len() < MAX_BATCH_BYTES {
+                        match subscription.receiver().try_recv() {
+                            Ok(frame) => batch.push(&frame, &mut cursor, format),
+                            Err(TryRecvError::Lagged(_)) => {
+                                catching_up = true;
+                                break;
+                            }
+                            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                        }
+                    }
+                    if let Some(bytes) = batch.finish() {
+                        yield Ok(bytes);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Feed {
+    /// One page of history after `cursor`, encoded, and whether more may follow.
+    ///
+    /// A cursor the store cannot continue from exactly (pruned ids, or an id this store
+    /// never gave, as after a restart of the memory store) yields a `reset` first, and the
+    /// replay goes on from the oldest message held.
+    async fn history_after(
+        &self,
+        room: &RoomName,
+        cursor: &mut MessageId,
+        format: Format,
+    ) -> Result<(Bytes, bool), StoreError> {
+        let mut page = self.store.read(room, Range::After(*cursor), REPLAY_PAGE).await?;
+        let mut batch = Batch::default();
+        if *cursor > page.last_id {
+            *cursor = 0;
+            page = self.store.read(room, Range::After(0), REPLAY_PAGE).await?;
+            batch.push_event(Event::Reset { oldest_id: page.first_held }, format);
+        } else if *cursor + 1 < page.first_held {
+            batch.push_event(Event::Reset { oldest_id: page.first_held }, format);
+        }
+        let more = page.messages.len() == REPLAY_PAGE;
+        for message in page.messages {
+            batch.push(&Frame::new(Event::Message(message)), cursor, format);
+        }
+        Ok((batch.finish().unwrap_or_default(), more))
+    }
+}
+
+/// Frames gathered for one write; skips what the reader already has.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    rest: Option<BytesMut>,
+}
+
+impl Batch {
+    fn push(&mut self, frame: &Frame, cursor: &mut MessageId, format: Format) {
+        if let Some(id) = frame.id() {
+            if id <= *cursor {
+                return;
+            }
+            *cursor = id;
+        }
+        self.append(frame.encoded(format));
+    }
+
+    fn push_event(&mut self, event: Event, format: Format) {
+        self.append(Frame::new(event).encoded(format));
+    }
+
+    fn append(&mut self, bytes: Bytes) {
+        match (&mut self.first, &mut self.rest) {
+            (None, _) => self.first = Some(bytes),
+            (Some(first), None) => {
+                let mut buf = BytesMut::with_capacity(first.len() + bytes.len());
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(&bytes);
+                self.rest = Some(buf);
+            }
+            (Some(_), Some(buf)) => buf.extend_from_slice(&bytes),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match (&self.first, &self.rest) {
+            (_, Some(buf)) => buf.len(),
+            (Some(first), None) => first.len(),
+            (None, None) => 0,
+        }
+    }
+
+    /// A single frame stays the shared `Bytes` it came as; only a batch is copied.
+    fn finish(self) -> Option<Bytes> {
+        match (self.first, self.rest) {
+            (_, Some(buf)) => Some(buf.freeze()),
+            (first, None) => first,
+        }
+    }
+}

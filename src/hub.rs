@@ -1,0 +1,130 @@
+//! The hub: the one owner of rooms and fan-out.
+//!
+//! Each live room has a `tokio::sync::broadcast` channel. A message is encoded into a
+//! [`Frame`] once and every subscriber gets the same `Arc`, so publishing costs the same
+//! whatever the format each reader asked for. The channel's buffer is shared by the room,
+//! so a slow reader costs no memory of its own: it lags, and its stream catches up from the
+//! store (see `feed.rs`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::domain::{Message, RoomName};
+use crate::wire::{Event, Frame};
+
+pub struct Hub {
+    /// Rooms with at least one subscriber; a room leaves with its last subscriber, so the
+    /// map never outgrows the rooms people are reading. A std mutex: it is held for a map
+    /// lookup or insert, never across an `.await`.
+    rooms: Mutex<HashMap<RoomName, broadcast::Sender<Arc<Frame>>>>,
+    /// Frames a room's channel holds for its slowest reader before that reader lags.
+    capacity: usize,
+}
+
+impl Hub {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            rooms: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        })
+    }
+
+    /// Starts receiving every frame published to `room` from now on.
+    pub fn subscribe(self: &Arc<Self>, room: &RoomName) -> Subscription {
+        let mut rooms = self.rooms.lock().expect("hub lock poisoned");
+        let rx = match rooms.get(room) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(self.capacity);
+                rooms.insert(room.clone(), tx);
+                rx
+            }
+        };
+        Subscription {
+            hub: Arc::clone(self),
+            room: room.clone(),
+            rx,
+        }
+    }
+
+    /// Hands a stored message to every subscriber of its room.
+    ///
+    /// Stores call this in id order (under their own ordering), which is what lets every
+    /// stream de-duplicate by id. Nothing is encoded for a room nobody reads.
+    pub fn publish(&self, message: &Message) {
+        let rooms = self.rooms.lock().expect("hub lock poisoned");
+        if let Some(tx) = rooms.get(&message.room) {
+            // An error only means the last receiver left in the meantime.
+            let _ = tx.send(Arc::new(Frame::new(Event::Message(message.clone()))));
+        }
+    }
+
+    /// Open subscriptions in `room`.
+    pub fn subscribers(&self, room: &RoomName) -> usize {
+        let rooms = self.rooms.lock().expect("hub lock poisoned");
+        rooms.get(room).map_or(0, |tx| tx.receiver_count())
+    }
+}
+
+/// A reader's place in a room. Dropping it leaves the room.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    room: RoomName,
+    rx: broadcast::Receiver<Arc<Frame>>,
+}
+
+impl Subscription {
+    pub fn receiver(&mut self) -> &mut broadcast::Receiver<Arc<Frame>> {
+        &mut self.rx
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut rooms = self.hub.rooms.lock().expect("hub lock poisoned");
+        // Under the lock the count is exact: 1 means this receiver is the last.
+        if rooms.get(&self.room).is_some_and(|tx| tx.receiver_count() <= 1) {
+            rooms.remove(&self.room);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{NewMessage, Timestamp};
+
+    fn message(room: &str, id: u64) -> Message {
+        let new = NewMessage::parse(room, Some("ana"), Some("hi")).unwrap();
+        Message::new(id, new, Timestamp::now())
+    }
+
+    #[tokio::test]
+    async fn fan_out_shares_one_frame() {
+        let hub = Hub::new(16);
+        let room = RoomName::general();
+        let mut a = hub.subscribe(&room);
+        let mut b = hub.subscribe(&room);
+        hub.publish(&message("general", 1));
+        let fa = a.receiver().recv().await.unwrap();
+        let fb = b.receiver().recv().await.unwrap();
+        assert!(Arc::ptr_eq(&fa, &fb));
+        assert_eq!(fa.id(), Some(1));
+    }
+
+    #[test]
+    fn rooms_leave_with_their_last_subscriber() {
+        let hub = Hub::new(16);
+        let room = RoomName::general();
+        let a = hub.subscribe(&room);
+        let b = hub.subscribe(&room);
+        assert_eq!(hub.subscribers(&room), 2);
+        drop(a);
+        assert_eq!(hub.subscribers(&room), 1);
+        drop(b);
+        assert!(hub.rooms.lock().unwrap().is_empty());
+        hub.publish(&message("general", 1)); // nobody listening: a no-op
+    }
+}

@@ -1,0 +1,32 @@
+//! ssechat: a real-time chat server over plain HTTP and Server-Sent Events.
+//!
+//! Clients post messages to `/send` and read every room through one `/events` stream
+//! (SSE, NDJSON or plain text). The page is server-rendered and works without JavaScript;
+//! curl is a first-class client.
+//!
+//! # Layout
+//! - [`config`]: command-line flags, each with an environment variable.
+//! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
+//! - [`app`]: the router and the shared [`app::AppState`].
+//! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
+//! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
+//! - [`feed`]: one reader's stream: subscribe, replay, live, catch up when lagging.
+//! - [`wire`]: the SSE, NDJSON and plain-text encodings.
+//! - [`store`]: the history trait and its backends.
+//! - [`routes`]: one module per endpoint.
+//! - [`error`]: the error type that decides status codes.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod feed;
+pub mod hub;
+pub mod routes;
+pub mod server;
+pub mod store;
+pub mod wire;
+
+pub use app::{AppState, router};
+pub use config::Config;
+pub use server::run;

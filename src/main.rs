@@ -1,0 +1,43 @@
+//! The ssechat binary: parse flags, start logging, bind, and hand over to the library.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ssechat::{AppState, Config, run, server::shutdown_signal};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let listener = match tokio::net::TcpListener::bind(&config.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("ssechat: cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = match AppState::new(config).await {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("ssechat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().expect("a bound listener has an address");
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+
+    match run(listener, state, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ssechat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

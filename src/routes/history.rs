@@ -1,0 +1,33 @@
+//! `GET /history?room=R&since=ID&limit=N`: a JSON array of messages, oldest first.
+//!
+//! With `since`, the first `limit` messages after that id; without it, the newest `limit`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::Uri;
+
+use super::Params;
+use crate::app::AppState;
+use crate::domain::{FieldError, Message, RoomName};
+use crate::error::AppError;
+use crate::store::Range;
+
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+pub async fn history(State(state): State<AppState>, uri: Uri) -> Result<Json<Vec<Message>>, AppError> {
+    let params = Params::from_uri(&uri)?;
+    let room = RoomName::parse(params.get("room").unwrap_or(RoomName::DEFAULT))?;
+    let range = params.id("since")?.map_or(Range::Latest, Range::After);
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(FieldError::new("limit", format!("{v:?} is not a number from 1 to {MAX_LIMIT}")).into());
+            }
+        },
+    };
+    let page = state.store.read(&room, range, limit).await?;
+    Ok(Json(page.messages))
+}

@@ -1,0 +1,139 @@
+//! `POST /send`: a form or JSON body with `room`, `author` and `text`.
+//!
+//! Decode, validate, store (which publishes), respond: `201` with the message as JSON, or,
+//! for a browser's form post, `303` back to the room page. A browser whose post was refused
+//! gets the room page again with the reason shown and what it typed kept.
+
+use axum::Json;
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::index::{Draft, error_page, room_page, root_for};
+use super::{Params, prefers_html};
+use crate::app::AppState;
+use crate::domain::{FieldError, NewMessage, RoomName};
+use crate::error::AppError;
+
+/// The largest body `/send` reads; a message is at most 4,000 characters.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The raw fields, before validation.
+#[derive(Debug, Default, Deserialize)]
+struct SendFields {
+    room: Option<String>,
+    author: Option<String>,
+    text: Option<String>,
+}
+
+pub async fn send(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let browser = prefers_html(&headers);
+    let fields = match decode(&uri, &headers, body).await {
+        Ok(fields) => fields,
+        Err(e) if browser => return error_page(e.status(), &e.public_message(), &root_for(uri.path())),
+        Err(e) => return e.into_response(),
+    };
+    let room = fields.room.as_deref().unwrap_or(RoomName::DEFAULT);
+    let new = match NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref()) {
+        Ok(new) => new,
+        Err(e) if browser => return refused_form(&state, &uri, &fields, e).await,
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    match state.store.append(new).await {
+        Ok(message) if browser => {
+            let location = if message.room == RoomName::general() {
+                "./".to_owned()
+            } else {
+                format!("rooms/{}", message.room)
+            };
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            let location = HeaderValue::from_str(&location).expect("room names are URL-safe");
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Ok(message) => (StatusCode::CREATED, Json(message)).into_response(),
+        Err(e) => {
+            let e = AppError::from(e);
+            if browser {
+                let room = RoomName::parse(room).expect("validated above");
+                let message = e.public_message();
+                let draft = Draft {
+                    author: fields.author.as_deref().unwrap_or(""),
+                    text: fields.text.as_deref().unwrap_or(""),
+                    error: Some(&message),
+                };
+                room_page(&state, &room, &root_for(uri.path()), e.status(), draft).await
+            } else {
+                e.into_response()
+            }
+        }
+    }
+}
+
+/// The room page again, with the reason and the typed fields.
+async fn refused_form(state: &AppState, uri: &Uri, fields: &SendFields, error: FieldError) -> Response {
+    let root = root_for(uri.path());
+    let message = error.to_string();
+    match RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)) {
+        Ok(room) => {
+            let draft = Draft {
+                author: fields.author.as_deref().unwrap_or(""),
+                text: fields.text.as_deref().unwrap_or(""),
+                error: Some(&message),
+            };
+            room_page(state, &room, &root, StatusCode::BAD_REQUEST, draft).await
+        }
+        Err(_) => error_page(StatusCode::BAD_REQUEST, &message, &root),
+    }
+}
+
+/// Reads the body by its content type and merges in `?room=`.
+async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFields, AppError> {
+    let params = Params::from_uri(uri)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let is_json = content_type == "application/json" || content_type.ends_with("+json");
+    if !is_json && content_type != "application/x-www-form-urlencoded" {
+        let shown = if content_type.is_empty() { "none".to_owned() } else { content_type };
+        return Err(AppError::UnsupportedMediaType(format!(
+            "unsupported content type ({shown}); send application/x-www-form-urlencoded or application/json"
+        )));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(AppError::TooLarge { limit: MAX_BODY });
+    }
+    let bytes = to_bytes(body, MAX_BODY).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            AppError::TooLarge { limit: MAX_BODY }
+        } else {
+            AppError::Malformed(format!("could not read the request body: {e}"))
+        }
+    })?;
+    let mut fields: SendFields = if is_json {
+        serde_json::from_slice(&bytes).map_err(|e| AppError::Malformed(format!("malformed JSON: {e}")))?
+    } else {
+        serde_urlencoded::from_bytes(&bytes).map_err(|e| AppError::Malformed(format!("malformed form data: {e}")))?
+    };
+    match (fields.room.as_deref(), params.get("room")) {
+        (Some(body_room), Some(query_room)) if body_room != query_room => {
+            return Err(FieldError::new(
+                "room",
+                format!("given twice with different values ({query_room:?} in the URL, {body_room:?} in the body)"),
+            )
+            .into());
+        }
+        (None, Some(query_room)) => fields.room = Some(query_room.to_owned()),
+        _ => {}
+    }
+    Ok(fields)
+}

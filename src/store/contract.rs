@@ -1,0 +1,88 @@
+//! The contract every store keeps, run against each backend.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::{Range, Store};
+use crate::domain::{NewMessage, RoomName};
+use crate::hub::Hub;
+
+fn new(room: &str, text: &str) -> NewMessage {
+    NewMessage::parse(room, Some("ana"), Some(text)).unwrap()
+}
+
+fn ids(page: &super::Page) -> Vec<u64> {
+    page.messages.iter().map(|m| m.id).collect()
+}
+
+/// Runs every contract check on fresh stores made by `make(hub, retain)`.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn(Arc<Hub>, usize) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    ids_are_per_room_and_increasing(make(Hub::new(64), 100).await).await;
+    reads_respect_range_and_limit(make(Hub::new(64), 100).await).await;
+    let hub = Hub::new(1024);
+    publishes_in_id_order(make(Arc::clone(&hub), 1000).await, hub).await;
+    retention_keeps_the_newest(make(Hub::new(64), 3).await).await;
+}
+
+async fn ids_are_per_room_and_increasing(store: Arc<dyn Store>) {
+    let a1 = store.append(new("a", "one")).await.unwrap();
+    let b1 = store.append(new("b", "one")).await.unwrap();
+    let a2 = store.append(new("a", "two")).await.unwrap();
+    assert_eq!((a1.id, b1.id, a2.id), (1, 1, 2));
+    assert_eq!(a2.text.as_str(), "two");
+    assert_eq!(a2.author.as_str(), "ana");
+    assert!(a2.time >= a1.time);
+
+    let empty = store.read(&RoomName::parse("nobody").unwrap(), Range::Latest, 10).await.unwrap();
+    assert!(empty.messages.is_empty());
+    assert_eq!((empty.first_held, empty.last_id), (1, 0));
+}
+
+async fn reads_respect_range_and_limit(store: Arc<dyn Store>) {
+    let room = RoomName::parse("r").unwrap();
+    for i in 1..=10 {
+        store.append(new("r", &format!("m{i}"))).await.unwrap();
+    }
+    let all = store.read(&room, Range::After(0), 100).await.unwrap();
+    assert_eq!(ids(&all), (1..=10).collect::<Vec<_>>());
+    assert_eq!(all.messages[4].text.as_str(), "m5");
+    assert_eq!((all.first_held, all.last_id), (1, 10));
+    assert_eq!(ids(&store.read(&room, Range::After(7), 100).await.unwrap()), vec![8, 9, 10]);
+    assert_eq!(ids(&store.read(&room, Range::After(2), 3).await.unwrap()), vec![3, 4, 5]);
+    assert_eq!(ids(&store.read(&room, Range::Latest, 3).await.unwrap()), vec![8, 9, 10]);
+    assert!(store.read(&room, Range::After(10), 100).await.unwrap().messages.is_empty());
+}
+
+async fn publishes_in_id_order(store: Arc<dyn Store>, hub: Arc<Hub>) {
+    let room = RoomName::parse("order").unwrap();
+    let mut sub = hub.subscribe(&room);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.append(new("order", &format!("m{i}"))).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for expected in 1..=50 {
+        let frame = sub.receiver().recv().await.unwrap();
+        assert_eq!(frame.id(), Some(expected));
+    }
+}
+
+async fn retention_keeps_the_newest(store: Arc<dyn Store>) {
+    let room = RoomName::parse("small").unwrap();
+    for i in 1..=5 {
+        store.append(new("small", &format!("m{i}"))).await.unwrap();
+    }
+    let page = store.read(&room, Range::After(0), 100).await.unwrap();
+    assert_eq!(ids(&page), vec![3, 4, 5]);
+    assert_eq!((page.first_held, page.last_id), (3, 5));
+    // Ids keep counting after old messages go.
+    assert_eq!(store.append(new("small", "m6")).await.unwrap().id, 6);
+}

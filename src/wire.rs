@@ -1,0 +1,211 @@
+//! What a stream carries and how it looks on the wire, in each of the three formats.
+//!
+//! A [`Frame`] is encoded once and shared by every subscriber: the SSE bytes are built when
+//! the frame is made (most readers are browsers), the other formats on first use.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::domain::{Message, MessageId};
+
+/// The stream formats `/events` can speak, chosen by the `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/event-stream`: what `EventSource` reads.
+    Sse,
+    /// `application/x-ndjson`: one JSON object per line.
+    Ndjson,
+    /// `text/plain`: `[12:01:02] ana: hello`, a terminal chat with curl alone.
+    Plain,
+}
+
+impl Format {
+    pub const MEDIA_TYPES: [(&'static str, Format); 3] = [
+        ("text/event-stream", Format::Sse),
+        ("application/x-ndjson", Format::Ndjson),
+        ("text/plain", Format::Plain),
+    ];
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Sse => "text/event-stream",
+            Format::Ndjson => "application/x-ndjson",
+            Format::Plain => "text/plain; charset=utf-8",
+        }
+    }
+
+    /// What a stream says first: SSE tells the client how soon to reconnect.
+    pub fn preamble(self, retry_ms: u64) -> Option<Bytes> {
+        match self {
+            Format::Sse => Some(Bytes::from(format!("retry: {retry_ms}\n\n"))),
+            Format::Ndjson | Format::Plain => None,
+        }
+    }
+
+    /// Keeps idle connections (and the proxies between) from timing out.
+    /// Only SSE has a way to say nothing; the line formats stay quiet.
+    pub fn heartbeat(self) -> Option<Bytes> {
+        match self {
+            Format::Sse => Some(Bytes::from_static(b": heartbeat\n\n")),
+            Format::Ndjson | Format::Plain => None,
+        }
+    }
+}
+
+/// Something a subscriber is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Message(Message),
+    /// History no longer holds what the client asked for: what it gets next starts at
+    /// `oldest_id`, so it knows it missed something.
+    Reset { oldest_id: MessageId },
+}
+
+/// An event with its encodings, built once and shared.
+#[derive(Debug)]
+pub struct Frame {
+    event: Event,
+    sse: Bytes,
+    ndjson: OnceLock<Bytes>,
+    plain: OnceLock<Bytes>,
+}
+
+impl Frame {
+    pub fn new(event: Event) -> Self {
+        let sse = encode_sse_frame(&event);
+        Self {
+            event,
+            sse,
+            ndjson: OnceLock::new(),
+            plain: OnceLock::new(),
+        }
+    }
+
+    /// The message id, for resume and de-duplication; `None` for control events.
+    pub fn id(&self) -> Option<MessageId> {
+        match &self.event {
+            Event::Message(m) => Some(m.id),
+            Event::Reset { .. } => None,
+        }
+    }
+
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    pub fn encoded(&self, format: Format) -> Bytes {
+        match format {
+            Format::Sse => self.sse.clone(),
+            Format::Ndjson => self.ndjson.get_or_init(|| encode_ndjson_line(&self.event)).clone(),
+            Format::Plain => self.plain.get_or_init(|| encode_plain_line(&self.event)).clone(),
+        }
+    }
+}
+
+/// The message as one line of JSON, with `<`, `>` and `&` escaped (as Go's encoder does)
+/// so a stream shown or sniffed as HTML can never carry live markup.
+fn message_json(msg: &Message) -> String {
+    let json = serde_json::to_string(msg).expect("a message always serialises");
+    // These characters can only occur inside JSON strings, where `\u00XX` means the same.
+    json.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+}
+
+/// `id:`, `event:`, one `data:` line of JSON, blank line. JSON never contains a raw line
+/// break (serde escapes `\n` and `\r`), so no text can break the framing.
+pub fn encode_sse_frame(event: &Event) -> Bytes {
+    match event {
+        Event::Message(m) => {
+            Bytes::from(format!("id: {}\nevent: message\ndata: {}\n\n", m.id, message_json(m)))
+        }
+        Event::Reset { oldest_id } => Bytes::from(format!(
+            "event: reset\ndata: {}\n\n",
+            json!({ "oldest_id": oldest_id })
+        )),
+    }
+}
+
+/// A message is its JSON object; control events carry an `event` field.
+pub fn encode_ndjson_line(event: &Event) -> Bytes {
+    let mut line = match event {
+        Event::Message(m) => message_json(m),
+        Event::Reset { oldest_id } => json!({ "event": "reset", "oldest_id": oldest_id }).to_string(),
+    };
+    line.push('\n');
+    Bytes::from(line)
+}
+
+/// `[12:01:02] ana: hello`. Continuation lines are indented so that a message can never
+/// pass itself off as another line from someone else.
+pub fn encode_plain_line(event: &Event) -> Bytes {
+    match event {
+        Event::Message(m) => {
+            let prefix = format!("[{}] ", m.time.clock());
+            let indent = " ".repeat(prefix.len());
+            let mut out = format!("{prefix}{}: ", m.author.as_str());
+            for (i, line) in m.text.as_str().split('\n').enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                    out.push_str(&indent);
+                }
+                out.push_str(line);
+            }
+            out.push('\n');
+            Bytes::from(out)
+        }
+        Event::Reset { oldest_id } => Bytes::from(format!(
+            "-- some messages are no longer held; continuing from #{oldest_id} --\n"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{NewMessage, Timestamp};
+
+    fn msg(text: &str) -> Message {
+        let new = NewMessage::parse("general", Some("ana"), Some(text)).unwrap();
+        Message::new(3, new, Timestamp::from_millis(1_764_072_062_345).unwrap())
+    }
+
+    #[test]
+    fn sse_frame_is_one_event_whatever_the_text() {
+        let frame = encode_sse_frame(&Event::Message(msg("a\nid: 9\n\ndata: x\revent: reset")));
+        let text = std::str::from_utf8(&frame).unwrap();
+        assert!(text.ends_with("\n\n"));
+        let lines: Vec<&str> = text.trim_end().split('\n').collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], "id: 3");
+        assert_eq!(lines[1], "event: message");
+        let data: Message = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data.text.as_str(), "a\nid: 9\n\ndata: x\nevent: reset");
+    }
+
+    #[test]
+    fn markup_is_escaped_in_json_but_round_trips() {
+        let frame = encode_sse_frame(&Event::Message(msg("<script>alert(1)</script> & co")));
+        let text = std::str::from_utf8(&frame).unwrap();
+        assert!(!text.contains('<') && !text.contains('>') && !text.contains('&'), "{text}");
+        let data: Message = serde_json::from_str(text.lines().nth(2).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data.text.as_str(), "<script>alert(1)</script> & co");
+    }
+
+    #[test]
+    fn plain_lines_indent_continuations() {
+        let line = encode_plain_line(&Event::Message(msg("hello\n[12:00:00] bob: fake")));
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "[12:01:02] ana: hello\n           [12:00:00] bob: fake\n"
+        );
+    }
+
+    #[test]
+    fn ndjson_is_one_line() {
+        let line = encode_ndjson_line(&Event::Message(msg("a\nb")));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let reset = encode_ndjson_line(&Event::Reset { oldest_id: 5 });
+        assert_eq!(&reset[..], b"{\"event\":\"reset\",\"oldest_id\":5}\n");
+    }
+}
