@@ -37,12 +37,7 @@ impl AppState {
         let store: Arc<dyn Store> = match &config.store {
             StoreUrl::Memory => Arc::new(MemoryStore::new(Arc::clone(&hub), config.history)),
         };
-        Ok(Self {
-            store,
-            hub,
-            config: Arc::new(config),
-            shutdown: CancellationToken::new(),
-        })
+        Ok(Self { store, hub, config: Arc::new(config), shutdown: CancellationToken::new() })
     }
 }
 

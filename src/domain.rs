@@ -15,10 +15,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
-        Self {
-            field,
-            problem: problem.into(),
-        }
+        Self { field, problem: problem.into() }
     }
 }
 
@@ -258,13 +255,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(id: MessageId, new: NewMessage, time: Timestamp) -> Self {
-        Self {
-            id,
-            room: new.room,
-            author: new.author,
-            text: new.text,
-            time,
-        }
+        Self { id, room: new.room, author: new.author, text: new.text, time }
     }
 }
 

@@ -51,8 +51,15 @@ enum Step {
     End,
 }
 
-/// The body of an `/events` response.
-pub fn feed(state: &AppState, request: FeedRequest) -> impl Stream<Item = Result<Bytes, Infallible>> + use<> {
+/// Subscribes and fixes the starting point, then returns the body of an `/events` response.
+///
+/// Both happen before the response starts, so a client that has the response headers
+/// misses nothing posted after; a store that cannot answer is an error response, not a
+/// stream that ends at once.
+pub async fn open(
+    state: &AppState,
+    request: FeedRequest,
+) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + use<>, StoreError> {
     let feed = Feed {
         store: Arc::clone(&state.store),
         hub: Arc::clone(&state.hub),
@@ -60,32 +67,23 @@ pub fn feed(state: &AppState, request: FeedRequest) -> impl Stream<Item = Result
         heartbeat: state.config.heartbeat,
         retry: state.config.retry,
     };
-    let FeedRequest {
-        room,
-        resume_from,
-        format,
-    } = request;
+    let FeedRequest { room, resume_from, format } = request;
+    // Subscribe before reading anything, so nothing published from here on is missed.
+    let mut subscription = feed.hub.subscribe(&room);
+    // A fresh reader starts after the newest message; everything newer reaches it.
+    let mut cursor = match resume_from {
+        Some(id) => id,
+        None => feed.store.read(&room, Range::Latest, 0).await?.last_id,
+    };
 
-    async_stream::stream! {
-        // Subscribe before reading anything, so nothing published from here on is missed.
-        let mut subscription = feed.hub.subscribe(&room);
+    Ok(async_stream::stream! {
         if let Some(preamble) = format.preamble(feed.retry.as_millis() as u64) {
             yield Ok(preamble);
         }
-        let start = match resume_from {
-            Some(id) => Ok(id),
-            None => feed.store.read(&room, Range::Latest, 0).await.map(|page| page.last_id),
-        };
-        let mut cursor = match start {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(%room, error = %e, "feed could not start");
-                return;
-            }
-        };
         let mut heartbeat = interval_at(Instant::now() + feed.heartbeat, feed.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut catching_up = true;
+        // A fresh reader has nothing to replay.
+        let mut catching_up = resume_from.is_some();
 
         loop {
             if catching_up {
@@ -144,7 +142,7 @@ pub fn feed(state: &AppState, request: FeedRequest) -> impl Stream<Item = Result
                 }
             }
         }
-    }
+    })
 }
 
 impl Feed {

@@ -25,10 +25,7 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self {
-            rooms: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
-        })
+        Arc::new(Self { rooms: Mutex::new(HashMap::new()), capacity: capacity.max(1) })
     }
 
     /// Starts receiving every frame published to `room` from now on.
@@ -42,11 +39,7 @@ impl Hub {
                 rx
             }
         };
-        Subscription {
-            hub: Arc::clone(self),
-            room: room.clone(),
-            rx,
-        }
+        Subscription { hub: Arc::clone(self), room: room.clone(), rx }
     }
 
     /// Hands a stored message to every subscriber of its room.

@@ -57,7 +57,10 @@ pub async fn run(
     state.shutdown.cancel();
     connections.close();
     if tokio::time::timeout(state.config.shutdown_timeout, connections.wait()).await.is_err() {
-        tracing::warn!(open = connections.len(), "connections still open at the shutdown timeout; closing them");
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open at the shutdown timeout; closing them"
+        );
     }
     Ok(())
 }

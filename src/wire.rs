@@ -60,7 +60,9 @@ pub enum Event {
     Message(Message),
     /// History no longer holds what the client asked for: what it gets next starts at
     /// `oldest_id`, so it knows it missed something.
-    Reset { oldest_id: MessageId },
+    Reset {
+        oldest_id: MessageId,
+    },
 }
 
 /// An event with its encodings, built once and shared.
@@ -75,12 +77,7 @@ pub struct Frame {
 impl Frame {
     pub fn new(event: Event) -> Self {
         let sse = encode_sse_frame(&event);
-        Self {
-            event,
-            sse,
-            ndjson: OnceLock::new(),
-            plain: OnceLock::new(),
-        }
+        Self { event, sse, ndjson: OnceLock::new(), plain: OnceLock::new() }
     }
 
     /// The message id, for resume and de-duplication; `None` for control events.
@@ -119,10 +116,9 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
         Event::Message(m) => {
             Bytes::from(format!("id: {}\nevent: message\ndata: {}\n\n", m.id, message_json(m)))
         }
-        Event::Reset { oldest_id } => Bytes::from(format!(
-            "event: reset\ndata: {}\n\n",
-            json!({ "oldest_id": oldest_id })
-        )),
+        Event::Reset { oldest_id } => {
+            Bytes::from(format!("event: reset\ndata: {}\n\n", json!({ "oldest_id": oldest_id })))
+        }
     }
 }
 
@@ -154,9 +150,9 @@ pub fn encode_plain_line(event: &Event) -> Bytes {
             out.push('\n');
             Bytes::from(out)
         }
-        Event::Reset { oldest_id } => Bytes::from(format!(
-            "-- some messages are no longer held; continuing from #{oldest_id} --\n"
-        )),
+        Event::Reset { oldest_id } => {
+            Bytes::from(format!("-- some messages are no longer held; continuing from #{oldest_id} --\n"))
+        }
     }
 }
 
@@ -188,7 +184,8 @@ mod tests {
         let frame = encode_sse_frame(&Event::Message(msg("<script>alert(1)</script> & co")));
         let text = std::str::from_utf8(&frame).unwrap();
         assert!(!text.contains('<') && !text.contains('>') && !text.contains('&'), "{text}");
-        let data: Message = serde_json::from_str(text.lines().nth(2).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        let data: Message =
+            serde_json::from_str(text.lines().nth(2).unwrap().strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(data.text.as_str(), "<script>alert(1)</script> & co");
     }
 

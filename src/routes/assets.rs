@@ -24,12 +24,7 @@ impl Asset {
             .iter()
             .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
         let etag = HeaderValue::from_str(&format!("\"{hash:016x}\"")).expect("hex is a valid header");
-        Self {
-            name,
-            content_type,
-            body,
-            etag,
-        }
+        Self { name, content_type, body, etag }
     }
 }
 
@@ -44,10 +39,8 @@ pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     let Some(asset) = ASSETS.iter().find(|a| a.name == file) else {
         return AppError::NotFound(format!("no such asset: {file}")).into_response();
     };
-    let validators = [
-        (header::ETAG, asset.etag.clone()),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-    ];
+    let validators =
+        [(header::ETAG, asset.etag.clone()), (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))];
     if headers.get(header::IF_NONE_MATCH) == Some(&asset.etag) {
         return (StatusCode::NOT_MODIFIED, validators).into_response();
     }

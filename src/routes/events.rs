@@ -9,10 +9,14 @@ use super::{Params, negotiate, parse_id};
 use crate::app::AppState;
 use crate::domain::RoomName;
 use crate::error::AppError;
-use crate::feed::{FeedRequest, feed};
+use crate::feed::{self, FeedRequest};
 use crate::wire::Format;
 
-pub async fn events(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Result<Response, AppError> {
+pub async fn events(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let params = Params::from_uri(&uri)?;
     let room = RoomName::parse(params.get("room").unwrap_or(RoomName::DEFAULT))?;
     // What EventSource sends on reconnect is newer than the `since` the page started with.
@@ -26,7 +30,8 @@ pub async fn events(State(state): State<AppState>, uri: Uri, headers: HeaderMap)
     let offered = Format::MEDIA_TYPES.map(|(media, _)| media);
     let format = Format::MEDIA_TYPES[negotiate(&headers, &offered)].1;
 
-    let body = Body::from_stream(feed(&state, FeedRequest { room, resume_from, format }));
+    let stream = feed::open(&state, FeedRequest { room, resume_from, format }).await?;
+    let body = Body::from_stream(stream);
     let mut response = body.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));

@@ -24,7 +24,9 @@ pub async fn history(State(state): State<AppState>, uri: Uri) -> Result<Json<Vec
         Some(v) => match v.trim().parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
             _ => {
-                return Err(FieldError::new("limit", format!("{v:?} is not a number from 1 to {MAX_LIMIT}")).into());
+                return Err(
+                    FieldError::new("limit", format!("{v:?} is not a number from 1 to {MAX_LIMIT}")).into()
+                );
             }
         },
     };

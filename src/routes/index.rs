@@ -81,7 +81,13 @@ pub async fn room(State(state): State<AppState>, Path(room): Path<String>, uri: 
 }
 
 /// The room with its recent history, and the form (with `draft` when a post was refused).
-pub async fn room_page(state: &AppState, room: &RoomName, root: &str, status: StatusCode, draft: Draft<'_>) -> Response {
+pub async fn room_page(
+    state: &AppState,
+    room: &RoomName,
+    root: &str,
+    status: StatusCode,
+    draft: Draft<'_>,
+) -> Response {
     let page = match state.store.read(room, Range::Latest, state.config.page_messages).await {
         Ok(page) => page,
         Err(e) => {

@@ -9,7 +9,6 @@ use axum::body::{Body, to_bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use super::index::{Draft, error_page, room_page, root_for};
 use super::{Params, prefers_html};
@@ -21,7 +20,7 @@ use crate::error::AppError;
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The raw fields, before validation.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 struct SendFields {
     room: Option<String>,
     author: Option<String>,
@@ -119,21 +118,60 @@ async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFields
             AppError::Malformed(format!("could not read the request body: {e}"))
         }
     })?;
-    let mut fields: SendFields = if is_json {
-        serde_json::from_slice(&bytes).map_err(|e| AppError::Malformed(format!("malformed JSON: {e}")))?
-    } else {
-        serde_urlencoded::from_bytes(&bytes).map_err(|e| AppError::Malformed(format!("malformed form data: {e}")))?
-    };
+    let mut fields: SendFields = if is_json { decode_json(&bytes)? } else { decode_form(&bytes)? };
     match (fields.room.as_deref(), params.get("room")) {
         (Some(body_room), Some(query_room)) if body_room != query_room => {
             return Err(FieldError::new(
                 "room",
-                format!("given twice with different values ({query_room:?} in the URL, {body_room:?} in the body)"),
+                format!(
+                    "given twice with different values ({query_room:?} in the URL, {body_room:?} in the body)"
+                ),
             )
             .into());
         }
         (None, Some(query_room)) => fields.room = Some(query_room.to_owned()),
         _ => {}
+    }
+    Ok(fields)
+}
+
+/// A JSON object; other fields (for later versions) are ignored.
+fn decode_json(bytes: &[u8]) -> Result<SendFields, AppError> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes).map_err(|e| {
+        AppError::Malformed(format!("malformed JSON (expected an object with room, author and text): {e}"))
+    })?;
+    let field = |name: &'static str| match object.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(FieldError::new(name, "must be a string")),
+    };
+    Ok(SendFields { room: field("room")?, author: field("author")?, text: field("text")? })
+}
+
+/// `application/x-www-form-urlencoded`, strictly: valid UTF-8, each field at most once.
+fn decode_form(bytes: &[u8]) -> Result<SendFields, AppError> {
+    let malformed = |why: String| AppError::Malformed(format!("malformed form data: {why}"));
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(&part.replace('+', " "))
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| malformed(format!("{part:?} is not valid UTF-8 once decoded")))
+    };
+    let body = std::str::from_utf8(bytes).map_err(|_| malformed("the body is not valid UTF-8".into()))?;
+    let mut fields = SendFields::default();
+    for pair in body.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode(name)?;
+        let slot = match name.as_str() {
+            "room" => &mut fields.room,
+            "author" => &mut fields.author,
+            "text" => &mut fields.text,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(malformed(format!("the field {name:?} is given more than once")));
+        }
+        *slot = Some(decode(value)?);
     }
     Ok(fields)
 }

@@ -40,11 +40,7 @@ impl RoomLog {
 
 impl MemoryStore {
     pub fn new(hub: Arc<Hub>, retain: usize) -> Self {
-        Self {
-            rooms: Mutex::new(HashMap::new()),
-            hub,
-            retain: retain.max(1),
-        }
+        Self { rooms: Mutex::new(HashMap::new()), hub, retain: retain.max(1) }
     }
 }
 

@@ -1,0 +1,262 @@
+//! Spawns the real server on 127.0.0.1:0 and speaks real HTTP to it, with a real SSE parser.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Once;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value, json};
+use ssechat::domain::Message;
+use ssechat::{AppState, Config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Long enough for a loaded CI machine; only reached when something is wrong.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// How long "nothing arrives" is watched for.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt().with_env_filter("ssechat=debug").with_test_writer().init();
+        }
+    });
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        init_logs();
+        let mut config = Config::defaults();
+        config.listen = "127.0.0.1:0".into();
+        configure(&mut config);
+        let state = AppState::new(config).await.expect("app starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(ssechat::run(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            state,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, body: Value) -> reqwest::Response {
+        self.client.post(self.url("/send")).json(&body).send().await.unwrap()
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client.post(self.url(path)).form(form).send().await.unwrap()
+    }
+
+    /// Posts a message and returns it as stored.
+    pub async fn say(&self, room: &str, author: &str, text: &str) -> Message {
+        let response = self.post_json(json!({ "room": room, "author": author, "text": text })).await;
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    pub async fn history(&self, room: &str) -> Vec<Message> {
+        self.get(&format!("/history?room={room}&since=0&limit=1000")).await.json().await.unwrap()
+    }
+
+    /// Opens `/events` with `query` and extra headers; the response has started when this returns.
+    pub async fn events(&self, query: &str, headers: &[(&str, &str)]) -> EventStream {
+        let mut request = self.client.get(self.url(&format!("/events{query}")));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = tokio::time::timeout(WAIT, request.send()).await.expect("stream opens").unwrap();
+        assert_eq!(response.status(), 200);
+        EventStream::new(response)
+    }
+
+    /// An SSE stream that has received its preamble, so it is surely subscribed.
+    pub async fn subscribe(&self, query: &str, headers: &[(&str, &str)]) -> EventStream {
+        let mut stream = self.events(query, headers).await;
+        let first = stream.next_block().await.expect("preamble");
+        assert!(first.retry.is_some(), "stream opens with retry: {first:?}");
+        stream
+    }
+
+    /// Stops the server the way Ctrl-C does and waits for `run` to return.
+    pub async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        let server = self.server.take().unwrap();
+        tokio::time::timeout(WAIT, server).await.expect("run returns after shutdown").unwrap().unwrap();
+    }
+}
+
+/// One SSE block: the fields up to a blank line.
+#[derive(Debug, Default, Clone)]
+pub struct Block {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<u64>,
+    pub comments: Vec<String>,
+}
+
+impl Block {
+    pub fn message(&self) -> Message {
+        assert_eq!(self.event.as_deref(), Some("message"), "{self:?}");
+        let message: Message = serde_json::from_str(self.data.as_deref().unwrap()).unwrap();
+        assert_eq!(self.id.as_deref(), Some(message.id.to_string().as_str()));
+        message
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().unwrap()).unwrap()
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// A response body read as it arrives: SSE blocks or lines.
+pub struct EventStream {
+    pub headers: reqwest::header::HeaderMap,
+    body: ByteStream,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    pub fn new(response: reqwest::Response) -> Self {
+        let headers = response.headers().clone();
+        Self::from_body(headers, response.bytes_stream().map(|r| r.map_err(|e| e.to_string())))
+    }
+
+    /// Reads any byte stream, such as a feed taken straight from the library.
+    pub fn from_body<E: ToString>(
+        headers: reqwest::header::HeaderMap,
+        body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> Self {
+        Self { headers, body: Box::pin(body.map(|r| r.map_err(|e| e.to_string()))), buf: Vec::new() }
+    }
+
+    /// The next line (without its ending), or `None` at end of stream. Panics after `WAIT`.
+    pub async fn next_line(&mut self) -> Option<String> {
+        tokio::time::timeout(WAIT, self.read_line()).await.expect("a line arrives in time")
+    }
+
+    async fn read_line(&mut self) -> Option<String> {
+        loop {
+            // SSE lines end in \n, \r\n or \r.
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+                if self.buf[pos] == b'\r' && pos + 1 == self.buf.len() {
+                    // Wait to see whether a \n follows.
+                } else {
+                    let line = String::from_utf8(self.buf[..pos].to_vec()).expect("utf-8");
+                    let skip =
+                        if self.buf[pos] == b'\r' && self.buf.get(pos + 1) == Some(&b'\n') { 2 } else { 1 };
+                    self.buf.drain(..pos + skip);
+                    return Some(line);
+                }
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The next SSE block, or `None` at end of stream.
+    pub async fn next_block(&mut self) -> Option<Block> {
+        let mut block = Block::default();
+        let mut any = false;
+        loop {
+            let line = self.next_line().await?;
+            if line.is_empty() {
+                if any {
+                    return Some(block);
+                }
+                continue;
+            }
+            any = true;
+            if let Some(comment) = line.strip_prefix(':') {
+                block.comments.push(comment.trim().to_owned());
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+            match field {
+                "id" => block.id = Some(value),
+                "event" => block.event = Some(value),
+                "data" => {
+                    block.data = Some(match block.data.take() {
+                        Some(d) => format!("{d}\n{value}"),
+                        None => value,
+                    })
+                }
+                "retry" => block.retry = Some(value.parse().expect("numeric retry")),
+                other => panic!("unknown SSE field {other:?}"),
+            }
+        }
+    }
+
+    /// The next block that carries data (skipping heartbeats and `retry:`).
+    pub async fn next_event(&mut self) -> Block {
+        loop {
+            let block = self.next_block().await.expect("stream still open");
+            if block.data.is_some() {
+                return block;
+            }
+        }
+    }
+
+    pub async fn next_message(&mut self) -> Message {
+        self.next_event().await.message()
+    }
+
+    /// Asserts that no event arrives for a short while.
+    pub async fn expect_quiet(&mut self) {
+        let outcome = tokio::time::timeout(QUIET, async {
+            loop {
+                match self.next_block().await {
+                    Some(b) if b.data.is_none() => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        if let Ok(got) = outcome {
+            panic!("expected nothing, got {got:?}");
+        }
+    }
+
+    /// Reads to the end of the stream; panics if it does not end in time.
+    pub async fn expect_end(&mut self) {
+        tokio::time::timeout(WAIT, async { while self.read_line().await.is_some() {} })
+            .await
+            .expect("stream ends");
+    }
+}
