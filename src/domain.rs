@@ -27,6 +27,41 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
+/// The shared plumbing of a validated string: `as_str`, `Display`, and serde through
+/// `parse`, so even data read back from a store is checked.
+macro_rules! validated_string {
+    ($name:ident) => {
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = FieldError;
+            fn try_from(s: String) -> Result<Self, FieldError> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+    };
+}
+
+validated_string!(RoomName);
+validated_string!(Author);
+validated_string!(MessageText);
+
 /// A room: 1 to 64 characters of `a-z 0-9 - _`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -52,29 +87,6 @@ impl RoomName {
     /// The room shown at `/`.
     pub fn general() -> Self {
         Self(Self::DEFAULT.to_owned())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for RoomName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for RoomName {
-    type Error = FieldError;
-    fn try_from(s: String) -> Result<Self, FieldError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<RoomName> for String {
-    fn from(r: RoomName) -> String {
-        r.0
     }
 }
 
@@ -105,23 +117,6 @@ impl Author {
             ));
         }
         Ok(Self(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Author {
-    type Error = FieldError;
-    fn try_from(s: String) -> Result<Self, FieldError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<Author> for String {
-    fn from(a: Author) -> String {
-        a.0
     }
 }
 
@@ -160,23 +155,6 @@ impl MessageText {
             ));
         }
         Ok(Self(text.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for MessageText {
-    type Error = FieldError;
-    fn try_from(s: String) -> Result<Self, FieldError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<MessageText> for String {
-    fn from(t: MessageText) -> String {
-        t.0
     }
 }
 

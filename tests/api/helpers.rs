@@ -79,6 +79,12 @@ impl TestApp {
         self.client.post(self.url(path)).form(form).send().await.unwrap()
     }
 
+    /// Posts a form the way a browser without JavaScript does.
+    pub async fn post_as_browser(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        self.client.post(self.url(path)).header("accept", accept).form(form).send().await.unwrap()
+    }
+
     /// Posts a message and returns it as stored.
     pub async fn say(&self, room: &str, author: &str, text: &str) -> Message {
         let response = self.post_json(json!({ "room": room, "author": author, "text": text })).await;

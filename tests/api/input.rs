@@ -137,14 +137,8 @@ async fn bad_stream_and_history_parameters_are_400() {
 #[tokio::test]
 async fn a_refused_browser_post_shows_the_page_with_the_reason_and_the_draft() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
-        .post(app.url("/send?room=general"))
-        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
-        .form(&[("room", "general"), ("author", ""), ("text", "my <precious> words")])
-        .send()
-        .await
-        .unwrap();
+    let form = [("room", "general"), ("author", ""), ("text", "my <precious> words")];
+    let response = app.post_as_browser("/send?room=general", &form).await;
     assert_eq!(response.status(), 400);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let page = response.text().await.unwrap();
@@ -152,14 +146,9 @@ async fn a_refused_browser_post_shows_the_page_with_the_reason_and_the_draft() {
     assert!(page.contains("my &#60;precious&#62; words</textarea>"), "{page}");
     assert!(app.history("general").await.is_empty());
 
-    let response = app
-        .client
-        .post(app.url("/send"))
-        .header("accept", "text/html")
-        .form(&[("room", "general"), ("author", "ana"), ("text", "x".repeat(4001).as_str())])
-        .send()
-        .await
-        .unwrap();
+    let long = "x".repeat(4001);
+    let response =
+        app.post_as_browser("/send", &[("room", "general"), ("author", "ana"), ("text", &long)]).await;
     assert_eq!(response.status(), 400);
     let page = response.text().await.unwrap();
     assert!(page.contains("value=\"ana\""), "the name is kept");

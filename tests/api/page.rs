@@ -7,8 +7,6 @@ use tower::ServiceExt;
 
 use crate::helpers::TestApp;
 
-const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
-
 #[tokio::test]
 async fn the_page_shows_recent_history_oldest_first() {
     let app = TestApp::spawn().await;
@@ -63,26 +61,18 @@ async fn a_bad_room_name_is_a_404_page_that_says_why() {
 async fn without_javascript_the_form_posts_and_redirects_back() {
     let app = TestApp::spawn().await;
     let response = app
-        .client
-        .post(app.url("/send?room=dev"))
-        .header("accept", BROWSER_ACCEPT)
-        .form(&[("room", "dev"), ("author", "ana"), ("text", "no script needed")])
-        .send()
-        .await
-        .unwrap();
+        .post_as_browser(
+            "/send?room=dev",
+            &[("room", "dev"), ("author", "ana"), ("text", "no script needed")],
+        )
+        .await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "rooms/dev");
     let page = app.get("/rooms/dev").await.text().await.unwrap();
     assert!(page.contains("no script needed"));
 
-    let response = app
-        .client
-        .post(app.url("/send"))
-        .header("accept", BROWSER_ACCEPT)
-        .form(&[("room", "general"), ("author", "ana"), ("text", "to general")])
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.post_as_browser("/send", &[("room", "general"), ("author", "ana"), ("text", "to general")]).await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "./");
 }
