@@ -10,7 +10,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::{Config, StoreUrl};
 use crate::hub::Hub;
 use crate::routes;
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, SqliteStore, Store};
 
 /// Shared by every request; cheap to clone.
 #[derive(Clone)]
@@ -34,10 +34,19 @@ impl AppState {
     /// Builds the hub and opens the store named by `config`.
     pub async fn new(config: Config) -> Result<Self, StartError> {
         let hub = Hub::new(config.buffer);
+        let retention = config.retention();
         let store: Arc<dyn Store> = match &config.store {
-            StoreUrl::Memory => Arc::new(MemoryStore::new(Arc::clone(&hub), config.history)),
+            StoreUrl::Memory => Arc::new(MemoryStore::new(Arc::clone(&hub), retention)),
+            StoreUrl::Sqlite(path) => {
+                Arc::new(SqliteStore::open(path, Arc::clone(&hub), retention).map_err(StartError::Store)?)
+            }
         };
-        Ok(Self { store, hub, config: Arc::new(config), shutdown: CancellationToken::new() })
+        Ok(Self::with_store(config, hub, store))
+    }
+
+    /// Wires a store that was opened elsewhere (it must publish to `hub`).
+    pub fn with_store(config: Config, hub: Arc<Hub>, store: Arc<dyn Store>) -> Self {
+        Self { store, hub, config: Arc::new(config), shutdown: CancellationToken::new() }
     }
 }
 
@@ -45,6 +54,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(routes::index::general))
+        .route("/rooms", get(routes::rooms::rooms))
         .route("/rooms/{room}", get(routes::index::room))
         .route("/send", post(routes::send::send))
         .route("/events", get(routes::events::events))

@@ -1,12 +1,19 @@
 //! Command-line flags. Every flag has an environment variable; defaults are constants.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::store::Retention;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
-pub const DEFAULT_HISTORY: usize = 1_000;
+pub const DEFAULT_STORE: &str = "sqlite:ssechat.db";
+/// Messages kept per room by the memory store, unless `--retain` says otherwise.
+pub const DEFAULT_RETAIN_MEMORY: usize = 1_000;
+/// Messages kept per room by durable stores, unless `--retain` says otherwise.
+pub const DEFAULT_RETAIN_DURABLE: usize = 10_000;
 pub const DEFAULT_BUFFER: usize = 1_024;
 pub const DEFAULT_PAGE_MESSAGES: usize = 100;
 
@@ -18,13 +25,17 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: String,
 
-    /// Where history lives: `memory` (lost on restart).
-    #[arg(long, env = "SSECHAT_STORE", default_value = "memory")]
+    /// Where history lives: `sqlite:PATH` (durable) or `memory` (lost on restart).
+    #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE)]
     pub store: StoreUrl,
 
-    /// Messages kept per room by the memory store.
-    #[arg(long, env = "SSECHAT_HISTORY", default_value_t = DEFAULT_HISTORY, value_parser = positive)]
-    pub history: usize,
+    /// Messages kept per room [default: 10000, or 1000 with --store memory].
+    #[arg(long, visible_alias = "history", env = "SSECHAT_RETAIN", value_parser = positive)]
+    pub retain: Option<usize>,
+
+    /// Drop messages older than this (for example `7d`) [default: kept regardless of age].
+    #[arg(long, env = "SSECHAT_RETAIN_FOR", value_parser = positive_duration)]
+    pub retain_for: Option<Duration>,
 
     /// Messages shown on a room page when it is opened.
     #[arg(long, env = "SSECHAT_PAGE_MESSAGES", default_value_t = DEFAULT_PAGE_MESSAGES, value_parser = positive)]
@@ -56,8 +67,9 @@ impl Config {
     pub fn defaults() -> Self {
         Self {
             listen: DEFAULT_LISTEN.to_owned(),
-            store: StoreUrl::Memory,
-            history: DEFAULT_HISTORY,
+            store: StoreUrl::Sqlite(PathBuf::from("ssechat.db")),
+            retain: None,
+            retain_for: None,
             page_messages: DEFAULT_PAGE_MESSAGES,
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(3),
@@ -68,18 +80,34 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What each room keeps, with the default that suits the store.
+    pub fn retention(&self) -> Retention {
+        let default = match self.store {
+            StoreUrl::Memory => DEFAULT_RETAIN_MEMORY,
+            StoreUrl::Sqlite(_) => DEFAULT_RETAIN_DURABLE,
+        };
+        Retention { count: self.retain.unwrap_or(default), age: self.retain_for }
+    }
+}
+
 /// The `--store` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Memory,
+    Sqlite(PathBuf),
 }
 
 impl FromStr for StoreUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "memory" => Ok(StoreUrl::Memory),
-            other => Err(format!("unknown store {other:?}; expected `memory`")),
+        if s == "memory" {
+            return Ok(StoreUrl::Memory);
+        }
+        match s.strip_prefix("sqlite:") {
+            Some("") => Err("sqlite: needs a file path, as in sqlite:ssechat.db".to_owned()),
+            Some(path) => Ok(StoreUrl::Sqlite(PathBuf::from(path))),
+            None => Err(format!("unknown store {s:?}; expected `sqlite:PATH` or `memory`")),
         }
     }
 }
@@ -113,9 +141,22 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         assert!(Config::try_parse_from(["ssechat", "--heartbeat", "0s"]).is_err());
-        assert!(Config::try_parse_from(["ssechat", "--history", "0"]).is_err());
+        assert!(Config::try_parse_from(["ssechat", "--retain", "0"]).is_err());
+        assert!(Config::try_parse_from(["ssechat", "--store", "sqlite:"]).is_err());
         assert!(Config::try_parse_from(["ssechat", "--store", "mongodb://x"]).is_err());
         let c = Config::try_parse_from(["ssechat", "--heartbeat", "2m", "--listen", "127.0.0.1:0"]).unwrap();
         assert_eq!(c.heartbeat, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn retention_defaults_suit_the_store() {
+        let durable = Config::try_parse_from(["ssechat", "--retain-for", "7d"]).unwrap();
+        assert_eq!(durable.store, StoreUrl::Sqlite(PathBuf::from("ssechat.db")));
+        let week = Some(Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(durable.retention(), Retention { count: 10_000, age: week });
+        let memory = Config::try_parse_from(["ssechat", "--store", "memory"]).unwrap();
+        assert_eq!(memory.retention().count, 1_000);
+        let aliased = Config::try_parse_from(["ssechat", "--history", "5"]).unwrap();
+        assert_eq!(aliased.retention().count, 5);
     }
 }

@@ -8,7 +8,7 @@ use axum::http::Uri;
 
 use super::Params;
 use crate::app::AppState;
-use crate::domain::{FieldError, Message, RoomName};
+use crate::domain::{Message, RoomName};
 use crate::error::AppError;
 use crate::store::Range;
 
@@ -19,17 +19,7 @@ pub async fn history(State(state): State<AppState>, uri: Uri) -> Result<Json<Vec
     let params = Params::from_uri(&uri)?;
     let room = RoomName::parse(params.get("room").unwrap_or(RoomName::DEFAULT))?;
     let range = params.id("since")?.map_or(Range::Latest, Range::After);
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(
-                    FieldError::new("limit", format!("{v:?} is not a number from 1 to {MAX_LIMIT}")).into()
-                );
-            }
-        },
-    };
+    let limit = params.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = state.store.read(&room, range, limit).await?;
     Ok(Json(page.messages))
 }

@@ -19,6 +19,8 @@ struct RoomPage<'a> {
     root: &'a str,
     room: &'a str,
     messages: Vec<MessageView<'a>>,
+    /// Active rooms, for switching.
+    rooms: Vec<RoomLink>,
     /// Where the page's EventSource starts, so there is no gap and no duplicate.
     last_id: u64,
     author: &'a str,
@@ -46,6 +48,11 @@ impl<'a> From<&'a Message> for MessageView<'a> {
     }
 }
 
+struct RoomLink {
+    name: String,
+    messages: u64,
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
@@ -53,6 +60,9 @@ struct ErrorPage<'a> {
     status: StatusCode,
     message: &'a str,
 }
+
+/// Rooms listed on a page.
+const ROOM_LINKS: usize = 20;
 
 /// What a form post left behind when it was refused: shown again with the reason.
 #[derive(Default)]
@@ -88,8 +98,12 @@ pub async fn room_page(
     status: StatusCode,
     draft: Draft<'_>,
 ) -> Response {
-    let page = match state.store.read(room, Range::Latest, state.config.page_messages).await {
-        Ok(page) => page,
+    let store = &state.store;
+    let (page, rooms) = match tokio::try_join!(
+        store.read(room, Range::Latest, state.config.page_messages),
+        store.rooms(ROOM_LINKS)
+    ) {
+        Ok(found) => found,
         Err(e) => {
             let e = AppError::from(e);
             return error_page(e.status(), &e.public_message(), root);
@@ -99,6 +113,10 @@ pub async fn room_page(
         root,
         room: room.as_str(),
         messages: page.messages.iter().map(MessageView::from).collect(),
+        rooms: rooms
+            .into_iter()
+            .map(|r| RoomLink { name: r.name.to_string(), messages: r.messages })
+            .collect(),
         last_id: page.last_id,
         author: draft.author,
         text: draft.text,

@@ -5,12 +5,13 @@ pub mod events;
 pub mod health;
 pub mod history;
 pub mod index;
+pub mod rooms;
 pub mod send;
 
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::domain::MessageId;
+use crate::domain::{FieldError, MessageId};
 use crate::error::AppError;
 
 /// The index into `offered` the `Accept` header prefers. Ties go to the earlier offer, so
@@ -76,6 +77,15 @@ impl Params {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// A `limit` parameter: `default` when absent, else 1 to `max`.
+    pub fn limit(&self, default: usize, max: usize) -> Result<usize, AppError> {
+        let Some(value) = self.get("limit") else { return Ok(default) };
+        match value.trim().parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(FieldError::new("limit", format!("{value:?} is not a number from 1 to {max}")).into()),
+        }
+    }
+
     /// A message id parameter such as `since`.
     pub fn id(&self, name: &'static str) -> Result<Option<MessageId>, AppError> {
         self.get(name).map(|v| parse_id(name, v)).transpose()
@@ -84,7 +94,7 @@ impl Params {
 
 pub fn parse_id(name: &'static str, value: &str) -> Result<MessageId, AppError> {
     value.trim().parse().map_err(|_| {
-        AppError::Invalid(crate::domain::FieldError::new(
+        AppError::Invalid(FieldError::new(
             name,
             format!("{value:?} is not a message id (a whole number, 0 or more)"),
         ))

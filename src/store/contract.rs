@@ -3,7 +3,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{Range, Store};
+use std::time::Duration;
+
+use super::{Range, Retention, Store};
 use crate::domain::{NewMessage, RoomName};
 use crate::hub::Hub;
 
@@ -15,17 +17,22 @@ fn ids(page: &super::Page) -> Vec<u64> {
     page.messages.iter().map(|m| m.id).collect()
 }
 
-/// Runs every contract check on fresh stores made by `make(hub, retain)`.
+/// Runs every contract check on fresh stores made by `make(hub, retention)`.
 pub async fn run_all<F, Fut>(make: F)
 where
-    F: Fn(Arc<Hub>, usize) -> Fut,
+    F: Fn(Arc<Hub>, Retention) -> Fut,
     Fut: Future<Output = Arc<dyn Store>>,
 {
-    ids_are_per_room_and_increasing(make(Hub::new(64), 100).await).await;
-    reads_respect_range_and_limit(make(Hub::new(64), 100).await).await;
+    ids_are_per_room_and_increasing(make(Hub::new(64), Retention::count(100)).await).await;
+    reads_respect_range_and_limit(make(Hub::new(64), Retention::count(100)).await).await;
     let hub = Hub::new(1024);
-    publishes_in_id_order(make(Arc::clone(&hub), 1000).await, hub).await;
-    retention_keeps_the_newest(make(Hub::new(64), 3).await).await;
+    publishes_in_id_order(make(Arc::clone(&hub), Retention::count(1000)).await, hub).await;
+    retention_keeps_the_newest(make(Hub::new(64), Retention::count(3)).await).await;
+    let young = Retention { count: 100, age: Some(Duration::from_secs(3600)) };
+    retention_by_age(make(Hub::new(64), young).await, false).await;
+    let old = Retention { count: 100, age: Some(Duration::from_millis(1)) };
+    retention_by_age(make(Hub::new(64), old).await, true).await;
+    rooms_list_active_rooms(make(Hub::new(64), Retention::count(100)).await).await;
 }
 
 async fn ids_are_per_room_and_increasing(store: Arc<dyn Store>) {
@@ -85,4 +92,40 @@ async fn retention_keeps_the_newest(store: Arc<dyn Store>) {
     assert_eq!((page.first_held, page.last_id), (3, 5));
     // Ids keep counting after old messages go.
     assert_eq!(store.append(new("small", "m6")).await.unwrap().id, 6);
+}
+
+/// With `expired`, the retention age is shorter than the wait: nothing is held any more.
+async fn retention_by_age(store: Arc<dyn Store>, expired: bool) {
+    let room = RoomName::parse("aging").unwrap();
+    for i in 1..=3 {
+        store.append(new("aging", &format!("m{i}"))).await.unwrap();
+    }
+    // Let the clock pass the 1 ms retention of the `expired` case.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let page = store.read(&room, Range::After(0), 100).await.unwrap();
+    let rooms = store.rooms(10).await.unwrap();
+    if expired {
+        assert!(page.messages.is_empty());
+        assert_eq!((page.first_held, page.last_id), (4, 3));
+        assert!(rooms.is_empty(), "a room with nothing held is not active");
+        assert_eq!(store.append(new("aging", "m4")).await.unwrap().id, 4, "ids go on");
+    } else {
+        assert_eq!(ids(&page), vec![1, 2, 3]);
+        assert_eq!(rooms.len(), 1);
+    }
+}
+
+async fn rooms_list_active_rooms(store: Arc<dyn Store>) {
+    assert!(store.rooms(10).await.unwrap().is_empty());
+    store.append(new("alpha", "1")).await.unwrap();
+    store.append(new("beta", "1")).await.unwrap();
+    store.append(new("beta", "2")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await; // distinct millisecond timestamps
+    let last = store.append(new("alpha", "2")).await.unwrap();
+    store.append(new("alpha", "3")).await.unwrap();
+    let rooms = store.rooms(10).await.unwrap();
+    let summary: Vec<(&str, u64)> = rooms.iter().map(|r| (r.name.as_str(), r.messages)).collect();
+    assert_eq!(summary, vec![("alpha", 3), ("beta", 2)], "most recently active first");
+    assert!(rooms[0].last_activity >= last.time);
+    assert_eq!(store.rooms(1).await.unwrap().len(), 1);
 }

@@ -1,11 +1,11 @@
-//! The in-memory store: each room keeps its last `retain` messages; all is gone on restart.
+//! The in-memory store: each room keeps what retention allows; all is gone on restart.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{Page, Range, Store, StoreError};
+use super::{Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{Message, MessageId, NewMessage, RoomName, Timestamp};
 use crate::hub::Hub;
 
@@ -14,8 +14,7 @@ pub struct MemoryStore {
     /// holding it across "assign id, push, publish" is what keeps publish order = id order.
     rooms: Mutex<HashMap<RoomName, RoomLog>>,
     hub: Arc<Hub>,
-    /// Messages kept per room.
-    retain: usize,
+    retention: Retention,
 }
 
 #[derive(Default)]
@@ -25,6 +24,18 @@ struct RoomLog {
 }
 
 impl RoomLog {
+    /// Drops what retention no longer keeps from the front.
+    fn prune(&mut self, retention: Retention) {
+        while self.messages.len() > retention.count {
+            self.messages.pop_front();
+        }
+        if let Some(cutoff) = retention.cutoff() {
+            while self.messages.front().is_some_and(|m| m.time < cutoff) {
+                self.messages.pop_front();
+            }
+        }
+    }
+
     fn page(&self, range: Range, limit: usize) -> Page {
         let skip = match range {
             Range::After(after) => self.messages.partition_point(|m| m.id <= after),
@@ -39,8 +50,8 @@ impl RoomLog {
 }
 
 impl MemoryStore {
-    pub fn new(hub: Arc<Hub>, retain: usize) -> Self {
-        Self { rooms: Mutex::new(HashMap::new()), hub, retain: retain.max(1) }
+    pub fn new(hub: Arc<Hub>, retention: Retention) -> Self {
+        Self { rooms: Mutex::new(HashMap::new()), hub, retention }
     }
 }
 
@@ -52,18 +63,38 @@ impl Store for MemoryStore {
         log.last_id += 1;
         let message = Message::new(log.last_id, new, Timestamp::now());
         log.messages.push_back(message.clone());
-        while log.messages.len() > self.retain {
-            log.messages.pop_front();
-        }
+        log.prune(self.retention);
         self.hub.publish(&message);
         Ok(message)
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
-        let rooms = self.rooms.lock().expect("store lock poisoned");
-        Ok(rooms
-            .get(room)
-            .map_or_else(|| RoomLog::default().page(range, limit), |log| log.page(range, limit)))
+        let mut rooms = self.rooms.lock().expect("store lock poisoned");
+        Ok(match rooms.get_mut(room) {
+            Some(log) => {
+                log.prune(self.retention);
+                log.page(range, limit)
+            }
+            None => RoomLog::default().page(range, limit),
+        })
+    }
+
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
+        let mut rooms = self.rooms.lock().expect("store lock poisoned");
+        let mut active: Vec<RoomInfo> = rooms
+            .iter_mut()
+            .filter_map(|(name, log)| {
+                log.prune(self.retention);
+                Some(RoomInfo {
+                    name: name.clone(),
+                    messages: log.messages.len() as u64,
+                    last_activity: log.messages.back()?.time,
+                })
+            })
+            .collect();
+        active.sort_by(|a, b| b.last_activity.cmp(&a.last_activity).then_with(|| a.name.cmp(&b.name)));
+        active.truncate(limit);
+        Ok(active)
     }
 }
 
@@ -73,8 +104,8 @@ mod tests {
 
     #[tokio::test]
     async fn contract() {
-        super::super::contract::run_all(|hub, retain| async move {
-            Arc::new(MemoryStore::new(hub, retain)) as Arc<dyn Store>
+        super::super::contract::run_all(|hub, retention| async move {
+            Arc::new(MemoryStore::new(hub, retention)) as Arc<dyn Store>
         })
         .await;
     }

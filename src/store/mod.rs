@@ -6,15 +6,21 @@
 //! Redis script): publishing in that order is what lets streams de-duplicate by id.
 
 mod memory;
+mod sqlite;
 
 #[cfg(test)]
 mod contract;
 
 use async_trait::async_trait;
 
-pub use memory::MemoryStore;
+use std::time::Duration;
 
-use crate::domain::{Message, MessageId, NewMessage, RoomName};
+pub use memory::MemoryStore;
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+
+use serde::Serialize;
+
+use crate::domain::{Message, MessageId, NewMessage, RoomName, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,6 +49,36 @@ pub struct Page {
     pub last_id: MessageId,
 }
 
+/// How much history each room keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest messages kept per room.
+    pub count: usize,
+    /// Messages older than this are dropped; `None` keeps them regardless of age.
+    pub age: Option<Duration>,
+}
+
+impl Retention {
+    pub fn count(count: usize) -> Self {
+        Self { count: count.max(1), age: None }
+    }
+
+    /// The oldest time still kept, if age counts.
+    pub fn cutoff(&self) -> Option<Timestamp> {
+        let age = i64::try_from(self.age?.as_millis()).unwrap_or(i64::MAX);
+        Timestamp::from_millis(Timestamp::now().millis().saturating_sub(age))
+    }
+}
+
+/// An active room, for the room list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomInfo {
+    pub name: RoomName,
+    /// Messages held now.
+    pub messages: u64,
+    pub last_activity: Timestamp,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores `new` under the room's next id and publishes it to the hub.
@@ -50,4 +86,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads at most `limit` messages of `room`.
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError>;
+
+    /// Rooms that hold messages, most recently active first, at most `limit`.
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError>;
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
+use ssechat::config::StoreUrl;
 use ssechat::domain::Message;
 use ssechat::{AppState, Config};
 use tokio::sync::oneshot;
@@ -45,8 +46,14 @@ impl TestApp {
         init_logs();
         let mut config = Config::defaults();
         config.listen = "127.0.0.1:0".into();
+        config.store = StoreUrl::Memory;
         configure(&mut config);
         let state = AppState::new(config).await.expect("app starts");
+        Self::serve(state).await
+    }
+
+    /// Serves an app whose state the test built itself.
+    pub async fn serve(state: AppState) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -48,6 +48,7 @@ fn help_documents_every_flag_and_its_env_var() {
 async fn the_binary_prints_its_address_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ssechat"))
         .env("SSECHAT_LISTEN", "127.0.0.1:0")
+        .env("SSECHAT_STORE", "memory")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

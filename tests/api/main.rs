@@ -1,7 +1,9 @@
 //! Integration tests: one binary, the real server on 127.0.0.1:0, real HTTP.
 
 mod helpers;
+mod process;
 
+mod durable;
 mod input;
 mod lifecycle;
 mod page;

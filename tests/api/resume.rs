@@ -70,7 +70,7 @@ async fn resume_while_others_post_has_no_gap_and_no_duplicate() {
 
 #[tokio::test]
 async fn an_id_older_than_history_gets_reset_first() {
-    let app = TestApp::spawn_with(|c| c.history = 5).await;
+    let app = TestApp::spawn_with(|c| c.retain = Some(5)).await;
     for i in 1..=10 {
         app.say("general", "ana", &format!("m{i}")).await;
     }
@@ -119,7 +119,7 @@ async fn the_page_stream_starts_exactly_after_the_rendered_messages() {
 /// A feed taken from the library and not polled while the room's channel overflows.
 async fn lagging_feed(history: usize, buffer: usize, posts: u64) -> (TestApp, EventStream) {
     let app = TestApp::spawn_with(|c| {
-        c.history = history;
+        c.retain = Some(history);
         c.buffer = buffer;
     })
     .await;

@@ -1,0 +1,19 @@
+//! `GET /rooms?limit=N`: active rooms as JSON, most recently active first.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::Uri;
+
+use super::Params;
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::store::RoomInfo;
+
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+pub async fn rooms(State(state): State<AppState>, uri: Uri) -> Result<Json<Vec<RoomInfo>>, AppError> {
+    let params = Params::from_uri(&uri)?;
+    let limit = params.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
+    Ok(Json(state.store.rooms(limit).await?))
+}

@@ -1,0 +1,526 @@
+//! The SQLite store: durable history in one file (WAL mode), the default.
+//!
+//! One writer thread owns the write connection and commits in groups: every append waiting
+//! when a transaction starts joins it, so concurrent senders share one fsync. Only after
+//! the commit does the writer publish the batch to the hub, in id order, and acknowledge
+//! each sender; so an acknowledged message is on disk, and fan-out waits for nothing but
+//! that commit. Reads use a small pool of their own connections, which WAL lets run
+//! alongside the writer.
+//!
+//! Retention is applied twice: reads never show more than the retention allows (so it is
+//! exact at once), and a background pass deletes the rows for real.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::domain::{Author, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp};
+use crate::hub::Hub;
+
+/// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
+const APPLICATION_ID: i32 = 0x5353_4543;
+/// The schema this build writes. Older files are migrated at start; newer ones refused.
+pub const SCHEMA_VERSION: i32 = 1;
+/// Appends that may share one transaction.
+const MAX_BATCH: usize = 1024;
+/// Appends waiting for the writer before senders wait too.
+const QUEUE: usize = 4096;
+/// Read connections at most.
+const MAX_READERS: usize = 8;
+/// How often old rows are deleted for real.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+const MIGRATIONS: [&str; 1] = [
+    // 1: rooms keep their last id even when all their messages are pruned, so ids are never
+    // reused; messages are clustered by (room, id) for range reads.
+    "CREATE TABLE rooms (
+         name TEXT PRIMARY KEY,
+         last_id INTEGER NOT NULL,
+         last_time INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE messages (
+         room TEXT NOT NULL,
+         id INTEGER NOT NULL,
+         author TEXT NOT NULL,
+         text TEXT NOT NULL,
+         time INTEGER NOT NULL,
+         PRIMARY KEY (room, id)
+     ) WITHOUT ROWID;",
+];
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Command>,
+    /// Idle read connections; a read takes one (or opens one) and gives it back.
+    readers: Arc<Mutex<Vec<Connection>>>,
+    /// Bounds reads in flight, and so the connections (and page caches) they hold.
+    read_slots: tokio::sync::Semaphore,
+    path: PathBuf,
+    retention: Retention,
+    /// The test seam: when set, commits fail as on a full disk.
+    fail_writes: Arc<AtomicBool>,
+    /// Joined on drop, so the file is closed and unlocked when the store is gone.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum Command {
+    Append(NewMessage, oneshot::Sender<Result<Message, StoreError>>),
+    Prune(oneshot::Sender<Result<u64, StoreError>>),
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path`, takes it for this process, and migrates
+    /// it. Refuses a file that is in use, not SQLite, not ssechat's, or from a newer version.
+    pub fn open(path: &Path, hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
+        let shown = path.display();
+        let lock = take_file(path).map_err(|e| format!("cannot open history database {shown}: {e}"))?;
+        let mut conn =
+            connect(path).map_err(|e| format!("cannot open history database {shown}: {}", describe(e)))?;
+        // Nothing is written before the file is known to be ours.
+        check_identity(&conn).map_err(|e| format!("cannot use history database {shown}: {e}"))?;
+        migrate(&mut conn).map_err(|e| format!("cannot use history database {shown}: {e}"))?;
+
+        let (writer, commands) = mpsc::channel(QUEUE);
+        let fail_writes = Arc::new(AtomicBool::new(false));
+        let mut thread = Writer {
+            conn,
+            hub,
+            retention,
+            last_ids: HashMap::new(),
+            fail_writes: Arc::clone(&fail_writes),
+            _lock: lock,
+        };
+        let writer_thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || thread.run(commands))
+            .map_err(|e| format!("cannot start the database writer: {e}"))?;
+
+        let store = Self {
+            writer,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            read_slots: tokio::sync::Semaphore::new(MAX_READERS),
+            path: path.to_owned(),
+            retention,
+            fail_writes,
+            writer_thread: Some(writer_thread),
+        };
+        store.spawn_pruner();
+        Ok(store)
+    }
+
+    /// Deletes what retention no longer keeps; returns the rows deleted.
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Prune(reply)).await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// A test seam: while on, every commit fails the way it does on a full disk.
+    pub fn fail_writes(&self, on: bool) {
+        self.fail_writes.store(on, Ordering::SeqCst);
+    }
+
+    fn spawn_pruner(&self) {
+        let writer = self.writer.downgrade();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_EVERY);
+            loop {
+                tick.tick().await;
+                // The store is gone when the writer's last sender is.
+                let Some(writer) = writer.upgrade() else { return };
+                let (reply, answer) = oneshot::channel();
+                if writer.send(Command::Prune(reply)).await.is_err() {
+                    return;
+                }
+                drop(writer);
+                if let Ok(Err(e)) = answer.await {
+                    tracing::warn!(error = %e, "pruning old messages failed; will retry");
+                }
+            }
+        });
+    }
+
+    async fn send(&self, command: Command) -> Result<(), StoreError> {
+        self.writer.send(command).await.map_err(|_| writer_gone())
+    }
+
+    /// Runs `f` on a read connection, off the async threads.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let _slot = self.read_slots.acquire().await.expect("the semaphore is never closed");
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().expect("reader pool poisoned").pop();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => connect(&path).map_err(unavailable)?,
+            };
+            let result = f(&mut conn).map_err(unavailable);
+            readers.lock().expect("reader pool poisoned").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after what it already took; then the file's
+        // lock goes with it.
+        drop(std::mem::replace(&mut self.writer, mpsc::channel(1).0));
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, new: NewMessage) -> Result<Message, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Append(new, reply)).await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
+        let room = room.clone();
+        let retention = self.retention;
+        self.with_reader(move |conn| {
+            let tx = conn.transaction()?;
+            let last_id = last_id(&tx, room.as_str())?;
+            let first_held = first_held(&tx, room.as_str(), last_id, retention)?;
+            let messages = match range {
+                Range::After(after) => {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT id, author, text, time FROM messages
+                         WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                    )?;
+                    let from = after.max(first_held.saturating_sub(1));
+                    stmt.query_map(params![room.as_str(), from, limit as i64], row_to_parts)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
+                Range::Latest => {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT id, author, text, time FROM messages
+                         WHERE room = ?1 AND id >= ?2 ORDER BY id DESC LIMIT ?3",
+                    )?;
+                    let mut newest = stmt
+                        .query_map(params![room.as_str(), first_held, limit as i64], row_to_parts)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    newest.reverse();
+                    newest
+                }
+            }
+            .into_iter()
+            .map(|parts| parts.into_message(&room))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Page { messages, first_held, last_id })
+        })
+        .await
+    }
+
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
+        let retention = self.retention;
+        self.with_reader(move |conn| {
+            let tx = conn.transaction()?;
+            let all: Vec<(String, u64, i64)> = tx
+                .prepare_cached("SELECT name, last_id, last_time FROM rooms ORDER BY last_time DESC, name")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut rooms = Vec::new();
+            for (name, last_id, last_time) in all {
+                let first_held = first_held(&tx, &name, last_id, retention)?;
+                if first_held > last_id {
+                    continue; // everything expired: not active
+                }
+                rooms.push(RoomInfo {
+                    name: RoomName::parse(&name).map_err(corrupt)?,
+                    messages: last_id - first_held + 1,
+                    last_activity: Timestamp::from_millis(last_time).ok_or_else(|| corrupt("bad time"))?,
+                });
+                if rooms.len() == limit {
+                    break;
+                }
+            }
+            Ok(rooms)
+        })
+        .await
+    }
+}
+
+/// The newest id given in `room` (0 if none).
+fn last_id(conn: &Connection, room: &str) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached("SELECT last_id FROM rooms WHERE name = ?1")?;
+    Ok(stmt.query_row([room], |r| r.get(0)).optional()?.unwrap_or(0))
+}
+
+/// The oldest id retention still shows in `room`, or `last_id + 1` if none.
+///
+/// Ids are dense per room, so retention by count is "the last N ids"; retention by age
+/// starts at the first message young enough.
+fn first_held(conn: &Connection, room: &str, last_id: u64, retention: Retention) -> rusqlite::Result<u64> {
+    let floor = last_id.saturating_sub(retention.count as u64);
+    let cutoff = retention.cutoff().map_or(i64::MIN, |t| t.millis());
+    let mut stmt =
+        conn.prepare_cached("SELECT MIN(id) FROM messages WHERE room = ?1 AND id > ?2 AND time >= ?3")?;
+    let first: Option<u64> = stmt.query_row(params![room, floor, cutoff], |r| r.get(0))?;
+    Ok(first.unwrap_or(last_id + 1))
+}
+
+struct Parts {
+    id: u64,
+    author: String,
+    text: String,
+    time: i64,
+}
+
+fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
+    Ok(Parts { id: row.get(0)?, author: row.get(1)?, text: row.get(2)?, time: row.get(3)? })
+}
+
+impl Parts {
+    /// Validates what was read back, so a damaged row is an error, never a bad message.
+    fn into_message(self, room: &RoomName) -> rusqlite::Result<Message> {
+        Ok(Message {
+            id: self.id,
+            room: room.clone(),
+            author: Author::parse(&self.author).map_err(corrupt)?,
+            text: MessageText::parse(&self.text).map_err(corrupt)?,
+            time: Timestamp::from_millis(self.time).ok_or_else(|| corrupt("bad time"))?,
+        })
+    }
+}
+
+/// Owns the write connection; lives on its own thread.
+struct Writer {
+    conn: Connection,
+    hub: Arc<Hub>,
+    retention: Retention,
+    /// Each room's newest id, as committed. Dropped for a room when a commit fails.
+    last_ids: HashMap<RoomName, MessageId>,
+    fail_writes: Arc<AtomicBool>,
+    /// Held for the writer's life: the lock that keeps a second ssechat off this file.
+    _lock: File,
+}
+
+impl Writer {
+    fn run(&mut self, mut commands: mpsc::Receiver<Command>) {
+        while let Some(first) = commands.blocking_recv() {
+            let mut appends = Vec::new();
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Append(new, reply) => appends.push((new, reply)),
+                    Command::Prune(reply) => {
+                        let _ = reply.send(self.prune().map_err(unavailable));
+                    }
+                }
+                if appends.len() < MAX_BATCH {
+                    next = commands.try_recv().ok();
+                }
+            }
+            if !appends.is_empty() {
+                self.commit(appends);
+            }
+        }
+    }
+
+    /// Stores a batch in one transaction, then publishes and acknowledges it.
+    fn commit(&mut self, appends: Vec<(NewMessage, oneshot::Sender<Result<Message, StoreError>>)>) {
+        let (news, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
+        match self.write(news) {
+            Ok(messages) => {
+                for (message, reply) in messages.into_iter().zip(replies) {
+                    self.hub.publish(&message);
+                    let _ = reply.send(Ok(message));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing messages failed; nothing in the batch was acknowledged");
+                self.last_ids.clear();
+                for reply in replies {
+                    let _ = reply.send(Err(unavailable(&e)));
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, news: Vec<NewMessage>) -> rusqlite::Result<Vec<Message>> {
+        let tx = self.conn.transaction()?;
+        let mut messages = Vec::with_capacity(news.len());
+        let mut next_ids: HashMap<RoomName, MessageId> = HashMap::new();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (room, id, author, text, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut last_of = tx.prepare_cached("SELECT last_id FROM rooms WHERE name = ?1")?;
+            let mut touch = tx.prepare_cached(
+                "INSERT INTO rooms (name, last_id, last_time) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id, last_time = excluded.last_time",
+            )?;
+            for new in news {
+                let last = match next_ids.get(&new.room).or_else(|| self.last_ids.get(&new.room)) {
+                    Some(&id) => id,
+                    None => last_of.query_row([new.room.as_str()], |r| r.get(0)).optional()?.unwrap_or(0),
+                };
+                let message = Message::new(last + 1, new, Timestamp::now());
+                insert.execute(params![
+                    message.room.as_str(),
+                    message.id,
+                    message.author.as_str(),
+                    message.text.as_str(),
+                    message.time.millis()
+                ])?;
+                touch.execute(params![message.room.as_str(), message.id, message.time.millis()])?;
+                next_ids.insert(message.room.clone(), message.id);
+                messages.push(message);
+            }
+        }
+        if self.fail_writes.load(Ordering::SeqCst) {
+            // The test seam: fail where a full disk does, with the rows written but not
+            // committed, so the rollback path is the real one.
+            let full = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL);
+            return Err(rusqlite::Error::SqliteFailure(
+                full,
+                Some("database or disk is full (injected)".into()),
+            ));
+        }
+        tx.commit()?;
+        self.last_ids.extend(next_ids);
+        Ok(messages)
+    }
+
+    /// Deletes rows that retention no longer shows, room by room.
+    fn prune(&mut self) -> rusqlite::Result<u64> {
+        let tx = self.conn.transaction()?;
+        let mut deleted = 0;
+        {
+            let rooms: Vec<(String, u64)> = tx
+                .prepare_cached("SELECT name, last_id FROM rooms")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let cutoff = self.retention.cutoff().map_or(i64::MIN, |t| t.millis());
+            let mut delete = tx.prepare_cached("DELETE FROM messages WHERE room = ?1 AND id <= ?2")?;
+            let mut young =
+                tx.prepare_cached("SELECT MIN(id) FROM messages WHERE room = ?1 AND time >= ?2")?;
+            for (room, last_id) in rooms {
+                let by_count = last_id.saturating_sub(self.retention.count as u64);
+                let first_young: Option<u64> = young.query_row(params![room, cutoff], |r| r.get(0))?;
+                let by_age = first_young.map_or(last_id, |id| id - 1);
+                deleted += delete.execute(params![room, by_count.max(by_age)])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
+}
+
+/// Creates the file if needed and locks it for this process, so a second ssechat can't
+/// write the same history. The lock lives as long as the returned `File`.
+fn take_file(path: &Path) -> Result<File, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err("it is in use by another running ssechat (the file is locked)".to_owned())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock it: {e}")),
+    }
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Refuses a file that is not SQLite, belongs to another application, or comes from a
+/// newer ssechat. Reads only.
+fn check_identity(conn: &Connection) -> Result<(), String> {
+    let app_id: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(describe)?;
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(describe)?;
+    let tables: i64 =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(describe)?;
+    if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
+        return Err("it is a SQLite database of another application (left untouched)".to_owned());
+    }
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "it was written by a newer ssechat (schema version {version}; this build knows up to {SCHEMA_VERSION})"
+        ));
+    }
+    Ok(())
+}
+
+/// Turns on WAL and brings the schema up to date, in one transaction.
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(describe)?;
+    // FULL: a commit is on disk before the writer acknowledges it, even across power loss.
+    conn.pragma_update(None, "synchronous", "FULL").map_err(describe)?;
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(describe)?;
+    let tx = conn.transaction().map_err(describe)?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(migration)
+            .map_err(|e| format!("migration to schema version {} failed: {e}", i + 1))?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(describe)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(describe)?;
+    tx.commit().map_err(describe)
+}
+
+/// An SQLite error in words a person starting the server can act on.
+fn describe(e: rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => "it is not a SQLite database (left untouched)".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the database writer has stopped".to_owned())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(format!("damaged row in the history database: {e}").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        super::super::contract::run_all(|hub, retention| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let path = dir.path().join(format!("contract-{n}.db"));
+            async move { Arc::new(SqliteStore::open(&path, hub, retention).unwrap()) as Arc<dyn Store> }
+        })
+        .await;
+    }
+}
