@@ -38,7 +38,10 @@ impl AppState {
         let store: Arc<dyn Store> = match &config.store {
             StoreUrl::Memory => Arc::new(MemoryStore::new(Arc::clone(&hub), retention)),
             StoreUrl::Sqlite(path) => {
-                Arc::new(SqliteStore::open(path, Arc::clone(&hub), retention).map_err(StartError::Store)?)
+                let store =
+                    SqliteStore::open(path, Arc::clone(&hub), retention).map_err(StartError::Store)?;
+                store.start_pruning();
+                Arc::new(store)
             }
         };
         Ok(Self::with_store(config, hub, store))

@@ -35,6 +35,8 @@ const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 4096;
 /// Read connections at most.
 const MAX_READERS: usize = 8;
+/// Rows one pruning transaction deletes at most.
+const PRUNE_CHUNK: u64 = 2000;
 /// How often old rows are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
@@ -111,15 +113,12 @@ impl SqliteStore {
             fail_writes,
             writer_thread: Some(writer_thread),
         };
-        store.spawn_pruner();
         Ok(store)
     }
 
     /// Deletes what retention no longer keeps; returns the rows deleted.
     pub async fn prune(&self) -> Result<u64, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Prune(reply)).await?;
-        answer.await.map_err(|_| writer_gone())?
+        prune_all(|| Some(self.writer.clone())).await
     }
 
     /// A test seam: while on, every commit fails the way it does on a full disk.
@@ -127,22 +126,19 @@ impl SqliteStore {
         self.fail_writes.store(on, Ordering::SeqCst);
     }
 
-    fn spawn_pruner(&self) {
+    /// Prunes in the background every `PRUNE_EVERY` for as long as the store lives.
+    pub fn start_pruning(&self) {
         let writer = self.writer.downgrade();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        runtime.spawn(async move {
-            let mut tick = tokio::time::interval(PRUNE_EVERY);
+        let first = tokio::time::Instant::now() + PRUNE_EVERY;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(first, PRUNE_EVERY);
             loop {
                 tick.tick().await;
-                // The store is gone when the writer's last sender is.
-                let Some(writer) = writer.upgrade() else { return };
-                let (reply, answer) = oneshot::channel();
-                if writer.send(Command::Prune(reply)).await.is_err() {
-                    return;
-                }
-                drop(writer);
-                if let Ok(Err(e)) = answer.await {
-                    tracing::warn!(error = %e, "pruning old messages failed; will retry");
+                match prune_all(|| writer.upgrade()).await {
+                    Ok(_) => {}
+                    // The store is gone when the writer's last sender is.
+                    Err(_) if writer.upgrade().is_none() => return,
+                    Err(e) => tracing::warn!(error = %e, "pruning old messages failed; will retry"),
                 }
             }
         });
@@ -183,6 +179,26 @@ impl Drop for SqliteStore {
         drop(std::mem::replace(&mut self.writer, mpsc::channel(1).0));
         if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Prunes in chunks until nothing is left to delete. Each chunk is its own small
+/// transaction, so appends queued meanwhile are committed in between, not after.
+///
+/// The writer's queue is only borrowed for each (non-blocking) send and never held across
+/// an await, so a store being dropped is never kept alive by its pruner.
+async fn prune_all(writer: impl Fn() -> Option<mpsc::Sender<Command>>) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let (reply, answer) = oneshot::channel();
+        let queue = writer().ok_or_else(writer_gone)?;
+        queue.try_send(Command::Prune(reply)).map_err(|_| unavailable("the database writer is busy"))?;
+        drop(queue);
+        let deleted = answer.await.map_err(|_| writer_gone())??;
+        total += deleted;
+        if deleted < PRUNE_CHUNK {
+            return Ok(total);
         }
     }
 }
@@ -384,9 +400,14 @@ impl Writer {
                     message.text.as_str(),
                     message.time.millis()
                 ])?;
-                touch.execute(params![message.room.as_str(), message.id, message.time.millis()])?;
                 next_ids.insert(message.room.clone(), message.id);
                 messages.push(message);
+            }
+            // One row per room per batch: the newest message decides.
+            for message in messages.iter().rev() {
+                if next_ids.get(&message.room) == Some(&message.id) {
+                    touch.execute(params![message.room.as_str(), message.id, message.time.millis()])?;
+                }
             }
         }
         if self.fail_writes.load(Ordering::SeqCst) {
@@ -403,7 +424,7 @@ impl Writer {
         Ok(messages)
     }
 
-    /// Deletes rows that retention no longer shows, room by room.
+    /// Deletes up to `PRUNE_CHUNK` rows that retention no longer shows, oldest first.
     fn prune(&mut self) -> rusqlite::Result<u64> {
         let tx = self.conn.transaction()?;
         let mut deleted = 0;
@@ -413,14 +434,22 @@ impl Writer {
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let cutoff = self.retention.cutoff().map_or(i64::MIN, |t| t.millis());
-            let mut delete = tx.prepare_cached("DELETE FROM messages WHERE room = ?1 AND id <= ?2")?;
+            let mut oldest = tx.prepare_cached("SELECT MIN(id) FROM messages WHERE room = ?1")?;
             let mut young =
                 tx.prepare_cached("SELECT MIN(id) FROM messages WHERE room = ?1 AND time >= ?2")?;
+            let mut delete = tx.prepare_cached("DELETE FROM messages WHERE room = ?1 AND id <= ?2")?;
             for (room, last_id) in rooms {
+                let Some(first) = oldest.query_row([&room], |r| r.get::<_, Option<u64>>(0))? else {
+                    continue;
+                };
                 let by_count = last_id.saturating_sub(self.retention.count as u64);
                 let first_young: Option<u64> = young.query_row(params![room, cutoff], |r| r.get(0))?;
                 let by_age = first_young.map_or(last_id, |id| id - 1);
-                deleted += delete.execute(params![room, by_count.max(by_age)])? as u64;
+                let room_limit = first.saturating_sub(1) + (PRUNE_CHUNK - deleted);
+                deleted += delete.execute(params![room, by_count.max(by_age).min(room_limit)])? as u64;
+                if deleted >= PRUNE_CHUNK {
+                    break;
+                }
             }
         }
         tx.commit()?;
@@ -522,5 +551,58 @@ mod tests {
             async move { Arc::new(SqliteStore::open(&path, hub, retention).unwrap()) as Arc<dyn Store> }
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn pruning_goes_in_chunks_until_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prune.db");
+        let store = Arc::new(SqliteStore::open(&path, Hub::new(4), Retention::count(5)).unwrap());
+        let appends: Vec<_> = (0..4500)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                let room = if i % 2 == 0 { "a" } else { "b" };
+                let new = NewMessage::parse(room, Some("ana"), Some("x")).unwrap();
+                tokio::spawn(async move { store.append(new).await.unwrap() })
+            })
+            .collect();
+        for append in appends {
+            append.await.unwrap();
+        }
+        assert_eq!(store.prune().await.unwrap(), 4490);
+        let conn = Connection::open(&path).unwrap();
+        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 10);
+        let page = store.read(&RoomName::parse("a").unwrap(), Range::After(0), 100).await.unwrap();
+        let ids: Vec<u64> = page.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![2246, 2247, 2248, 2249, 2250]);
+    }
+
+    #[tokio::test]
+    async fn the_background_pruner_deletes_old_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("background.db");
+        let store = SqliteStore::open(&path, Hub::new(4), Retention::count(2)).unwrap();
+        for i in 0..10 {
+            store.append(NewMessage::parse("a", Some("ana"), Some(&format!("m{i}"))).unwrap()).await.unwrap();
+        }
+        tokio::time::pause();
+        store.start_pruning();
+        tokio::time::advance(PRUNE_EVERY + Duration::from_secs(1)).await;
+        // The pruner works on the writer thread, in real time: wait for it, with a bound.
+        let rows = tokio::task::spawn_blocking(move || {
+            let conn = Connection::open(&path).unwrap();
+            for _ in 0..1000 {
+                let rows: i64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap();
+                if rows == 2 {
+                    return rows;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            -1
+        })
+        .await
+        .unwrap();
+        assert_eq!(rows, 2);
     }
 }
