@@ -20,7 +20,7 @@ pub struct AppState {
     /// Fan-out: streams subscribe here; the store publishes here.
     pub hub: Arc<Hub>,
     pub config: Arc<Config>,
-    /// Cancelled when shutdown starts, so open streams end and don't hold it hostage.
+    /// Cancelled when shutdown starts. (Streams end through the hub, which closes then.)
     pub shutdown: CancellationToken,
 }
 
@@ -49,6 +49,7 @@ impl AppState {
 
     /// Wires a store that was opened elsewhere (it must publish to `hub`).
     pub fn with_store(config: Config, hub: Arc<Hub>, store: Arc<dyn Store>) -> Self {
+        hub.start_heartbeat(config.heartbeat);
         Self { store, hub, config: Arc::new(config), shutdown: CancellationToken::new() }
     }
 }
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{file}", get(routes::assets::asset))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(TraceLayer::new_for_http())
+        // Requests are traced at debug level; stream bodies are not wrapped per chunk.
+        .layer(TraceLayer::new_for_http().on_body_chunk(()).on_eos(()))
         .with_state(state)
 }

@@ -49,6 +49,11 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_RETRY", default_value = "3s", value_parser = positive_duration)]
     pub retry: Duration,
 
+    /// The least time between two writes to one stream: at high message rates one write
+    /// then carries several messages (0s writes every message at once).
+    #[arg(long, env = "SSECHAT_COALESCE", default_value = "15ms", value_parser = humantime::parse_duration)]
+    pub coalesce: Duration,
+
     /// Frames a room buffers for its slowest reader; one further behind catches up from history.
     #[arg(long, env = "SSECHAT_BUFFER", default_value_t = DEFAULT_BUFFER, value_parser = positive)]
     pub buffer: usize,
@@ -73,6 +78,7 @@ impl Config {
             page_messages: DEFAULT_PAGE_MESSAGES,
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(3),
+            coalesce: Duration::from_millis(15),
             buffer: DEFAULT_BUFFER,
             shutdown_timeout: Duration::from_secs(5),
             log: "info".to_owned(),

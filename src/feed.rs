@@ -4,7 +4,8 @@
 //! while history is read can be missed, and skipping every id at or below the cursor means
 //! nothing is sent twice. A reader that falls behind the room's channel catches up from the
 //! store the same way; if the store no longer holds what it missed it is told with a
-//! `reset` event first. Every feed ends when the server shuts down.
+//! `reset` event first. Heartbeats arrive through the room's channel, and the channel closes
+//! when the server shuts down, which ends every feed: a stream waits on one thing only.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,8 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::time::{Instant, MissedTickBehavior, interval_at};
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
 use crate::domain::{MessageId, RoomName};
 use crate::store::{Range, Store, StoreError};
@@ -39,16 +39,9 @@ pub struct FeedRequest {
 struct Feed {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
-    shutdown: CancellationToken,
-    heartbeat: Duration,
     retry: Duration,
-}
-
-enum Step {
-    Frame(Arc<Frame>),
-    Lagged,
-    Heartbeat,
-    End,
+    /// The least time between two writes to one stream (`--coalesce`).
+    coalesce: Duration,
 }
 
 /// Subscribes and fixes the starting point, then returns the body of an `/events` response.
@@ -63,9 +56,8 @@ pub async fn open(
     let feed = Feed {
         store: Arc::clone(&state.store),
         hub: Arc::clone(&state.hub),
-        shutdown: state.shutdown.clone(),
-        heartbeat: state.config.heartbeat,
         retry: state.config.retry,
+        coalesce: state.config.coalesce,
     };
     let FeedRequest { room, resume_from, format } = request;
     // Subscribe before reading anything, so nothing published from here on is missed.
@@ -80,8 +72,7 @@ pub async fn open(
         if let Some(preamble) = format.preamble(feed.retry.as_millis() as u64) {
             yield Ok(preamble);
         }
-        let mut heartbeat = interval_at(Instant::now() + feed.heartbeat, feed.heartbeat);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_write: Option<Instant> = None;
         // A fresh reader has nothing to replay.
         let mut catching_up = resume_from.is_some();
 
@@ -104,42 +95,38 @@ pub async fn open(
                 }
             }
 
-            let step = tokio::select! {
-                biased;
-                _ = feed.shutdown.cancelled() => Step::End,
-                received = subscription.receiver().recv() => match received {
-                    Ok(frame) => Step::Frame(frame),
-                    Err(RecvError::Lagged(_)) => Step::Lagged,
-                    Err(RecvError::Closed) => Step::End,
-                },
-                _ = heartbeat.tick() => Step::Heartbeat,
+            // One thing to wait on: heartbeats and the end of the room (at shutdown) come
+            // through the room's channel like messages do.
+            let first = match subscription.receiver().recv().await {
+                Ok(frame) => frame,
+                Err(RecvError::Lagged(_)) => {
+                    catching_up = true;
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
             };
-            match step {
-                Step::End => return,
-                Step::Lagged => catching_up = true,
-                Step::Heartbeat => {
-                    if let Some(beat) = format.heartbeat() {
-                        yield Ok(beat);
+            // Coalescing: a stream written to moments ago waits out the rest of the interval,
+            // so that at high rates one write carries several messages. A quiet stream
+            // (the usual chat) is written to at once.
+            if let Some(wait) = last_write.and_then(|t| feed.coalesce.checked_sub(t.elapsed())) {
+                tokio::time::sleep(wait).await;
+            }
+            // Gather whatever else is already waiting into one write.
+            let mut batch = Batch::default();
+            batch.push(&first, &mut cursor, format);
+            while batch.len() < MAX_BATCH_BYTES {
+                match subscription.receiver().try_recv() {
+                    Ok(frame) => batch.push(&frame, &mut cursor, format),
+                    Err(TryRecvError::Lagged(_)) => {
+                        catching_up = true;
+                        break;
                     }
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                 }
-                Step::Frame(first) => {
-                    // Gather whatever else is already waiting into one write.
-                    let mut batch = Batch::default();
-                    batch.push(&first, &mut cursor, format);
-                    while batch.len() < MAX_BATCH_BYTES {
-                        match subscription.receiver().try_recv() {
-                            Ok(frame) => batch.push(&frame, &mut cursor, format),
-                            Err(TryRecvError::Lagged(_)) => {
-                                catching_up = true;
-                                break;
-                            }
-                            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-                        }
-                    }
-                    if let Some(bytes) = batch.finish() {
-                        yield Ok(bytes);
-                    }
-                }
+            }
+            if let Some(bytes) = batch.finish() {
+                yield Ok(bytes);
+                last_write = Some(Instant::now());
             }
         }
     })
@@ -197,6 +184,9 @@ impl Batch {
     }
 
     fn append(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return; // a heartbeat in a format that has none
+        }
         match (&mut self.first, &mut self.rest) {
             (None, _) => self.first = Some(bytes),
             (Some(first), None) => {

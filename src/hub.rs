@@ -5,9 +5,14 @@
 //! whatever the format each reader asked for. The channel's buffer is shared by the room,
 //! so a slow reader costs no memory of its own: it lags, and its stream catches up from the
 //! store (see `feed.rs`).
+//!
+//! Heartbeats and shutdown travel the same channels: the hub sends every room a heartbeat
+//! frame on a timer, and closing the hub closes every channel. So a stream waits on exactly
+//! one thing, its room, and no per-stream timer or shutdown future exists.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
@@ -18,24 +23,39 @@ pub struct Hub {
     /// Rooms with at least one subscriber; a room leaves with its last subscriber, so the
     /// map never outgrows the rooms people are reading. A std mutex: it is held for a map
     /// lookup or insert, never across an `.await`.
-    rooms: Mutex<HashMap<RoomName, broadcast::Sender<Arc<Frame>>>>,
+    rooms: Mutex<Rooms>,
     /// Frames a room's channel holds for its slowest reader before that reader lags.
     capacity: usize,
+    /// One heartbeat frame, shared by every room.
+    heartbeat: Arc<Frame>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    channels: HashMap<RoomName, broadcast::Sender<Arc<Frame>>>,
+    /// Set by `close`: every channel is gone and no new one opens.
+    closed: bool,
 }
 
 impl Hub {
     pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self { rooms: Mutex::new(HashMap::new()), capacity: capacity.max(1) })
+        Arc::new(Self {
+            rooms: Mutex::new(Rooms::default()),
+            capacity: capacity.max(1),
+            heartbeat: Arc::new(Frame::new(Event::Heartbeat)),
+        })
     }
 
-    /// Starts receiving every frame published to `room` from now on.
+    /// Starts receiving every frame published to `room` from now on. After `close`, the
+    /// subscription ends at once.
     pub fn subscribe(self: &Arc<Self>, room: &RoomName) -> Subscription {
         let mut rooms = self.rooms.lock().expect("hub lock poisoned");
-        let rx = match rooms.get(room) {
+        let rx = match rooms.channels.get(room) {
             Some(tx) => tx.subscribe(),
+            None if rooms.closed => broadcast::channel(1).1,
             None => {
                 let (tx, rx) = broadcast::channel(self.capacity);
-                rooms.insert(room.clone(), tx);
+                rooms.channels.insert(room.clone(), tx);
                 rx
             }
         };
@@ -48,7 +68,7 @@ impl Hub {
     /// stream de-duplicate by id. Nothing is encoded for a room nobody reads.
     pub fn publish(&self, message: &Message) {
         let rooms = self.rooms.lock().expect("hub lock poisoned");
-        if let Some(tx) = rooms.get(&message.room) {
+        if let Some(tx) = rooms.channels.get(&message.room) {
             // An error only means the last receiver left in the meantime.
             let _ = tx.send(Arc::new(Frame::new(Event::Message(message.clone()))));
         }
@@ -57,7 +77,35 @@ impl Hub {
     /// Open subscriptions in `room`.
     pub fn subscribers(&self, room: &RoomName) -> usize {
         let rooms = self.rooms.lock().expect("hub lock poisoned");
-        rooms.get(room).map_or(0, |tx| tx.receiver_count())
+        rooms.channels.get(room).map_or(0, |tx| tx.receiver_count())
+    }
+
+    /// Sends every room a heartbeat every `every`, for as long as the hub lives and is open.
+    pub fn start_heartbeat(self: &Arc<Self>, every: Duration) {
+        let hub: Weak<Hub> = Arc::downgrade(self);
+        let first = tokio::time::Instant::now() + every;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(first, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(hub) = hub.upgrade() else { return };
+                let rooms = hub.rooms.lock().expect("hub lock poisoned");
+                if rooms.closed {
+                    return;
+                }
+                for tx in rooms.channels.values() {
+                    let _ = tx.send(Arc::clone(&hub.heartbeat));
+                }
+            }
+        });
+    }
+
+    /// Closes every room: each stream gets what was already sent, then ends.
+    pub fn close(&self) {
+        let mut rooms = self.rooms.lock().expect("hub lock poisoned");
+        rooms.closed = true;
+        rooms.channels.clear();
     }
 }
 
@@ -78,8 +126,8 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let mut rooms = self.hub.rooms.lock().expect("hub lock poisoned");
         // Under the lock the count is exact: 1 means this receiver is the last.
-        if rooms.get(&self.room).is_some_and(|tx| tx.receiver_count() <= 1) {
-            rooms.remove(&self.room);
+        if rooms.channels.get(&self.room).is_some_and(|tx| tx.receiver_count() <= 1) {
+            rooms.channels.remove(&self.room);
         }
     }
 }
@@ -117,7 +165,19 @@ mod tests {
         drop(a);
         assert_eq!(hub.subscribers(&room), 1);
         drop(b);
-        assert!(hub.rooms.lock().unwrap().is_empty());
+        assert!(hub.rooms.lock().unwrap().channels.is_empty());
         hub.publish(&message("general", 1)); // nobody listening: a no-op
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_subscription() {
+        let hub = Hub::new(16);
+        let mut before = hub.subscribe(&RoomName::general());
+        hub.publish(&message("general", 1));
+        hub.close();
+        assert_eq!(before.receiver().recv().await.unwrap().id(), Some(1), "what was sent still arrives");
+        assert!(before.receiver().recv().await.is_err());
+        let mut after = hub.subscribe(&RoomName::general());
+        assert!(after.receiver().recv().await.is_err());
     }
 }

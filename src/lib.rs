@@ -11,6 +11,7 @@
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
 //! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
 //! - [`feed`]: one reader's stream: subscribe, replay, live, catch up when lagging.
+//! - [`fast_path`]: connections opened for a stream, served straight on the socket.
 //! - [`wire`]: the SSE, NDJSON and plain-text encodings.
 //! - [`store`]: the history trait and its backends.
 //! - [`routes`]: one module per endpoint.
@@ -20,6 +21,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fast_path;
 pub mod feed;
 pub mod hub;
 pub mod routes;

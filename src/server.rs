@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::app::{AppState, router};
+use crate::fast_path::{self, FirstRequest, Rewind};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,12 +50,20 @@ pub async fn run(
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         });
-        let stopping = stopping.clone();
-        connections.spawn(serve_connection(socket, peer, TowerToHyperService::new(service), stopping));
+        let (stopping, state) = (stopping.clone(), state.clone());
+        connections.spawn(async move {
+            // A connection that opens with a stream request is served on the fast path.
+            let FirstRequest::Other(socket) = fast_path::serve(socket, &state, HEADER_READ_TIMEOUT).await else {
+                return;
+            };
+            serve_connection(socket, peer, TowerToHyperService::new(service), stopping).await;
+        });
     }
 
     tracing::info!(open = connections.len(), "shutting down");
     state.shutdown.cancel();
+    // Ends every stream, so none holds shutdown hostage.
+    state.hub.close();
     connections.close();
     if tokio::time::timeout(state.config.shutdown_timeout, connections.wait()).await.is_err() {
         tracing::warn!(
@@ -66,7 +75,7 @@ pub async fn run(
 }
 
 async fn serve_connection<S>(
-    socket: tokio::net::TcpStream,
+    socket: Rewind,
     peer: SocketAddr,
     service: S,
     stopping: tokio_util::sync::CancellationToken,

@@ -44,14 +44,6 @@ impl Format {
         }
     }
 
-    /// Keeps idle connections (and the proxies between) from timing out.
-    /// Only SSE has a way to say nothing; the line formats stay quiet.
-    pub fn heartbeat(self) -> Option<Bytes> {
-        match self {
-            Format::Sse => Some(Bytes::from_static(b": heartbeat\n\n")),
-            Format::Ndjson | Format::Plain => None,
-        }
-    }
 }
 
 /// Something a subscriber is told.
@@ -60,9 +52,10 @@ pub enum Event {
     Message(Message),
     /// History no longer holds what the client asked for: what it gets next starts at
     /// `oldest_id`, so it knows it missed something.
-    Reset {
-        oldest_id: MessageId,
-    },
+    Reset { oldest_id: MessageId },
+    /// Keeps idle connections (and the proxies between) from timing out. Only SSE has a
+    /// way to say nothing (a comment); the line formats stay quiet.
+    Heartbeat,
 }
 
 /// An event with its encodings, built once and shared.
@@ -84,7 +77,7 @@ impl Frame {
     pub fn id(&self) -> Option<MessageId> {
         match &self.event {
             Event::Message(m) => Some(m.id),
-            Event::Reset { .. } => None,
+            Event::Reset { .. } | Event::Heartbeat => None,
         }
     }
 
@@ -105,8 +98,20 @@ impl Frame {
 /// so a stream shown or sniffed as HTML can never carry live markup.
 fn message_json(msg: &Message) -> String {
     let json = serde_json::to_string(msg).expect("a message always serialises");
+    if !json.contains(['<', '>', '&']) {
+        return json;
+    }
     // These characters can only occur inside JSON strings, where `\u00XX` means the same.
-    json.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+    let mut escaped = String::with_capacity(json.len() + 32);
+    for c in json.chars() {
+        match c {
+            '<' => escaped.push_str("\\u003c"),
+            '>' => escaped.push_str("\\u003e"),
+            '&' => escaped.push_str("\\u0026"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// `id:`, `event:`, one `data:` line of JSON, blank line. JSON never contains a raw line
@@ -119,6 +124,7 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
         Event::Reset { oldest_id } => {
             Bytes::from(format!("event: reset\ndata: {}\n\n", json!({ "oldest_id": oldest_id })))
         }
+        Event::Heartbeat => Bytes::from_static(b": heartbeat\n\n"),
     }
 }
 
@@ -127,6 +133,7 @@ pub fn encode_ndjson_line(event: &Event) -> Bytes {
     let mut line = match event {
         Event::Message(m) => message_json(m),
         Event::Reset { oldest_id } => json!({ "event": "reset", "oldest_id": oldest_id }).to_string(),
+        Event::Heartbeat => return Bytes::new(),
     };
     line.push('\n');
     Bytes::from(line)
@@ -153,6 +160,7 @@ pub fn encode_plain_line(event: &Event) -> Bytes {
         Event::Reset { oldest_id } => {
             Bytes::from(format!("-- some messages are no longer held; continuing from #{oldest_id} --\n"))
         }
+        Event::Heartbeat => Bytes::new(),
     }
 }
 

@@ -1,4 +1,9 @@
 //! `GET /events?room=R&since=ID`: the live stream, as SSE, NDJSON or plain text.
+//!
+//! Most streams never reach this handler: `fast_path.rs` serves a connection that opens with
+//! `GET /events` straight on its socket. Both read the request with [`feed_request`] and
+//! answer with [`STREAM_HEADERS`], so they behave the same; this handler serves the rest
+//! (a stream opened on a keep-alive connection, `oneshot` tests) and every error.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -12,12 +17,31 @@ use crate::error::AppError;
 use crate::feed::{self, FeedRequest};
 use crate::wire::Format;
 
+/// Headers of every stream response, besides its content type: no caching, no transforming,
+/// and no buffering by nginx.
+pub const STREAM_HEADERS: [(&str, &str); 2] =
+    [("cache-control", "no-cache, no-transform"), ("x-accel-buffering", "no")];
+
 pub async fn events(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let params = Params::from_uri(&uri)?;
+    let request = feed_request(&uri, &headers)?;
+    let format = request.format;
+    let stream = feed::open(&state, request).await?;
+    let mut response = Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    for (name, value) in STREAM_HEADERS {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    Ok(response)
+}
+
+/// What a stream request asks for: room, resume point and format.
+pub fn feed_request(uri: &Uri, headers: &HeaderMap) -> Result<FeedRequest, AppError> {
+    let params = Params::from_uri(uri)?;
     let room = RoomName::parse(params.get("room").unwrap_or(RoomName::DEFAULT))?;
     // What EventSource sends on reconnect is newer than the `since` the page started with.
     let last_event_id = match headers.get("last-event-id").map(|v| v.to_str()) {
@@ -28,14 +52,6 @@ pub async fn events(
     };
     let resume_from = last_event_id.or(params.id("since")?);
     let offered = Format::MEDIA_TYPES.map(|(media, _)| media);
-    let format = Format::MEDIA_TYPES[negotiate(&headers, &offered)].1;
-
-    let stream = feed::open(&state, FeedRequest { room, resume_from, format }).await?;
-    let body = Body::from_stream(stream);
-    let mut response = body.into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    let format = Format::MEDIA_TYPES[negotiate(headers, &offered)].1;
+    Ok(FeedRequest { room, resume_from, format })
 }

@@ -45,4 +45,12 @@ impl Endpoint {
             .body(Full::new(Bytes::from(body)))
             .expect("a valid request")
     }
+
+    /// The path of a room's stream.
+    pub fn stream_path(&self, target: Target, room: &str) -> String {
+        match target {
+            Target::Ssechat => format!("{}/events?room={room}", self.prefix),
+            Target::Nchan => format!("{}/sub?room={room}", self.prefix),
+        }
+    }
 }

@@ -2,12 +2,16 @@
 //! nchan, the reference pub/sub server, with `--target nchan`).
 //!
 //! - `post`: C concurrent keep-alive posters; reports posts per second and latency.
+//! - `fanout`: N open streams, M messages at R per second; reports deliveries per second,
+//!   publish-to-deliver latency, lost messages, and the server's CPU time and memory.
 //!
 //! Every loop is bounded in count and in time, so a run always ends by itself.
 
+mod fanout;
 mod http;
 mod post;
 mod stats;
+mod usage;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -22,6 +26,8 @@ struct Cli {
 enum Command {
     /// Drive POST throughput with concurrent keep-alive posters.
     Post(post::PostArgs),
+    /// Open many streams, post at a fixed rate, and time every delivery.
+    Fanout(fanout::FanoutArgs),
 }
 
 /// Which server the tool talks to: their publish and subscribe URLs differ.
@@ -38,6 +44,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Post(args) => post::run(args).await,
+        Command::Fanout(args) => fanout::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

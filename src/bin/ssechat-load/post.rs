@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::Target;
 use crate::http::Endpoint;
-use crate::stats::Latency;
+use crate::stats::AtomicLatency;
 
 #[derive(Debug, Args)]
 pub struct PostArgs {
@@ -44,16 +44,17 @@ pub async fn run(args: PostArgs) -> Result<(), String> {
     let started = Instant::now();
     let deadline = started + args.duration;
     let issued = Arc::new(AtomicU64::new(0));
+    let latency = Arc::new(AtomicLatency::new());
     let text = "x".repeat(args.text_bytes.max(1));
     let mut posters = Vec::new();
     for n in 0..args.concurrency.max(1) {
         let endpoint = Arc::clone(&endpoint);
         let issued = Arc::clone(&issued);
+        let latency = Arc::clone(&latency);
         let room = format!("bench-{}", n % args.rooms.max(1));
         let text = text.clone();
         let (target, max_posts) = (args.target, args.max_posts);
         posters.push(tokio::spawn(async move {
-            let mut latency = Latency::new();
             let mut errors = 0_u64;
             'connect: while Instant::now() < deadline {
                 let Ok(Ok(tcp)) =
@@ -85,15 +86,12 @@ pub async fn run(args: PostArgs) -> Result<(), String> {
                 }
                 break;
             }
-            (latency, errors)
+            errors
         }));
     }
-    let mut latency = Latency::new();
     let mut errors = 0;
     for poster in posters {
-        let (poster_latency, poster_errors) = poster.await.map_err(|e| e.to_string())?;
-        latency.merge(&poster_latency);
-        errors += poster_errors;
+        errors += poster.await.map_err(|e| e.to_string())?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let ok = latency.count();
