@@ -125,8 +125,9 @@ pub async fn open(
                 }
             }
             if let Some(bytes) = batch.finish() {
-                yield Ok(bytes);
+                // Noted before the yield: code after it runs only at the next poll.
                 last_write = Some(Instant::now());
+                yield Ok(bytes);
             }
         }
     })

@@ -53,7 +53,8 @@ pub async fn run(
         let (stopping, state) = (stopping.clone(), state.clone());
         connections.spawn(async move {
             // A connection that opens with a stream request is served on the fast path.
-            let FirstRequest::Other(socket) = fast_path::serve(socket, &state, HEADER_READ_TIMEOUT).await else {
+            let FirstRequest::Other(socket) = fast_path::serve(socket, &state, HEADER_READ_TIMEOUT).await
+            else {
                 return;
             };
             serve_connection(socket, peer, TowerToHyperService::new(service), stopping).await;

@@ -43,7 +43,6 @@ impl Format {
             Format::Ndjson | Format::Plain => None,
         }
     }
-
 }
 
 /// Something a subscriber is told.
@@ -52,7 +51,9 @@ pub enum Event {
     Message(Message),
     /// History no longer holds what the client asked for: what it gets next starts at
     /// `oldest_id`, so it knows it missed something.
-    Reset { oldest_id: MessageId },
+    Reset {
+        oldest_id: MessageId,
+    },
     /// Keeps idle connections (and the proxies between) from timing out. Only SSE has a
     /// way to say nothing (a comment); the line formats stay quiet.
     Heartbeat,

@@ -4,6 +4,7 @@ mod helpers;
 mod process;
 
 mod durable;
+mod fast_path;
 mod input;
 mod lifecycle;
 mod page;

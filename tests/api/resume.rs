@@ -155,3 +155,35 @@ async fn a_reader_behind_history_too_gets_reset() {
     let quiet = tokio::time::timeout(Duration::from_millis(200), stream.next_block()).await;
     assert!(quiet.is_err(), "nothing more: {quiet:?}");
 }
+
+/// A stream written to moments ago waits out `--coalesce`, then sends what piled up at once;
+/// a quiet stream is written to at once. (Paused clock: no real waiting, no timing luck.)
+#[tokio::test(start_paused = true)]
+async fn a_busy_stream_gets_several_messages_per_write() {
+    use futures_util::StreamExt;
+    let mut config = ssechat::Config::defaults();
+    config.store = ssechat::config::StoreUrl::Memory;
+    config.coalesce = Duration::from_secs(1);
+    config.heartbeat = Duration::from_secs(3600);
+    let state = ssechat::AppState::new(config).await.unwrap();
+    let request = FeedRequest { room: RoomName::general(), resume_from: None, format: Format::Ndjson };
+    let stream = feed::open(&state, request).await.unwrap();
+    tokio::pin!(stream);
+    let post = |text: &str| ssechat::domain::NewMessage::parse("general", Some("ana"), Some(text)).unwrap();
+
+    state.store.append(post("one")).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.iter().filter(|&&b| b == b'\n').count(), 1, "the first message goes at once");
+    let written = tokio::time::Instant::now();
+    state.store.append(post("two")).await.unwrap();
+    state.store.append(post("three")).await.unwrap();
+    let batch = stream.next().await.unwrap().unwrap();
+    assert_eq!(batch.iter().filter(|&&b| b == b'\n').count(), 2, "two and three in one write");
+    assert!(written.elapsed() >= Duration::from_secs(1), "held back for the coalescing interval");
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let quiet = tokio::time::Instant::now();
+    state.store.append(post("four")).await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    assert_eq!(quiet.elapsed(), Duration::ZERO, "a quiet stream is written to at once");
+}

@@ -176,7 +176,8 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
     let cpu_start = usage.cpu_seconds();
     let post_started = shared.started.elapsed();
     let post_errors = publish(&args, &prefix, &endpoint, &shared, post_started).await;
-    let last_intended = post_started + Duration::from_secs_f64(args.messages.saturating_sub(1) as f64 / args.rate);
+    let last_intended =
+        post_started + Duration::from_secs_f64(args.messages.saturating_sub(1) as f64 / args.rate);
     // Wait for what is still on its way, bounded by --drain.
     let expected = expected_deliveries(args.streams, rooms, args.messages) - lost_to_broken(&shared, &args);
     let drain_deadline = Instant::now() + args.drain;
@@ -356,7 +357,8 @@ async fn publish(
     let mut tasks = Vec::new();
     let padding = "x".repeat(args.text_bytes);
     for _ in 0..args.publishers.max(1) {
-        let (endpoint, shared, next, errors) = (Arc::clone(endpoint), Arc::clone(shared), Arc::clone(&next), Arc::clone(&errors));
+        let (endpoint, shared, next, errors) =
+            (Arc::clone(endpoint), Arc::clone(shared), Arc::clone(&next), Arc::clone(&errors));
         let (target, rooms, messages, rate, padding) =
             (args.target, args.rooms.max(1) as u64, args.messages, args.rate, padding.clone());
         let prefix = prefix.to_owned();
