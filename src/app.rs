@@ -10,7 +10,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::{Config, StoreUrl};
 use crate::hub::Hub;
 use crate::routes;
-use crate::store::{MemoryStore, SqliteStore, Store};
+use crate::store::{MemoryStore, RedisStore, SqliteStore, Store};
 
 /// Shared by every request; cheap to clone.
 #[derive(Clone)]
@@ -42,6 +42,9 @@ impl AppState {
                     SqliteStore::open(path, Arc::clone(&hub), retention).map_err(StartError::Store)?;
                 store.start_pruning();
                 Arc::new(store)
+            }
+            StoreUrl::Redis(url) => {
+                Arc::new(RedisStore::open(url, Arc::clone(&hub), retention).await.map_err(StartError::Store)?)
             }
         };
         Ok(Self::with_store(config, hub, store))

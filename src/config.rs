@@ -25,7 +25,8 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: String,
 
-    /// Where history lives: `sqlite:PATH` (durable) or `memory` (lost on restart).
+    /// Where history lives: `sqlite:PATH` (durable), `redis://HOST:PORT/DB` (shared by every
+    /// node), or `memory` (lost on restart).
     #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE)]
     pub store: StoreUrl,
 
@@ -91,7 +92,7 @@ impl Config {
     pub fn retention(&self) -> Retention {
         let default = match self.store {
             StoreUrl::Memory => DEFAULT_RETAIN_MEMORY,
-            StoreUrl::Sqlite(_) => DEFAULT_RETAIN_DURABLE,
+            StoreUrl::Sqlite(_) | StoreUrl::Redis(_) => DEFAULT_RETAIN_DURABLE,
         };
         Retention { count: self.retain.unwrap_or(default), age: self.retain_for }
     }
@@ -102,6 +103,7 @@ impl Config {
 pub enum StoreUrl {
     Memory,
     Sqlite(PathBuf),
+    Redis(String),
 }
 
 impl FromStr for StoreUrl {
@@ -110,10 +112,15 @@ impl FromStr for StoreUrl {
         if s == "memory" {
             return Ok(StoreUrl::Memory);
         }
+        if s.starts_with("redis://") || s.starts_with("rediss://") {
+            return Ok(StoreUrl::Redis(s.to_owned()));
+        }
         match s.strip_prefix("sqlite:") {
             Some("") => Err("sqlite: needs a file path, as in sqlite:ssechat.db".to_owned()),
             Some(path) => Ok(StoreUrl::Sqlite(PathBuf::from(path))),
-            None => Err(format!("unknown store {s:?}; expected `sqlite:PATH` or `memory`")),
+            None => Err(format!(
+                "unknown store {s:?}; expected `sqlite:PATH`, `redis://HOST:PORT/DB` or `memory`"
+            )),
         }
     }
 }

@@ -130,6 +130,9 @@ fn stream_request(head: &[u8]) -> Option<(Uri, HeaderMap)> {
 
 /// One chunk of a chunked body, written from the shared frame without copying it.
 async fn write_chunk(socket: &mut TcpStream, bytes: &Bytes) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(()); // an empty chunk would end the body
+    }
     let mut size = [0u8; 18];
     let head = chunk_head(bytes.len(), &mut size);
     let parts: [&[u8]; 3] = [head, bytes, b"\r\n"];

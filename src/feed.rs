@@ -75,9 +75,14 @@ pub async fn open(
         let mut last_write: Option<Instant> = None;
         // A fresh reader has nothing to replay.
         let mut catching_up = resume_from.is_some();
+        let mut stalled = false;
 
         loop {
-            if catching_up {
+            // While history cannot be read (the store is down), the stream stays open and
+            // keeps its place: it sends heartbeats, delivers nothing (anything live would
+            // skip the gap), and tries again with each frame that arrives, so at the next
+            // heartbeat, or at once when the store says it is back (a resync frame).
+            if catching_up && !stalled {
                 match feed.history_after(&room, &mut cursor, format).await {
                     Ok((bytes, more)) => {
                         catching_up = more;
@@ -87,16 +92,14 @@ pub async fn open(
                         continue;
                     }
                     Err(e) => {
-                        // Ending the stream makes the client reconnect and resume from its
-                        // last id, which is better than a silent gap.
-                        tracing::warn!(%room, error = %e, "feed could not read history");
-                        return;
+                        tracing::warn!(%room, error = %e, "feed cannot read history; holding its place");
+                        stalled = true;
                     }
                 }
             }
 
-            // One thing to wait on: heartbeats and the end of the room (at shutdown) come
-            // through the room's channel like messages do.
+            // One thing to wait on: messages, heartbeats, resyncs and the end of the room
+            // (at shutdown) all come through the room's channel.
             let first = match subscription.receiver().recv().await {
                 Ok(frame) => frame,
                 Err(RecvError::Lagged(_)) => {
@@ -105,6 +108,18 @@ pub async fn open(
                 }
                 Err(RecvError::Closed) => return,
             };
+            if stalled {
+                stalled = false; // try history again
+                let beat = first.encoded(format);
+                if matches!(first.event(), Event::Heartbeat) && !beat.is_empty() {
+                    yield Ok(beat);
+                }
+                continue;
+            }
+            if matches!(first.event(), Event::Resync) {
+                catching_up = true;
+                continue;
+            }
             // Coalescing: a stream written to moments ago waits out the rest of the interval,
             // so that at high rates one write carries several messages. A quiet stream
             // (the usual chat) is written to at once.

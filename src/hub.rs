@@ -101,6 +101,16 @@ impl Hub {
         });
     }
 
+    /// Tells every stream to catch up from history: the store holds messages this hub may
+    /// not have seen (a shared store's notifications were interrupted).
+    pub fn resync(&self) {
+        let frame = Arc::new(Frame::new(Event::Resync));
+        let rooms = self.rooms.lock().expect("hub lock poisoned");
+        for tx in rooms.channels.values() {
+            let _ = tx.send(Arc::clone(&frame));
+        }
+    }
+
     /// Closes every room: each stream gets what was already sent, then ends.
     pub fn close(&self) {
         let mut rooms = self.rooms.lock().expect("hub lock poisoned");

@@ -57,6 +57,9 @@ pub enum Event {
     /// Keeps idle connections (and the proxies between) from timing out. Only SSE has a
     /// way to say nothing (a comment); the line formats stay quiet.
     Heartbeat,
+    /// Internal: the store may hold messages this node never published (its link to a
+    /// shared store was down), so every stream catches up from history. Never sent.
+    Resync,
 }
 
 /// An event with its encodings, built once and shared.
@@ -78,7 +81,7 @@ impl Frame {
     pub fn id(&self) -> Option<MessageId> {
         match &self.event {
             Event::Message(m) => Some(m.id),
-            Event::Reset { .. } | Event::Heartbeat => None,
+            Event::Reset { .. } | Event::Heartbeat | Event::Resync => None,
         }
     }
 
@@ -126,6 +129,7 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
             Bytes::from(format!("event: reset\ndata: {}\n\n", json!({ "oldest_id": oldest_id })))
         }
         Event::Heartbeat => Bytes::from_static(b": heartbeat\n\n"),
+        Event::Resync => Bytes::new(),
     }
 }
 
@@ -134,7 +138,7 @@ pub fn encode_ndjson_line(event: &Event) -> Bytes {
     let mut line = match event {
         Event::Message(m) => message_json(m),
         Event::Reset { oldest_id } => json!({ "event": "reset", "oldest_id": oldest_id }).to_string(),
-        Event::Heartbeat => return Bytes::new(),
+        Event::Heartbeat | Event::Resync => return Bytes::new(),
     };
     line.push('\n');
     Bytes::from(line)
@@ -161,7 +165,7 @@ pub fn encode_plain_line(event: &Event) -> Bytes {
         Event::Reset { oldest_id } => {
             Bytes::from(format!("-- some messages are no longer held; continuing from #{oldest_id} --\n"))
         }
-        Event::Heartbeat => Bytes::new(),
+        Event::Heartbeat | Event::Resync => Bytes::new(),
     }
 }
 

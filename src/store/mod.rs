@@ -6,6 +6,7 @@
 //! Redis script): publishing in that order is what lets streams de-duplicate by id.
 
 mod memory;
+mod redis;
 mod sqlite;
 
 #[cfg(test)]
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use serde::Serialize;

@@ -3,6 +3,7 @@
 mod helpers;
 mod process;
 
+mod cluster;
 mod durable;
 mod fast_path;
 mod input;

@@ -52,3 +52,70 @@ impl Server {
         self.child.wait().await.unwrap();
     }
 }
+
+/// A real `redis-server` on a free loopback port, killed on drop. With `persistent`, it
+/// writes an append-only file with `appendfsync always` into its own directory, so a
+/// restart on the same directory keeps everything acknowledged.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    pub url: String,
+    dir: tempfile::TempDir,
+    persistent: bool,
+}
+
+impl RedisServer {
+    pub fn start(persistent: bool) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            url: format!("redis://127.0.0.1:{port}/0"),
+            dir: tempfile::tempdir().unwrap(),
+            persistent,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts it (again) on the same port and directory, and waits until it answers.
+    pub fn restart(&mut self) {
+        let aof = if self.persistent {
+            ["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            ["--appendonly", "no", "--appendfsync", "no"]
+        };
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(aof)
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        for _ in 0..1000 {
+            let pong = client.get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if pong.is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

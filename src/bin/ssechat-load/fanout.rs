@@ -27,6 +27,9 @@ pub struct FanoutArgs {
     /// The server, as `http://host:port`.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     url: String,
+    /// Where messages are posted, if not to `--url` (another node of a cluster).
+    #[arg(long)]
+    publish_url: Option<String>,
     #[arg(long, value_enum, default_value = "ssechat")]
     target: Target,
     /// Streams to open.
@@ -175,7 +178,8 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
     // Post every message at its intended time.
     let cpu_start = usage.cpu_seconds();
     let post_started = shared.started.elapsed();
-    let post_errors = publish(&args, &prefix, &endpoint, &shared, post_started).await;
+    let publish_to = Arc::new(Endpoint::parse(args.publish_url.as_deref().unwrap_or(&args.url))?);
+    let post_errors = publish(&args, &prefix, &publish_to, &shared, post_started).await;
     let last_intended =
         post_started + Duration::from_secs_f64(args.messages.saturating_sub(1) as f64 / args.rate);
     // Wait for what is still on its way, bounded by --drain.

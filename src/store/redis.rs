@@ -1,0 +1,392 @@
+//! The Redis store: history, ids and fan-out shared by every node (`--store redis://...`).
+//!
+//! Publishing is one Lua script, run atomically by Redis: take the room's next id, append
+//! the message to the room's log (a sorted set scored by id, capped at `--retain`), note the
+//! room's activity, and PUBLISH it. Ids and order are decided in one place, so every node
+//! sees the same messages in the same order with the same ids.
+//!
+//! Each node holds one subscription (one connection) to the shared channel and hands what
+//! arrives to its hub, which fans out locally. If that subscription breaks, the node
+//! resubscribes and tells every local stream to catch up from the log, so a gap in
+//! notifications never becomes a gap in a stream.
+//!
+//! The `/send` acknowledgement means "the script ran": the message is in Redis, as durable
+//! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`).
+//! Keys are `ssechat:{room}:seq`, `ssechat:{room}:log` and `ssechat:rooms`; one Redis
+//! primary (with replicas or Sentinel) is supported, not Redis Cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde::Deserialize;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::domain::{Author, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp};
+use crate::hub::Hub;
+
+/// The one channel every node listens to.
+const CHANNEL: &str = "ssechat:messages";
+const ROOMS: &str = "ssechat:rooms";
+/// How long a command may take before `/send` answers 503.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long start-up waits for Redis before giving up.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often messages older than `--retain-for` are deleted for real.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Next id, append, cap, note activity, publish: atomically.
+const APPEND: &str = r#"
+local id = redis.call('INCR', KEYS[1])
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local payload = cjson.encode({id = id, room = ARGV[1], author = ARGV[2], text = ARGV[3], time = ms})
+redis.call('ZADD', KEYS[2], id, payload)
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
+redis.call('ZADD', KEYS[3], ms, ARGV[1])
+redis.call('PUBLISH', ARGV[5], payload)
+return payload
+"#;
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    url: String,
+    retention: Retention,
+    append: Script,
+    /// Stops the subscription (and pruning) when the store is dropped.
+    _stop: DropGuard,
+}
+
+/// A message as the script stores it.
+#[derive(Deserialize)]
+struct Stored {
+    id: MessageId,
+    room: String,
+    author: String,
+    text: String,
+    time: i64,
+}
+
+impl Stored {
+    /// Validates what was read back, so a damaged entry is an error, never a bad message.
+    fn decode(payload: &[u8]) -> Result<Message, String> {
+        let s: Stored =
+            serde_json::from_slice(payload).map_err(|e| format!("damaged message in Redis: {e}"))?;
+        Ok(Message {
+            id: s.id,
+            room: RoomName::parse(&s.room).map_err(|e| e.to_string())?,
+            author: Author::parse(&s.author).map_err(|e| e.to_string())?,
+            text: MessageText::parse(&s.text).map_err(|e| e.to_string())?,
+            time: Timestamp::from_millis(s.time).ok_or("damaged time in Redis")?,
+        })
+    }
+}
+
+fn seq_key(room: &RoomName) -> String {
+    format!("ssechat:{{{room}}}:seq")
+}
+
+fn log_key(room: &RoomName) -> String {
+    format!("ssechat:{{{room}}}:log")
+}
+
+impl RedisStore {
+    /// Connects, checks Redis answers, and subscribes before returning, so nothing
+    /// published after start-up is missed. An unreachable Redis is an error naming the URL.
+    pub async fn open(url: &str, hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {url}: {e}"))?;
+        let unreachable = |e: String| format!("cannot reach Redis at {url}: {e}");
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let mut conn = tokio::time::timeout(START_TIMEOUT, client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _: String =
+            redis::cmd("PING").query_async(&mut conn).await.map_err(|e| unreachable(e.to_string()))?;
+
+        let stop = CancellationToken::new();
+        let (subscribed, ready) = tokio::sync::oneshot::channel();
+        tokio::spawn(follow(client, hub, stop.clone(), subscribed));
+        tokio::time::timeout(START_TIMEOUT, ready)
+            .await
+            .map_err(|_| unreachable("could not subscribe in time".into()))?
+            .map_err(|_| unreachable("could not subscribe".into()))?;
+        if retention.age.is_some() {
+            tokio::spawn(prune_by_age(conn.clone(), retention, stop.clone()));
+        }
+        Ok(Self {
+            conn,
+            url: url.to_owned(),
+            retention,
+            append: Script::new(APPEND),
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(format!("Redis at {}: {e}", self.url))
+    }
+
+    /// The oldest id retention still shows, given the room's newest id.
+    async fn first_held(&self, room: &RoomName, last_id: MessageId) -> Result<MessageId, StoreError> {
+        let mut conn = self.conn.clone();
+        let cutoff = self.retention.cutoff();
+        let mut from = 0;
+        loop {
+            // Oldest first, a page at a time; pruning keeps expired entries few.
+            let page: Vec<(Vec<u8>, f64)> = conn
+                .zrangebyscore_limit_withscores(log_key(room), format!("({from}"), "+inf", 0, 100)
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            if page.is_empty() {
+                return Ok(last_id + 1);
+            }
+            for (payload, score) in &page {
+                let young = match cutoff {
+                    None => true,
+                    Some(cutoff) => Stored::decode(payload).map_err(|e| self.unavailable(e))?.time >= cutoff,
+                };
+                if young {
+                    return Ok(*score as MessageId);
+                }
+                from = *score as MessageId;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn append(&self, new: NewMessage) -> Result<Message, StoreError> {
+        let mut conn = self.conn.clone();
+        let payload: Vec<u8> = self
+            .append
+            .key(seq_key(&new.room))
+            .key(log_key(&new.room))
+            .key(ROOMS)
+            .arg(new.room.as_str())
+            .arg(new.author.as_str())
+            .arg(new.text.as_str())
+            .arg(self.retention.count)
+            .arg(CHANNEL)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Stored::decode(&payload).map_err(|e| self.unavailable(e))
+    }
+
+    async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic().get(seq_key(room));
+        match range {
+            Range::After(after) => {
+                pipe.zrangebyscore_limit(log_key(room), format!("({after}"), "+inf", 0, limit as isize)
+            }
+            Range::Latest => pipe.zrevrangebyscore_limit(log_key(room), "+inf", "-inf", 0, limit as isize),
+        };
+        let (last_id, mut payloads): (Option<MessageId>, Vec<Vec<u8>>) =
+            pipe.query_async(&mut conn).await.map_err(|e| self.unavailable(e))?;
+        let last_id = last_id.unwrap_or(0);
+        if range == Range::Latest {
+            payloads.reverse();
+        }
+        let first_held = self.first_held(room, last_id).await?;
+        let mut messages = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let message = Stored::decode(&payload).map_err(|e| self.unavailable(e))?;
+            if message.id >= first_held && message.id <= last_id {
+                messages.push(message);
+            }
+        }
+        Ok(Page { messages, first_held, last_id })
+    }
+
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<(String, i64)> =
+            conn.zrevrange_withscores(ROOMS, 0, -1).await.map_err(|e| self.unavailable(e))?;
+        let mut rooms = Vec::new();
+        for (name, last_time) in all {
+            let room = RoomName::parse(&name).map_err(|e| self.unavailable(e))?;
+            let last_id: Option<MessageId> =
+                conn.get(seq_key(&room)).await.map_err(|e| self.unavailable(e))?;
+            let last_id = last_id.unwrap_or(0);
+            let first_held = self.first_held(&room, last_id).await?;
+            if first_held > last_id {
+                continue; // everything expired: not active
+            }
+            let last_activity =
+                Timestamp::from_millis(last_time).ok_or_else(|| self.unavailable("bad time"))?;
+            rooms.push(RoomInfo { name: room, messages: last_id - first_held + 1, last_activity });
+            if rooms.len() == limit {
+                break;
+            }
+        }
+        Ok(rooms)
+    }
+}
+
+/// Keeps this node's one subscription, handing every message to the hub. After any
+/// interruption it resubscribes first, then has every stream catch up from the log.
+async fn follow(
+    client: redis::Client,
+    hub: Arc<Hub>,
+    stop: CancellationToken,
+    subscribed: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut subscribed = Some(subscribed);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connection = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let attempt = tokio::select! {
+            _ = stop.cancelled() => return,
+            attempt = tokio::time::timeout(COMMAND_TIMEOUT, connection) => attempt,
+        };
+        match attempt {
+            Ok(Ok(mut pubsub)) => {
+                match subscribed.take() {
+                    Some(first) => {
+                        let _ = first.send(());
+                    }
+                    None => {
+                        tracing::info!("Redis subscription restored; streams catch up from history");
+                        hub.resync();
+                    }
+                }
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.on_message();
+                loop {
+                    let message = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        message = messages.next() => message,
+                    };
+                    let Some(message) = message else { break };
+                    match Stored::decode(message.get_payload_bytes()) {
+                        Ok(message) => hub.publish(&message),
+                        Err(e) => tracing::error!(error = %e, "ignoring a message from Redis"),
+                    }
+                }
+                tracing::warn!("lost the Redis subscription; reconnecting");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to Redis; retrying"),
+            Err(_) => tracing::warn!("subscribing to Redis timed out; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Deletes messages older than `--retain-for` (reads hide them before that).
+async fn prune_by_age(mut conn: ConnectionManager, retention: Retention, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(cutoff) = retention.cutoff() else { return };
+        let rooms: Vec<String> = conn.zrange(ROOMS, 0, -1).await.unwrap_or_default();
+        for room in rooms {
+            let Ok(room) = RoomName::parse(&room) else { continue };
+            let oldest: Vec<(Vec<u8>, f64)> =
+                conn.zrange_withscores(log_key(&room), 0, 999).await.unwrap_or_default();
+            let expired = oldest
+                .iter()
+                .take_while(|(payload, _)| Stored::decode(payload).is_ok_and(|m| m.time < cutoff))
+                .last();
+            if let Some((_, score)) = expired {
+                let _: Result<(), _> = conn.zrembyscore(log_key(&room), "-inf", *score).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// A throwaway `redis-server` on a free loopback port, stopped on drop.
+    pub struct RedisServer {
+        child: std::process::Child,
+        pub url: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl RedisServer {
+        pub fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let dir = tempfile::tempdir().unwrap();
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (apt-get install redis-server)");
+            // Owned before waiting, so a failed start still kills (and reaps) the child.
+            let server = Self { child, url: format!("redis://127.0.0.1:{port}/0"), _dir: dir };
+            let client = redis::Client::open(server.url.as_str()).unwrap();
+            for _ in 0..500 {
+                if client.get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_ok() {
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("redis-server did not start on port {port}");
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn contract() {
+        // One server per store, so every check starts from an empty Redis.
+        let servers = std::sync::Mutex::new(Vec::new());
+        super::super::contract::run_all(|hub, retention| {
+            let server = RedisServer::start();
+            let url = server.url.clone();
+            servers.lock().unwrap().push(server);
+            async move { Arc::new(RedisStore::open(&url, hub, retention).await.unwrap()) as Arc<dyn Store> }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_a_clear_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let err = RedisStore::open(&url, Hub::new(4), Retention::count(5)).await.err().unwrap();
+        assert!(err.contains(&url) && err.contains("cannot reach Redis"), "{err}");
+    }
+}
