@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, StoreUrl};
+use crate::domain::RoomName;
 use crate::hub::Hub;
+use crate::presence::Presence;
 use crate::routes;
 use crate::store::{MemoryStore, RedisStore, SqliteStore, Store};
 
@@ -19,6 +21,12 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Fan-out: streams subscribe here; the store publishes here.
     pub hub: Arc<Hub>,
+    /// Who has each room open, on every node.
+    pub presence: Arc<Presence>,
+    /// When each (room, author) last sent a typing signal, for rate limiting. A std mutex:
+    /// held for one map update, never across an `.await`.
+    pub typing_limits:
+        Arc<std::sync::Mutex<std::collections::HashMap<(RoomName, String), std::time::Instant>>>,
     pub config: Arc<Config>,
     /// Cancelled when shutdown starts. (Streams end through the hub, which closes then.)
     pub shutdown: CancellationToken,
@@ -53,7 +61,15 @@ impl AppState {
     /// Wires a store that was opened elsewhere (it must publish to `hub`).
     pub fn with_store(config: Config, hub: Arc<Hub>, store: Arc<dyn Store>) -> Self {
         hub.start_heartbeat(config.heartbeat);
-        Self { store, hub, config: Arc::new(config), shutdown: CancellationToken::new() }
+        let presence = Presence::start(&store, &hub, config.presence_grace);
+        Self {
+            store,
+            hub,
+            presence,
+            typing_limits: Default::default(),
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+        }
     }
 }
 
@@ -63,6 +79,9 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(routes::index::general))
         .route("/rooms", get(routes::rooms::rooms))
         .route("/rooms/{room}", get(routes::index::room))
+        .route("/rooms/{room}/presence", get(routes::presence::presence))
+        .route("/typing", post(routes::presence::typing))
+        .route("/go", get(routes::index::go))
         .route("/send", post(routes::send::send))
         .route("/events", get(routes::events::events))
         .route("/history", get(routes::history::history))

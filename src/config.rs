@@ -55,6 +55,10 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_COALESCE", default_value = "15ms", value_parser = humantime::parse_duration)]
     pub coalesce: Duration,
 
+    /// How long a reader who left still counts as present, so reconnects don't flap.
+    #[arg(long, env = "SSECHAT_PRESENCE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub presence_grace: Duration,
+
     /// Frames a room buffers for its slowest reader; one further behind catches up from history.
     #[arg(long, env = "SSECHAT_BUFFER", default_value_t = DEFAULT_BUFFER, value_parser = positive)]
     pub buffer: usize,
@@ -80,6 +84,7 @@ impl Config {
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(3),
             coalesce: Duration::from_millis(15),
+            presence_grace: Duration::from_secs(5),
             buffer: DEFAULT_BUFFER,
             shutdown_timeout: Duration::from_secs(5),
             log: "info".to_owned(),

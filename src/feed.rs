@@ -16,7 +16,7 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
-use crate::domain::{MessageId, RoomName};
+use crate::domain::{Author, MessageId, RoomName};
 use crate::store::{Range, Store, StoreError};
 use crate::wire::{Event, Format, Frame};
 use crate::{app::AppState, hub::Hub};
@@ -33,6 +33,10 @@ pub struct FeedRequest {
     /// Replay everything after this id first (`Last-Event-ID` or `?since=`).
     pub resume_from: Option<MessageId>,
     pub format: Format,
+    /// Who is reading, if they said (`?name=`): named in the room's presence.
+    pub reader: Option<Author>,
+    /// Whether to send presence and typing events too (`?presence=1`).
+    pub presence: bool,
 }
 
 /// Everything a feed needs from the app, taken once when the stream starts.
@@ -59,7 +63,7 @@ pub async fn open(
         retry: state.config.retry,
         coalesce: state.config.coalesce,
     };
-    let FeedRequest { room, resume_from, format } = request;
+    let FeedRequest { room, resume_from, format, reader, presence } = request;
     // Subscribe before reading anything, so nothing published from here on is missed.
     let mut subscription = feed.hub.subscribe(&room);
     // A fresh reader starts after the newest message; everything newer reaches it.
@@ -67,10 +71,20 @@ pub async fn open(
         Some(id) => id,
         None => feed.store.read(&room, Range::Latest, 0).await?.last_id,
     };
+    // Counted in the room's presence for as long as the stream lives.
+    let _reader = state.presence.join(&room, reader.as_ref());
+    let here =
+        if presence { Some(feed.store.presence(&room, state.presence.local(&room)).await?) } else { None };
 
     Ok(async_stream::stream! {
+        let _reader = _reader;
         if let Some(preamble) = format.preamble(feed.retry.as_millis() as u64) {
             yield Ok(preamble);
+        }
+        // The presence this stream was last told: the same view is never sent twice.
+        let mut told = here.clone();
+        if let Some(here) = here {
+            yield Ok(Frame::new(Event::Presence(here)).encoded(format));
         }
         let mut last_write: Option<Instant> = None;
         // A fresh reader has nothing to replay.
@@ -116,9 +130,15 @@ pub async fn open(
                 }
                 continue;
             }
-            if matches!(first.event(), Event::Resync) {
-                catching_up = true;
-                continue;
+            match first.event() {
+                Event::Resync => {
+                    catching_up = true;
+                    continue;
+                }
+                Event::Presence(_) | Event::Typing { .. } if !presence => continue,
+                Event::Presence(view) if told.as_ref() == Some(view) => continue,
+                Event::Presence(view) => told = Some(view.clone()),
+                _ => {}
             }
             // Coalescing: a stream written to moments ago waits out the rest of the interval,
             // so that at high rates one write carries several messages. A quiet stream
@@ -131,7 +151,19 @@ pub async fn open(
             batch.push(&first, &mut cursor, format);
             while batch.len() < MAX_BATCH_BYTES {
                 match subscription.receiver().try_recv() {
-                    Ok(frame) => batch.push(&frame, &mut cursor, format),
+                    Ok(frame) => match frame.event() {
+                        Event::Resync => {
+                            catching_up = true;
+                            break;
+                        }
+                        Event::Presence(_) | Event::Typing { .. } if !presence => {}
+                        Event::Presence(view) if told.as_ref() == Some(view) => {}
+                        Event::Presence(view) => {
+                            told = Some(view.clone());
+                            batch.push(&frame, &mut cursor, format);
+                        }
+                        _ => batch.push(&frame, &mut cursor, format),
+                    },
                     Err(TryRecvError::Lagged(_)) => {
                         catching_up = true;
                         break;

@@ -28,6 +28,8 @@ pub struct Hub {
     capacity: usize,
     /// One heartbeat frame, shared by every room.
     heartbeat: Arc<Frame>,
+    /// Where "a room's presence changed elsewhere" goes (the presence task), once set.
+    presence_changed: Mutex<Option<tokio::sync::mpsc::UnboundedSender<RoomName>>>,
 }
 
 #[derive(Default)]
@@ -43,6 +45,7 @@ impl Hub {
             rooms: Mutex::new(Rooms::default()),
             capacity: capacity.max(1),
             heartbeat: Arc::new(Frame::new(Event::Heartbeat)),
+            presence_changed: Mutex::new(None),
         })
     }
 
@@ -71,6 +74,26 @@ impl Hub {
         if let Some(tx) = rooms.channels.get(&message.room) {
             // An error only means the last receiver left in the meantime.
             let _ = tx.send(Arc::new(Frame::new(Event::Message(message.clone()))));
+        }
+    }
+
+    /// Sends an event that is not a message (presence, typing) to everyone in `room` now.
+    pub fn broadcast(&self, room: &RoomName, event: Event) {
+        let rooms = self.rooms.lock().expect("hub lock poisoned");
+        if let Some(tx) = rooms.channels.get(room) {
+            let _ = tx.send(Arc::new(Frame::new(event)));
+        }
+    }
+
+    /// Registers the presence task, which recomputes a room when told it changed.
+    pub fn on_presence_changed(&self, sender: tokio::sync::mpsc::UnboundedSender<RoomName>) {
+        *self.presence_changed.lock().expect("hub lock poisoned") = Some(sender);
+    }
+
+    /// Another node's readers of `room` changed (a shared store says so).
+    pub fn presence_changed(&self, room: RoomName) {
+        if let Some(sender) = self.presence_changed.lock().expect("hub lock poisoned").as_ref() {
+            let _ = sender.send(room);
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`app`]: the router and the shared [`app::AppState`].
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
 //! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
+//! - [`presence`]: who has a room open, with a grace period, merged across nodes.
 //! - [`feed`]: one reader's stream: subscribe, replay, live, catch up when lagging.
 //! - [`fast_path`]: connections opened for a stream, served straight on the socket.
 //! - [`wire`]: the SSE, NDJSON and plain-text encodings.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fast_path;
 pub mod feed;
 pub mod hub;
+pub mod presence;
 pub mod routes;
 pub mod server;
 pub mod store;

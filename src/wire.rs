@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::domain::{Message, MessageId};
+use crate::domain::{Author, Message, MessageId};
+use crate::presence::PresenceView;
 
 /// The stream formats `/events` can speak, chosen by the `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,12 @@ pub enum Event {
     /// Keeps idle connections (and the proxies between) from timing out. Only SSE has a
     /// way to say nothing (a comment); the line formats stay quiet.
     Heartbeat,
+    /// Who is in the room (streams that asked with `presence=1`).
+    Presence(PresenceView),
+    /// Someone is typing; expires on the client. Never stored.
+    Typing {
+        author: Author,
+    },
     /// Internal: the store may hold messages this node never published (its link to a
     /// shared store was down), so every stream catches up from history. Never sent.
     Resync,
@@ -81,7 +88,7 @@ impl Frame {
     pub fn id(&self) -> Option<MessageId> {
         match &self.event {
             Event::Message(m) => Some(m.id),
-            Event::Reset { .. } | Event::Heartbeat | Event::Resync => None,
+            _ => None,
         }
     }
 
@@ -98,10 +105,14 @@ impl Frame {
     }
 }
 
-/// The message as one line of JSON, with `<`, `>` and `&` escaped (as Go's encoder does)
-/// so a stream shown or sniffed as HTML can never carry live markup.
 fn message_json(msg: &Message) -> String {
-    let json = serde_json::to_string(msg).expect("a message always serialises");
+    escaped_json(msg)
+}
+
+/// One line of JSON, with `<`, `>` and `&` escaped (as Go's encoder does) so a stream shown
+/// or sniffed as HTML can never carry live markup.
+fn escaped_json(value: &impl serde::Serialize) -> String {
+    let json = serde_json::to_string(value).expect("our events always serialise");
     if !json.contains(['<', '>', '&']) {
         return json;
     }
@@ -129,6 +140,10 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
             Bytes::from(format!("event: reset\ndata: {}\n\n", json!({ "oldest_id": oldest_id })))
         }
         Event::Heartbeat => Bytes::from_static(b": heartbeat\n\n"),
+        Event::Presence(view) => Bytes::from(format!("event: presence\ndata: {}\n\n", escaped_json(view))),
+        Event::Typing { author } => {
+            Bytes::from(format!("event: typing\ndata: {}\n\n", escaped_json(&json!({ "author": author }))))
+        }
         Event::Resync => Bytes::new(),
     }
 }
@@ -138,6 +153,10 @@ pub fn encode_ndjson_line(event: &Event) -> Bytes {
     let mut line = match event {
         Event::Message(m) => message_json(m),
         Event::Reset { oldest_id } => json!({ "event": "reset", "oldest_id": oldest_id }).to_string(),
+        Event::Presence(view) => {
+            escaped_json(&json!({ "event": "presence", "names": view.names, "anonymous": view.anonymous }))
+        }
+        Event::Typing { author } => escaped_json(&json!({ "event": "typing", "author": author })),
         Event::Heartbeat | Event::Resync => return Bytes::new(),
     };
     line.push('\n');
@@ -165,6 +184,8 @@ pub fn encode_plain_line(event: &Event) -> Bytes {
         Event::Reset { oldest_id } => {
             Bytes::from(format!("-- some messages are no longer held; continuing from #{oldest_id} --\n"))
         }
+        Event::Presence(view) => Bytes::from(format!("-- here: {} --\n", view.describe())),
+        Event::Typing { author } => Bytes::from(format!("-- {author} is typing --\n")),
         Event::Heartbeat | Event::Resync => Bytes::new(),
     }
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{Params, negotiate, parse_id};
 use crate::app::AppState;
-use crate::domain::RoomName;
+use crate::domain::{Author, FieldError, RoomName};
 use crate::error::AppError;
 use crate::feed::{self, FeedRequest};
 use crate::wire::Format;
@@ -53,5 +53,10 @@ pub fn feed_request(uri: &Uri, headers: &HeaderMap) -> Result<FeedRequest, AppEr
     let resume_from = last_event_id.or(params.id("since")?);
     let offered = Format::MEDIA_TYPES.map(|(media, _)| media);
     let format = Format::MEDIA_TYPES[negotiate(headers, &offered)].1;
-    Ok(FeedRequest { room, resume_from, format })
+    let reader = match params.get("name").map(str::trim) {
+        None | Some("") => None,
+        Some(name) => Some(Author::parse(name).map_err(|e| FieldError::new("name", e.problem))?),
+    };
+    let presence = matches!(params.get("presence"), Some("1" | "true" | "yes"));
+    Ok(FeedRequest { room, resume_from, format, reader, presence })
 }

@@ -90,6 +90,24 @@ pub async fn room(State(state): State<AppState>, Path(room): Path<String>, uri: 
     }
 }
 
+/// `GET /go?room=NAME`: the room switcher's form (works without JavaScript). Any valid
+/// name is a room: it exists once someone posts to it.
+pub async fn go(uri: Uri) -> Response {
+    let root = root_for(uri.path());
+    let wanted = uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "room").map(|(_, v)| v))
+        .unwrap_or_default();
+    match RoomName::parse(wanted.trim()) {
+        Ok(room) => {
+            let location = format!("{root}rooms/{room}");
+            (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, location)]).into_response()
+        }
+        Err(e) => error_page(StatusCode::NOT_FOUND, &format!("There is no room here. {}", e.problem), &root),
+    }
+}
+
 /// The room with its recent history, and the form (with `draft` when a post was refused).
 pub async fn room_page(
     state: &AppState,

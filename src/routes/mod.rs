@@ -5,6 +5,7 @@ pub mod events;
 pub mod health;
 pub mod history;
 pub mod index;
+pub mod presence;
 pub mod rooms;
 pub mod send;
 

@@ -21,10 +21,10 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// The raw fields, before validation.
 #[derive(Debug, Default)]
-struct SendFields {
-    room: Option<String>,
-    author: Option<String>,
-    text: Option<String>,
+pub struct SendFields {
+    pub room: Option<String>,
+    pub author: Option<String>,
+    pub text: Option<String>,
 }
 
 pub async fn send(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
@@ -89,7 +89,7 @@ async fn refused_form(state: &AppState, uri: &Uri, fields: &SendFields, error: F
 }
 
 /// Reads the body by its content type and merges in `?room=`.
-async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFields, AppError> {
+pub async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFields, AppError> {
     let params = Params::from_uri(uri)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)

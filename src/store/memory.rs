@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::{Page, Range, Retention, RoomInfo, Store, StoreError};
-use crate::domain::{Message, MessageId, NewMessage, RoomName, Timestamp};
+use crate::domain::{Author, Message, MessageId, NewMessage, RoomName, Timestamp};
 use crate::hub::Hub;
+use crate::wire::Event;
 
 pub struct MemoryStore {
     /// Every room ever written to. A std mutex: nothing awaits while holding it, and
@@ -77,6 +78,11 @@ impl Store for MemoryStore {
             }
             None => RoomLog::default().page(range, limit),
         })
+    }
+
+    async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
+        self.hub.broadcast(room, Event::Typing { author: author.clone() });
+        Ok(())
     }
 
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {

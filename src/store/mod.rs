@@ -22,7 +22,8 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use serde::Serialize;
 
-use crate::domain::{Message, MessageId, NewMessage, RoomName, Timestamp};
+use crate::domain::{Author, Message, MessageId, NewMessage, RoomName, Timestamp};
+use crate::presence::PresenceView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,4 +92,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Rooms that hold messages, most recently active first, at most `limit`.
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError>;
+
+    /// Tells someone is typing to everyone in the room, on every node. Nothing is stored.
+    async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError>;
+
+    /// Shares this node's readers of `room` with the other nodes. One node: nothing to do.
+    async fn share_presence(&self, _room: &RoomName, _local: PresenceView) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Everyone's readers of `room`, given this node's. One node: just this node's.
+    async fn presence(&self, _room: &RoomName, local: PresenceView) -> Result<PresenceView, StoreError> {
+        Ok(local)
+    }
 }

@@ -15,6 +15,7 @@
 //! Keys are `ssechat:{room}:seq`, `ssechat:{room}:log` and `ssechat:rooms`; one Redis
 //! primary (with replicas or Sentinel) is supported, not Redis Cluster.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,15 +23,22 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{Author, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp};
 use crate::hub::Hub;
+use crate::presence::PresenceView;
+use crate::wire::Event;
 
-/// The one channel every node listens to.
+/// The channels every node listens to, on its one subscription: messages, presence
+/// changes (the payload is the room) and typing signals.
 const CHANNEL: &str = "ssechat:messages";
+const PRESENCE: &str = "ssechat:presence";
+const TYPING: &str = "ssechat:typing";
+/// A node's presence entry older than this is a node that died: it no longer counts.
+const PRESENCE_STALE: Duration = Duration::from_secs(30);
 const ROOMS: &str = "ssechat:rooms";
 /// How long a command may take before `/send` answers 503.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,6 +63,8 @@ return payload
 
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// This node's name in presence entries.
+    node: String,
     url: String,
     retention: Retention,
     append: Script,
@@ -95,6 +105,19 @@ fn log_key(room: &RoomName) -> String {
     format!("ssechat:{{{room}}}:log")
 }
 
+fn presence_key(room: &RoomName) -> String {
+    format!("ssechat:{{{room}}}:presence")
+}
+
+/// One node's readers of a room, as kept in the room's presence hash.
+#[derive(Serialize, Deserialize)]
+struct NodePresence {
+    #[serde(flatten)]
+    view: PresenceView,
+    /// When the node last said so (ms since the epoch).
+    at: i64,
+}
+
 impl RedisStore {
     /// Connects, checks Redis answers, and subscribes before returning, so nothing
     /// published after start-up is missed. An unreachable Redis is an error naming the URL.
@@ -123,8 +146,14 @@ impl RedisStore {
         if retention.age.is_some() {
             tokio::spawn(prune_by_age(conn.clone(), retention, stop.clone()));
         }
+        // This node's name in presence entries: random, so no two nodes (or lives) share one.
+        let node = {
+            use std::hash::{BuildHasher, Hasher};
+            format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish())
+        };
         Ok(Self {
             conn,
+            node,
             url: url.to_owned(),
             retention,
             append: Script::new(APPEND),
@@ -211,6 +240,43 @@ impl Store for RedisStore {
         Ok(Page { messages, first_held, last_id })
     }
 
+    async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let payload = serde_json::json!({ "room": room, "author": author }).to_string();
+        conn.publish::<_, _, ()>(TYPING, payload).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn share_presence(&self, room: &RoomName, local: PresenceView) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let entry = serde_json::to_string(&NodePresence { view: local, at: Timestamp::now().millis() })
+            .expect("presence serialises");
+        redis::pipe()
+            .hset(presence_key(room), &self.node, entry)
+            .ignore()
+            .pexpire(presence_key(room), PRESENCE_STALE.as_millis() as i64 * 2)
+            .ignore()
+            .publish(PRESENCE, room.as_str())
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    async fn presence(&self, room: &RoomName, local: PresenceView) -> Result<PresenceView, StoreError> {
+        let mut conn = self.conn.clone();
+        let entries: HashMap<String, String> =
+            conn.hgetall(presence_key(room)).await.map_err(|e| self.unavailable(e))?;
+        let fresh_after = Timestamp::now().millis() - PRESENCE_STALE.as_millis() as i64;
+        let others: Vec<PresenceView> = entries
+            .iter()
+            .filter(|(node, _)| **node != self.node)
+            .filter_map(|(_, entry)| serde_json::from_str::<NodePresence>(entry).ok())
+            .filter(|entry| entry.at >= fresh_after)
+            .map(|entry| entry.view)
+            .collect();
+        Ok(PresenceView::merge(others.iter().chain([&local])))
+    }
+
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
         let mut conn = self.conn.clone();
         let all: Vec<(String, i64)> =
@@ -236,6 +302,13 @@ impl Store for RedisStore {
     }
 }
 
+/// A typing signal as it crosses Redis; validated on arrival.
+#[derive(Deserialize)]
+struct TypingNotice {
+    room: RoomName,
+    author: Author,
+}
+
 /// Keeps this node's one subscription, handing every message to the hub. After any
 /// interruption it resubscribes first, then has every stream catch up from the log.
 async fn follow(
@@ -249,7 +322,7 @@ async fn follow(
     loop {
         let connection = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
+            pubsub.subscribe(&[CHANNEL, PRESENCE, TYPING]).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let attempt = tokio::select! {
@@ -275,9 +348,22 @@ async fn follow(
                         message = messages.next() => message,
                     };
                     let Some(message) = message else { break };
-                    match Stored::decode(message.get_payload_bytes()) {
-                        Ok(message) => hub.publish(&message),
-                        Err(e) => tracing::error!(error = %e, "ignoring a message from Redis"),
+                    let payload = message.get_payload_bytes();
+                    match message.get_channel_name() {
+                        PRESENCE => {
+                            match std::str::from_utf8(payload).ok().and_then(|r| RoomName::parse(r).ok()) {
+                                Some(room) => hub.presence_changed(room),
+                                None => tracing::error!("ignoring a bad presence notice from Redis"),
+                            }
+                        }
+                        TYPING => match serde_json::from_slice::<TypingNotice>(payload) {
+                            Ok(t) => hub.broadcast(&t.room, Event::Typing { author: t.author }),
+                            Err(e) => tracing::error!(error = %e, "ignoring a bad typing notice from Redis"),
+                        },
+                        _ => match Stored::decode(payload) {
+                            Ok(message) => hub.publish(&message),
+                            Err(e) => tracing::error!(error = %e, "ignoring a message from Redis"),
+                        },
                     }
                 }
                 tracing::warn!("lost the Redis subscription; reconnecting");
@@ -353,7 +439,11 @@ pub mod tests {
             let server = Self { child, url: format!("redis://127.0.0.1:{port}/0"), _dir: dir };
             let client = redis::Client::open(server.url.as_str()).unwrap();
             for _ in 0..500 {
-                if client.get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_ok() {
+                if client
+                    .get_connection()
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok()
+                {
                     return server;
                 }
                 std::thread::sleep(Duration::from_millis(10));

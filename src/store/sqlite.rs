@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{Author, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp};
 use crate::hub::Hub;
+use crate::wire::Event;
 
 /// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
 const APPLICATION_ID: i32 = 0x5353_4543;
@@ -60,6 +61,8 @@ const MIGRATIONS: [&str; 1] = [
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Command>,
+    /// For what is sent but not stored (typing).
+    hub: Arc<Hub>,
     /// Idle read connections; a read takes one (or opens one) and gives it back.
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Bounds reads in flight, and so the connections (and page caches) they hold.
@@ -93,7 +96,7 @@ impl SqliteStore {
         let fail_writes = Arc::new(AtomicBool::new(false));
         let mut thread = Writer {
             conn,
-            hub,
+            hub: Arc::clone(&hub),
             retention,
             last_ids: HashMap::new(),
             fail_writes: Arc::clone(&fail_writes),
@@ -106,6 +109,7 @@ impl SqliteStore {
 
         let store = Self {
             writer,
+            hub,
             readers: Arc::new(Mutex::new(Vec::new())),
             read_slots: tokio::sync::Semaphore::new(MAX_READERS),
             path: path.to_owned(),
@@ -246,6 +250,11 @@ impl Store for SqliteStore {
             Ok(Page { messages, first_held, last_id })
         })
         .await
+    }
+
+    async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
+        self.hub.broadcast(room, Event::Typing { author: author.clone() });
+        Ok(())
     }
 
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {

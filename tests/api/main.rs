@@ -9,5 +9,6 @@ mod fast_path;
 mod input;
 mod lifecycle;
 mod page;
+mod presence;
 mod resume;
 mod streams;

@@ -123,7 +123,13 @@ async fn lagging_feed(history: usize, buffer: usize, posts: u64) -> (TestApp, Ev
         c.buffer = buffer;
     })
     .await;
-    let request = FeedRequest { room: RoomName::general(), resume_from: None, format: Format::Sse };
+    let request = FeedRequest {
+        room: RoomName::general(),
+        resume_from: None,
+        format: Format::Sse,
+        reader: None,
+        presence: false,
+    };
     let body = feed::open(&app.state, request).await.unwrap();
     let mut stream = EventStream::from_body(Default::default(), body);
     assert!(stream.next_block().await.unwrap().retry.is_some(), "subscribed");
@@ -166,7 +172,13 @@ async fn a_busy_stream_gets_several_messages_per_write() {
     config.coalesce = Duration::from_secs(1);
     config.heartbeat = Duration::from_secs(3600);
     let state = ssechat::AppState::new(config).await.unwrap();
-    let request = FeedRequest { room: RoomName::general(), resume_from: None, format: Format::Ndjson };
+    let request = FeedRequest {
+        room: RoomName::general(),
+        resume_from: None,
+        format: Format::Ndjson,
+        reader: None,
+        presence: false,
+    };
     let stream = feed::open(&state, request).await.unwrap();
     tokio::pin!(stream);
     let post = |text: &str| ssechat::domain::NewMessage::parse("general", Some("ana"), Some(text)).unwrap();

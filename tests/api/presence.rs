@@ -1,0 +1,143 @@
+//! Presence and typing: who is in a room, live, across nodes; typing signals.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use ssechat::config::StoreUrl;
+
+use crate::helpers::{EventStream, TestApp};
+use crate::process::RedisServer;
+
+async fn app() -> TestApp {
+    TestApp::spawn_with(|c| c.presence_grace = Duration::from_millis(300)).await
+}
+
+/// The next presence event, skipping anything else.
+async fn next_presence(stream: &mut EventStream) -> Value {
+    loop {
+        let event = stream.next_event().await;
+        if event.event.as_deref() == Some("presence") {
+            return event.json();
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_lists_named_readers_and_counts_anonymous_ones() {
+    let app = app().await;
+    let mut ana = app.subscribe("?room=general&name=ana&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut ana).await, json!({ "names": ["ana"], "anonymous": 0 }));
+    let _curl = app.subscribe("?room=general", &[]).await;
+    assert_eq!(next_presence(&mut ana).await, json!({ "names": ["ana"], "anonymous": 1 }));
+    let _bob = app.subscribe("?room=general&name=bob", &[]).await;
+    assert_eq!(next_presence(&mut ana).await, json!({ "names": ["ana", "bob"], "anonymous": 1 }));
+    let json: Value = app.get("/rooms/general/presence").await.json().await.unwrap();
+    assert_eq!(json, json!({ "names": ["ana", "bob"], "anonymous": 1 }));
+    let elsewhere: Value = app.get("/rooms/other/presence").await.json().await.unwrap();
+    assert_eq!(elsewhere, json!({ "names": [], "anonymous": 0 }));
+    assert_eq!(app.get("/rooms/Bad/presence").await.status(), 400);
+}
+
+#[tokio::test]
+async fn a_reader_who_leaves_goes_after_the_grace_period_and_a_reconnect_does_not_flap() {
+    let app = app().await;
+    let mut watcher = app.subscribe("?room=general&name=watcher&presence=1", &[]).await;
+    next_presence(&mut watcher).await;
+    let bob = app.subscribe("?room=general&name=bob", &[]).await;
+    assert_eq!(next_presence(&mut watcher).await["names"], json!(["bob", "watcher"]));
+    // Bob reloads: gone and back within the grace period. Nobody sees him leave.
+    drop(bob);
+    let bob_again = app.subscribe("?room=general&name=bob", &[]).await;
+    watcher.expect_quiet().await;
+    // Bob closes the page: he goes once the grace period is over.
+    drop(bob_again);
+    assert_eq!(next_presence(&mut watcher).await["names"], json!(["watcher"]));
+}
+
+#[tokio::test]
+async fn streams_see_presence_and_typing_only_when_they_ask() {
+    let app = app().await;
+    let mut plain = app.subscribe("?room=general", &[]).await;
+    let mut page = app.subscribe("?room=general&name=ana&presence=1", &[]).await;
+    next_presence(&mut page).await;
+    let response = app
+        .client
+        .post(app.url("/typing"))
+        .json(&json!({ "room": "general", "author": "bob" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    loop {
+        let event = page.next_event().await;
+        if event.event.as_deref() == Some("typing") {
+            assert_eq!(event.json(), json!({ "author": "bob" }));
+            assert_eq!(event.id, None);
+            break;
+        }
+    }
+    plain.expect_quiet().await;
+    assert!(app.history("general").await.is_empty(), "typing is never stored");
+}
+
+#[tokio::test]
+async fn typing_is_rate_limited_and_validated() {
+    let app = app().await;
+    let typing = |body: Value| app.client.post(app.url("/typing")).json(&body).send();
+    assert_eq!(typing(json!({ "room": "general", "author": "ana" })).await.unwrap().status(), 204);
+    let again = typing(json!({ "room": "general", "author": "ana" })).await.unwrap();
+    assert_eq!(again.status(), 429);
+    assert_eq!(again.headers()["retry-after"], "1");
+    let body: Value = again.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("one per second"));
+    // Another author, or another room, is not limited by ana's signal.
+    assert_eq!(typing(json!({ "room": "general", "author": "bob" })).await.unwrap().status(), 204);
+    assert_eq!(typing(json!({ "room": "dev", "author": "ana" })).await.unwrap().status(), 204);
+    assert_eq!(typing(json!({ "room": "general" })).await.unwrap().status(), 400);
+    assert_eq!(typing(json!({ "room": "No Room", "author": "ana" })).await.unwrap().status(), 400);
+}
+
+#[tokio::test]
+async fn a_bad_reader_name_is_400() {
+    let app = app().await;
+    let response = app.get(&format!("/events?name={}", "x".repeat(41))).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["field"], "name");
+}
+
+#[tokio::test]
+async fn presence_and_typing_span_every_node() {
+    let redis = RedisServer::start(false);
+    let node = |url: String| {
+        TestApp::spawn_with(move |c| {
+            c.store = StoreUrl::Redis(url);
+            c.presence_grace = Duration::from_millis(300);
+        })
+    };
+    let (a, b) = (node(redis.url.clone()).await, node(redis.url.clone()).await);
+    let mut on_a = a.subscribe("?room=general&name=ana&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut on_a).await["names"], json!(["ana"]));
+    let on_b = b.subscribe("?room=general&name=bob", &[]).await;
+    assert_eq!(next_presence(&mut on_a).await, json!({ "names": ["ana", "bob"], "anonymous": 0 }));
+    let from_b: Value = b.get("/rooms/general/presence").await.json().await.unwrap();
+    assert_eq!(from_b, json!({ "names": ["ana", "bob"], "anonymous": 0 }));
+
+    let response = b
+        .client
+        .post(b.url("/typing"))
+        .json(&json!({ "room": "general", "author": "bob" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    loop {
+        let event = on_a.next_event().await;
+        if event.event.as_deref() == Some("typing") {
+            assert_eq!(event.json(), json!({ "author": "bob" }));
+            break;
+        }
+    }
+    drop(on_b);
+    assert_eq!(next_presence(&mut on_a).await["names"], json!(["ana"]));
+}
