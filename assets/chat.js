@@ -1,29 +1,31 @@
-// ssechat room page: live messages over EventSource, sending with fetch.
-// The page works without this script (the form posts and the server answers with the page).
+// ssechat room page: live messages, presence and typing over one EventSource; sending
+// with fetch. The page works without this script (the form posts and the server answers).
 (() => {
   "use strict";
-  const list = document.getElementById("messages");
-  const form = document.getElementById("composer");
+  const $ = (id) => document.getElementById(id);
+  const list = $("messages");
+  const form = $("composer");
   if (!list || !form) return;
 
   const room = list.dataset.room;
   const root = list.dataset.root;
   // The id of the last message on the page: the stream starts exactly after it.
   let lastId = Number(list.dataset.lastId) || 0;
-  const status = document.getElementById("status");
+  const status = $("status");
   const author = form.elements.author;
   const text = form.elements.text;
+  const title = document.title;
+  const me = () => author.value.trim();
 
   const clock = (iso) =>
     new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  for (const t of list.querySelectorAll("time")) t.textContent = clock(t.dateTime);
 
   const setStatus = (s) => {
     status.textContent = s;
     status.dataset.state = s === "live" ? "live" : "down";
   };
 
-  let error = document.getElementById("error");
+  let error = $("error");
   const showError = (message) => {
     if (!error) {
       error = document.createElement("p");
@@ -36,13 +38,43 @@
     error.textContent = message || "";
   };
 
-  const nearBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  // Links: http(s) only, never able to reach back into this page.
+  const linkify = (node, body) => {
+    let at = 0;
+    for (const m of body.matchAll(/https?:\/\/[^\s<>"'`]+/g)) {
+      const url = m[0].replace(/[.,;:!?)\]}]+$/, "");
+      if (/^https?:\/\/$/.test(url)) continue; // a scheme and nothing else
+      node.append(body.slice(at, m.index));
+      const a = document.createElement("a");
+      a.href = url;
+      a.rel = "noopener nofollow";
+      a.target = "_blank";
+      a.textContent = url;
+      node.append(a);
+      at = m.index + url.length;
+    }
+    node.append(body.slice(at));
+  };
 
+  const mark = (li) => li.classList.toggle("mine", li.dataset.author === me());
+  for (const li of list.querySelectorAll(".msg")) {
+    li.querySelector("time").textContent = clock(li.querySelector("time").dateTime);
+    mark(li);
+  }
+
+  const nearBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const append = (node) => {
     const stick = nearBottom();
     list.append(node);
     if (stick) list.scrollTop = list.scrollHeight;
   };
+
+  let unread = 0;
+  const showUnread = () => (document.title = unread ? `(${unread}) ${title}` : title);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) unread = 0;
+    showUnread();
+  });
 
   const render = (m) => {
     if (m.id <= lastId) return; // already shown
@@ -51,6 +83,7 @@
     li.className = "msg";
     li.id = "m" + m.id;
     li.dataset.id = m.id;
+    li.dataset.author = m.author;
     const time = document.createElement("time");
     time.dateTime = m.time;
     time.textContent = clock(m.time);
@@ -59,9 +92,15 @@
     who.textContent = m.author;
     const body = document.createElement("span");
     body.className = "text";
-    body.textContent = m.text;
+    linkify(body, m.text);
     li.append(time, " ", who, " ", body);
+    mark(li);
     append(li);
+    stopTyping(m.author);
+    if (document.hidden) {
+      unread += 1;
+      showUnread();
+    }
   };
 
   // The server no longer holds what we asked for. An oldest id at or below ours means the
@@ -75,21 +114,72 @@
     lastId = oldest - 1;
   };
 
+  const presence = (view) => {
+    const names = view.names.map((n) => {
+      const li = document.createElement("li");
+      li.textContent = n;
+      if (n === me()) li.className = "mine";
+      return li;
+    });
+    $("presence").replaceChildren(...names);
+    $("anonymous").textContent = view.anonymous ? `${view.anonymous} reading anonymously` : "";
+  };
+
+  const typists = new Map(); // author -> timer
+  const showTyping = () => {
+    const who = [...typists.keys()];
+    $("typing").textContent = !who.length ? ""
+      : who.length === 1 ? `${who[0]} is typing…`
+      : `${who.slice(0, -1).join(", ")} and ${who.at(-1)} are typing…`;
+  };
+  const stopTyping = (who) => {
+    clearTimeout(typists.get(who));
+    if (typists.delete(who)) showTyping();
+  };
+  const typing = (who) => {
+    if (who === me()) return;
+    clearTimeout(typists.get(who));
+    typists.set(who, setTimeout(() => stopTyping(who), 4000));
+    showTyping();
+  };
+
   let source = null;
   const connect = () => {
-    source = new EventSource(`${root}events?room=${encodeURIComponent(room)}&since=${lastId}`);
+    const name = me() ? `&name=${encodeURIComponent(me())}` : "";
+    source = new EventSource(`${root}events?room=${encodeURIComponent(room)}&since=${lastId}&presence=1${name}`);
     source.addEventListener("open", () => setStatus("live"));
     source.addEventListener("message", (e) => render(JSON.parse(e.data)));
     source.addEventListener("reset", (e) => reset(JSON.parse(e.data).oldest_id));
+    source.addEventListener("presence", (e) => presence(JSON.parse(e.data)));
+    source.addEventListener("typing", (e) => typing(JSON.parse(e.data).author));
     source.addEventListener("error", () => {
       setStatus("reconnecting…");
       // EventSource retries by itself unless the server answered with an error; then we do.
-      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000 + Math.random() * 2000);
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000 + Math.random() * 2000);
     });
   };
-  connect();
 
   author.value ||= localStorage.getItem("ssechat.author") || "";
+  connect();
+
+  // A new name: remember it, and reconnect so presence shows it (from where we are: no gap).
+  author.addEventListener("change", () => {
+    localStorage.setItem("ssechat.author", me());
+    for (const li of list.querySelectorAll(".msg")) mark(li);
+    source.close();
+    connect();
+  });
+
+  let typedAt = 0;
+  text.addEventListener("input", () => {
+    if (!me() || !text.value.trim() || Date.now() - typedAt < 3000) return;
+    typedAt = Date.now();
+    fetch(`${root}typing`, {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "application/json" },
+      body: JSON.stringify({ room, author: me() }),
+    }).catch(() => {});
+  });
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -97,8 +187,9 @@
     try {
       const res = await fetch(form.action, { method: "POST", headers: { Accept: "application/json" }, body });
       if (res.ok) {
-        localStorage.setItem("ssechat.author", author.value.trim());
+        localStorage.setItem("ssechat.author", me());
         text.value = "";
+        typedAt = 0;
         showError("");
       } else {
         const problem = await res.json().catch(() => ({ error: res.statusText }));

@@ -11,6 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use crate::app::AppState;
 use crate::domain::{Message, RoomName};
 use crate::error::AppError;
+use crate::presence::PresenceView;
 use crate::store::Range;
 
 #[derive(Template)]
@@ -21,6 +22,8 @@ struct RoomPage<'a> {
     messages: Vec<MessageView<'a>>,
     /// Active rooms, for switching.
     rooms: Vec<RoomLink>,
+    /// Who is in the room as the page is made (the script keeps it live).
+    here: PresenceView,
     /// Where the page's EventSource starts, so there is no gap and no duplicate.
     last_id: u64,
     author: &'a str,
@@ -31,7 +34,8 @@ struct RoomPage<'a> {
 struct MessageView<'a> {
     id: u64,
     author: &'a str,
-    text: &'a str,
+    /// The text, with its web links marked.
+    parts: Vec<TextPart<'a>>,
     time: String,
     clock: String,
 }
@@ -41,11 +45,43 @@ impl<'a> From<&'a Message> for MessageView<'a> {
         Self {
             id: m.id,
             author: m.author.as_str(),
-            text: m.text.as_str(),
+            parts: linkify(m.text.as_str()),
             time: m.time.rfc3339(),
             clock: m.time.clock(),
         }
     }
+}
+
+/// A run of message text; `href` is set for an http(s) link (the text is the link itself).
+struct TextPart<'a> {
+    text: &'a str,
+    href: Option<&'a str>,
+}
+
+/// Splits text into plain runs and http(s) links. Only those two schemes become links, and
+/// trailing punctuation stays text, as in `see https://example.com/a.`.
+fn linkify(text: &str) -> Vec<TextPart<'_>> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(start) = ["http://", "https://"].iter().filter_map(|s| rest.find(s)).min() {
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| c.is_whitespace() || "<>\"'`".contains(c)).unwrap_or(tail.len());
+        let url = tail[..end].trim_end_matches(|c: char| ".,;:!?)]}".contains(c));
+        let scheme_only = url == "http://" || url == "https://";
+        if start > 0 {
+            parts.push(TextPart { text: &rest[..start], href: None });
+        }
+        if scheme_only {
+            parts.push(TextPart { text: url, href: None });
+        } else {
+            parts.push(TextPart { text: url, href: Some(url) });
+        }
+        rest = &tail[url.len()..];
+    }
+    if !rest.is_empty() || parts.is_empty() {
+        parts.push(TextPart { text: rest, href: None });
+    }
+    parts
 }
 
 struct RoomLink {
@@ -117,9 +153,10 @@ pub async fn room_page(
     draft: Draft<'_>,
 ) -> Response {
     let store = &state.store;
-    let (page, rooms) = match tokio::try_join!(
+    let (page, rooms, here) = match tokio::try_join!(
         store.read(room, Range::Latest, state.config.page_messages),
-        store.rooms(ROOM_LINKS)
+        store.rooms(ROOM_LINKS),
+        store.presence(room, state.presence.local(room)),
     ) {
         Ok(found) => found,
         Err(e) => {
@@ -135,6 +172,7 @@ pub async fn room_page(
             .into_iter()
             .map(|r| RoomLink { name: r.name.to_string(), messages: r.messages })
             .collect(),
+        here,
         last_id: page.last_id,
         author: draft.author,
         text: draft.text,
@@ -160,6 +198,17 @@ fn render(status: StatusCode, template: &impl Template) -> Response {
 #[cfg(test)]
 mod tests {
     use super::root_for;
+
+    #[test]
+    fn links_are_http_and_https_only() {
+        let parts = super::linkify("see https://example.com/a?b=1. and http://x.org, not javascript:alert(1) or ftp://f");
+        let links: Vec<&str> = parts.iter().filter_map(|p| p.href).collect();
+        assert_eq!(links, ["https://example.com/a?b=1", "http://x.org"]);
+        let text: String = parts.iter().map(|p| p.text).collect();
+        assert_eq!(text, "see https://example.com/a?b=1. and http://x.org, not javascript:alert(1) or ftp://f");
+        assert!(super::linkify("just https:// alone").iter().all(|p| p.href.is_none()));
+        assert_eq!(super::linkify("").len(), 1);
+    }
 
     #[test]
     fn roots() {
