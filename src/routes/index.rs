@@ -201,11 +201,16 @@ mod tests {
 
     #[test]
     fn links_are_http_and_https_only() {
-        let parts = super::linkify("see https://example.com/a?b=1. and http://x.org, not javascript:alert(1) or ftp://f");
+        let parts = super::linkify(
+            "see https://example.com/a?b=1. and http://x.org, not javascript:alert(1) or ftp://f",
+        );
         let links: Vec<&str> = parts.iter().filter_map(|p| p.href).collect();
         assert_eq!(links, ["https://example.com/a?b=1", "http://x.org"]);
         let text: String = parts.iter().map(|p| p.text).collect();
-        assert_eq!(text, "see https://example.com/a?b=1. and http://x.org, not javascript:alert(1) or ftp://f");
+        assert_eq!(
+            text,
+            "see https://example.com/a?b=1. and http://x.org, not javascript:alert(1) or ftp://f"
+        );
         assert!(super::linkify("just https:// alone").iter().all(|p| p.href.is_none()));
         assert_eq!(super::linkify("").len(), 1);
     }

@@ -54,7 +54,12 @@ impl TestApp {
 
     /// Serves an app whose state the test built itself.
     pub async fn serve(state: AppState) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(state, "127.0.0.1:0").await
+    }
+
+    /// Serves on a given address (a restart on the same port, as a browser sees it).
+    pub async fn serve_on(state: AppState, addr: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(ssechat::run(listener, state.clone(), async move {

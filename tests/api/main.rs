@@ -3,6 +3,7 @@
 mod helpers;
 mod process;
 
+mod browser;
 mod cluster;
 mod durable;
 mod fast_path;

@@ -1,0 +1,364 @@
+//! The page in a real browser: headless Chromium driven over WebDriver (chromedriver).
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Browser tests
+//! run one at a time: several Chromiums at once on a small machine only test the machine.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use ssechat::config::StoreUrl;
+use ssechat::{AppState, Config};
+
+use crate::helpers::{TestApp, WAIT};
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A chromedriver on a free port; every session gets a fresh profile.
+struct Chrome {
+    driver: Child,
+    url: String,
+    profiles: tempfile::TempDir,
+}
+
+impl Chrome {
+    async fn start() -> Chrome {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (apt-get install chromium chromium-driver)");
+        let chrome = Chrome {
+            driver,
+            url: format!("http://127.0.0.1:{port}"),
+            profiles: tempfile::tempdir().unwrap(),
+        };
+        tokio::time::timeout(WAIT, async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("chromedriver starts");
+        chrome
+    }
+
+    async fn session(&self, javascript: bool) -> Client {
+        let profile = tempfile::tempdir_in(self.profiles.path()).unwrap().keep();
+        let mut options = json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1100,760",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        });
+        if !javascript {
+            options["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert("goog:chromeOptions".into(), options);
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector).capabilities(caps).connect(&self.url).await.expect("a browser session")
+    }
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Evaluates `condition` (JavaScript, returning a boolean) until it holds; panics after `WAIT`.
+async fn wait_until(page: &Client, condition: &str) {
+    let script = format!("return !!({condition});");
+    let outcome = tokio::time::timeout(WAIT, async {
+        loop {
+            if page.execute(&script, vec![]).await.ok() == Some(Value::Bool(true)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if outcome.is_err() {
+        let html = page.source().await.unwrap_or_default();
+        panic!("timed out waiting for `{condition}`; page:\n{html}");
+    }
+}
+
+async fn js(page: &Client, expression: &str) -> Value {
+    page.execute(&format!("return {expression};"), vec![]).await.unwrap()
+}
+
+/// Opens `path` and waits until its stream is live.
+async fn open(page: &Client, app_url: &str, path: &str) {
+    page.goto(&format!("{app_url}{path}")).await.unwrap();
+    wait_until(page, "document.getElementById('status').textContent === 'live'").await;
+}
+
+/// Sets the name the way a person does: type it, leave the field.
+async fn set_name(page: &Client, name: &str) {
+    let field = page.find(Locator::Id("author")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(name).await.unwrap();
+    page.execute("document.getElementById('author').dispatchEvent(new Event('change'))", vec![])
+        .await
+        .unwrap();
+    wait_until(page, "document.getElementById('status').textContent === 'live'").await;
+}
+
+async fn type_and_send(page: &Client, text: &str) {
+    let field = page.find(Locator::Id("text")).await.unwrap();
+    field.send_keys(text).await.unwrap();
+    field.send_keys("\u{E007}").await.unwrap(); // Enter
+}
+
+fn texts_of(expression: &str) -> String {
+    format!("[...document.querySelectorAll('{expression}')].map(e => e.textContent)")
+}
+
+#[tokio::test]
+async fn two_people_see_each_others_messages_presence_and_typing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = TestApp::spawn().await;
+    let chrome = Chrome::start().await;
+    let (ana, bob) = (chrome.session(true).await, chrome.session(true).await);
+    open(&ana, &app.base, "/rooms/browser").await;
+    set_name(&ana, "ana").await;
+    open(&bob, &app.base, "/rooms/browser").await;
+    set_name(&bob, "bob").await;
+
+    wait_until(
+        &ana,
+        "[...document.querySelectorAll('#presence li')].map(e => e.textContent).join() === 'ana,bob'",
+    )
+    .await;
+    wait_until(
+        &bob,
+        "[...document.querySelectorAll('#presence li')].map(e => e.textContent).join() === 'ana,bob'",
+    )
+    .await;
+
+    type_and_send(&ana, "hello bob").await;
+    wait_until(
+        &bob,
+        "document.querySelector('#messages .msg:last-child .text')?.textContent === 'hello bob'",
+    )
+    .await;
+    wait_until(&ana, "document.querySelector('#messages .msg:last-child')?.classList.contains('mine')").await;
+    assert_eq!(js(&ana, "document.getElementById('text').value").await, "", "the field is cleared");
+
+    // Bob types: Ana sees it, and it goes when his message arrives.
+    bob.find(Locator::Id("text")).await.unwrap().send_keys("hi a").await.unwrap();
+    wait_until(&ana, "document.getElementById('typing').textContent === 'bob is typing…'").await;
+    type_and_send(&bob, "na").await;
+    wait_until(&ana, "document.querySelector('#messages .msg:last-child .text')?.textContent === 'hi ana'")
+        .await;
+    wait_until(&ana, "document.getElementById('typing').textContent === ''").await;
+    assert_eq!(
+        js(&ana, "document.querySelector('#messages .msg:last-child').classList.contains('mine')").await,
+        false
+    );
+
+    // Shift+Enter makes a new line instead of sending.
+    let field = ana.find(Locator::Id("text")).await.unwrap();
+    field.send_keys("line one").await.unwrap();
+    ana.execute(
+        "document.getElementById('text').dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', shiftKey: true}))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.history("browser").await.len(), 2, "nothing sent on Shift+Enter");
+    ana.close().await.unwrap();
+    bob.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_javascript_a_page_can_read_and_post() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = TestApp::spawn().await;
+    app.say("nojs", "ana", "already here").await;
+    let chrome = Chrome::start().await;
+    let page = chrome.session(false).await;
+    page.goto(&format!("{}/rooms/nojs", app.base)).await.unwrap();
+    let html = page.source().await.unwrap();
+    assert!(html.contains("already here"));
+    page.find(Locator::Id("author")).await.unwrap().send_keys("nojs-user").await.unwrap();
+    page.find(Locator::Id("text")).await.unwrap().send_keys("posted without script").await.unwrap();
+    page.find(Locator::Css("#composer button")).await.unwrap().click().await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while !page.source().await.unwrap().contains("posted without script") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the page after the post shows the message");
+    assert_eq!(page.current_url().await.unwrap().path(), "/rooms/nojs");
+    let history = app.history("nojs").await;
+    assert_eq!(history.last().unwrap().author.as_str(), "nojs-user");
+    page.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_shows_the_history_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = TestApp::spawn().await;
+    for i in 1..=3 {
+        app.say("reload", "ana", &format!("before {i}")).await;
+    }
+    let chrome = Chrome::start().await;
+    let page = chrome.session(true).await;
+    open(&page, &app.base, "/rooms/reload").await;
+    app.say("reload", "bob", "live one").await;
+    wait_until(&page, "document.querySelectorAll('#messages .msg').length === 4").await;
+    page.refresh().await.unwrap();
+    wait_until(&page, "document.getElementById('status').textContent === 'live'").await;
+    app.say("reload", "bob", "after reload").await;
+    wait_until(&page, "document.querySelectorAll('#messages .msg').length === 5").await;
+    let ids =
+        js(&page, "[...document.querySelectorAll('#messages .msg')].map(e => Number(e.dataset.id))").await;
+    assert_eq!(ids, json!([1, 2, 3, 4, 5]));
+    page.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_page_open_across_a_server_restart_reconnects_and_misses_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db: PathBuf = dir.path().join("chat.db");
+    let config = |db: PathBuf| {
+        let mut c = Config::defaults();
+        c.store = StoreUrl::Sqlite(db);
+        c.retry = Duration::from_millis(500);
+        c
+    };
+    let app = TestApp::serve(AppState::new(config(db.clone())).await.unwrap()).await;
+    let addr = app.addr.to_string();
+    let base = app.base.clone();
+    app.say("restart", "ana", "before").await;
+    let chrome = Chrome::start().await;
+    let page = chrome.session(true).await;
+    open(&page, &base, "/rooms/restart").await;
+
+    app.stop().await;
+    wait_until(&page, "document.getElementById('status').textContent === 'reconnecting…'").await;
+
+    let app = TestApp::serve_on(AppState::new(config(db)).await.unwrap(), &addr).await;
+    // Posted while the page is still away: it must get each exactly once when it is back.
+    app.say("restart", "bob", "while you were away").await;
+    app.say("restart", "bob", "and this").await;
+    wait_until(&page, "document.getElementById('status').textContent === 'live'").await;
+    app.say("restart", "ana", "back live").await;
+    wait_until(&page, "document.querySelectorAll('#messages .msg').length === 4").await;
+    let texts = js(&page, &texts_of("#messages .msg .text")).await;
+    assert_eq!(texts, json!(["before", "while you were away", "and this", "back live"]));
+    page.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn markup_in_a_message_stays_text() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = TestApp::spawn().await;
+    let evil =
+        "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\"> see https://example.com/x";
+    app.say("xss", "mallory", evil).await;
+    let chrome = Chrome::start().await;
+    let page = chrome.session(true).await;
+    open(&page, &app.base, "/rooms/xss").await;
+    app.say("xss", "mallory", evil).await;
+    wait_until(&page, "document.querySelectorAll('#messages .msg').length === 2").await;
+    assert_eq!(js(&page, "typeof window.pwned").await, "undefined");
+    assert_eq!(js(&page, "document.querySelectorAll('#messages script, #messages img').length").await, 0);
+    let texts = js(&page, &texts_of("#messages .msg .text")).await;
+    assert_eq!(texts, json!([evil, evil]), "shown as typed, server-rendered and live alike");
+    let links =
+        js(&page, "[...document.querySelectorAll('#messages a')].map(a => a.href + ' ' + a.rel)").await;
+    assert_eq!(
+        links,
+        json!(["https://example.com/x noopener nofollow", "https://example.com/x noopener nofollow"])
+    );
+    page.close().await.unwrap();
+}
+
+/// A screenshot of a busy room: saved as a test artifact, and the source of the README's.
+#[tokio::test]
+async fn a_busy_room_looks_right() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = TestApp::spawn().await;
+    let lines = [
+        ("ana", "Morning all! Release notes are up: https://example.com/releases/1.4"),
+        ("bob", "Nice. Did the resume fix make it in?"),
+        ("ana", "Yes: a browser left open across a restart gets exactly what it missed."),
+        ("cy", "Tested it on my phone on the train; it came back without a gap."),
+        ("bob", "Ship it!"),
+        ("dee", "Question: what does Shift+Enter do?\nLike this: a new line."),
+        ("ana", "Exactly that."),
+    ];
+    for (who, text) in lines {
+        app.say("release", who, text).await;
+    }
+    app.say("design", "cy", "mockups attached").await;
+    let chrome = Chrome::start().await;
+    let (ana, bob) = (chrome.session(true).await, chrome.session(true).await);
+    open(&bob, &app.base, "/rooms/release").await;
+    set_name(&bob, "bob").await;
+    open(&ana, &app.base, "/rooms/release").await;
+    set_name(&ana, "ana").await;
+    let _curl = app.subscribe("?room=release", &[]).await;
+    bob.find(Locator::Id("text")).await.unwrap().send_keys("Looks good").await.unwrap();
+    wait_until(&ana, "document.getElementById('typing').textContent === 'bob is typing…'").await;
+    wait_until(&ana, "document.getElementById('anonymous').textContent !== ''").await;
+    let png = ana.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("busy-room.png"), png).unwrap();
+
+    // Every field has a label a screen reader can read out.
+    let unlabelled = "[...document.querySelectorAll('input:not([type=hidden]), textarea')].filter(e => !e.labels.length).length";
+    assert_eq!(js(&ana, unlabelled).await, 0);
+    // On a phone-sized screen nothing scrolls sideways.
+    ana.set_window_size(390, 844).await.unwrap();
+    wait_until(&ana, "document.documentElement.scrollWidth <= document.documentElement.clientWidth").await;
+    std::fs::write(out.join("busy-room-phone.png"), ana.screenshot().await.unwrap()).unwrap();
+    ana.close().await.unwrap();
+    bob.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hidden_tab_counts_unread_messages_in_its_title() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = TestApp::spawn().await;
+    let chrome = Chrome::start().await;
+    let page = chrome.session(true).await;
+    open(&page, &app.base, "/rooms/tabs").await;
+    let title = js(&page, "document.title").await;
+    // Headless tabs are never hidden; make this one say it is.
+    page.execute(
+        "Object.defineProperty(document, 'hidden', { configurable: true, get: () => true })",
+        vec![],
+    )
+    .await
+    .unwrap();
+    app.say("tabs", "bob", "one").await;
+    app.say("tabs", "bob", "two").await;
+    wait_until(&page, &format!("document.title === '(2) ' + {title}")).await;
+    page.execute(
+        "Object.defineProperty(document, 'hidden', { configurable: true, get: () => false }); \
+         document.dispatchEvent(new Event('visibilitychange'))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_until(&page, &format!("document.title === {title}")).await;
+    page.close().await.unwrap();
+}
