@@ -12,6 +12,26 @@ async fn app() -> TestApp {
     TestApp::spawn_with(|c| c.presence_grace = Duration::from_millis(300)).await
 }
 
+/// Bob says he is typing in `general`, through `app`.
+async fn bob_types(app: &TestApp) -> reqwest::Response {
+    app.client
+        .post(app.url("/typing"))
+        .json(&json!({ "room": "general", "author": "bob" }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The next typing event, skipping anything else.
+async fn next_typing(stream: &mut EventStream) -> crate::helpers::Block {
+    loop {
+        let event = stream.next_event().await;
+        if event.event.as_deref() == Some("typing") {
+            return event;
+        }
+    }
+}
+
 /// The next presence event, skipping anything else.
 async fn next_presence(stream: &mut EventStream) -> Value {
     loop {
@@ -60,22 +80,10 @@ async fn streams_see_presence_and_typing_only_when_they_ask() {
     let mut plain = app.subscribe("?room=general", &[]).await;
     let mut page = app.subscribe("?room=general&name=ana&presence=1", &[]).await;
     next_presence(&mut page).await;
-    let response = app
-        .client
-        .post(app.url("/typing"))
-        .json(&json!({ "room": "general", "author": "bob" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
-    loop {
-        let event = page.next_event().await;
-        if event.event.as_deref() == Some("typing") {
-            assert_eq!(event.json(), json!({ "author": "bob" }));
-            assert_eq!(event.id, None);
-            break;
-        }
-    }
+    assert_eq!(bob_types(&app).await.status(), 204);
+    let typing = next_typing(&mut page).await;
+    assert_eq!(typing.json(), json!({ "author": "bob" }));
+    assert_eq!(typing.id, None);
     plain.expect_quiet().await;
     assert!(app.history("general").await.is_empty(), "typing is never stored");
 }
@@ -123,21 +131,8 @@ async fn presence_and_typing_span_every_node() {
     let from_b: Value = b.get("/rooms/general/presence").await.json().await.unwrap();
     assert_eq!(from_b, json!({ "names": ["ana", "bob"], "anonymous": 0 }));
 
-    let response = b
-        .client
-        .post(b.url("/typing"))
-        .json(&json!({ "room": "general", "author": "bob" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
-    loop {
-        let event = on_a.next_event().await;
-        if event.event.as_deref() == Some("typing") {
-            assert_eq!(event.json(), json!({ "author": "bob" }));
-            break;
-        }
-    }
+    assert_eq!(bob_types(&b).await.status(), 204);
+    assert_eq!(next_typing(&mut on_a).await.json(), json!({ "author": "bob" }));
     drop(on_b);
     assert_eq!(next_presence(&mut on_a).await["names"], json!(["ana"]));
 }
