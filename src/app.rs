@@ -10,6 +10,8 @@ use tower_http::trace::TraceLayer;
 use crate::config::{Config, StoreUrl};
 use crate::domain::RoomName;
 use crate::hub::Hub;
+use crate::limits::{RateLimiter, StreamLimits};
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::routes;
 use crate::store::{MemoryStore, RedisStore, SqliteStore, Store};
@@ -27,6 +29,11 @@ pub struct AppState {
     /// held for one map update, never across an `.await`.
     pub typing_limits:
         Arc<std::sync::Mutex<std::collections::HashMap<(RoomName, String), std::time::Instant>>>,
+    /// Caps on open streams, overall and per client.
+    pub streams: Arc<StreamLimits>,
+    /// Sends per client (token buckets).
+    pub sends: Arc<RateLimiter>,
+    pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     /// Cancelled when shutdown starts. (Streams end through the hub, which closes then.)
     pub shutdown: CancellationToken,
@@ -67,6 +74,9 @@ impl AppState {
             hub,
             presence,
             typing_limits: Default::default(),
+            streams: StreamLimits::new(config.stream_cap(), config.max_streams_per_client),
+            sends: Arc::new(RateLimiter::new(config.send_rate, config.send_burst)),
+            metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
         }
@@ -86,10 +96,14 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(routes::events::events))
         .route("/history", get(routes::history::history))
         .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
         .route("/assets/{file}", get(routes::assets::asset))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Requests are traced at debug level; stream bodies are not wrapped per chunk.
         .layer(TraceLayer::new_for_http().on_body_chunk(()).on_eos(()))
+        .layer(axum::middleware::map_response(routes::security_headers))
+        .layer(routes::cors(&state.config.cors_origin))
         .with_state(state)
 }

@@ -63,6 +63,40 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_BUFFER", default_value_t = DEFAULT_BUFFER, value_parser = positive)]
     pub buffer: usize,
 
+    /// Trust `X-Forwarded-For` / `Forwarded` to name the client (only behind your own proxy).
+    #[arg(long, env = "SSECHAT_TRUST_PROXY")]
+    pub trust_proxy: bool,
+
+    /// Sends per second each client may make on average (token bucket refill rate).
+    #[arg(long, env = "SSECHAT_SEND_RATE", default_value_t = 5.0)]
+    pub send_rate: f64,
+
+    /// Sends a client may make in a burst (token bucket size).
+    #[arg(long, env = "SSECHAT_SEND_BURST", default_value_t = 30)]
+    pub send_burst: u32,
+
+    /// Open streams at most [default: the open-file limit minus 256].
+    #[arg(long, env = "SSECHAT_MAX_STREAMS", value_parser = positive)]
+    pub max_streams: Option<usize>,
+
+    /// Open streams at most per client.
+    #[arg(long, env = "SSECHAT_MAX_STREAMS_PER_CLIENT", default_value_t = 100, value_parser = positive)]
+    pub max_streams_per_client: usize,
+
+    /// A stream whose client reads nothing for this long is cut off (it resumes on reconnect).
+    #[arg(long, env = "SSECHAT_STALL_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub stall_timeout: Duration,
+
+    /// On shutdown, streams end spread over this long, each with a jittered `retry:`, so
+    /// clients don't all reconnect at once.
+    #[arg(long, env = "SSECHAT_DRAIN_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Origins allowed to call the API from the browser (CORS); none by default. Repeat the
+    /// flag, or comma-separate in the env var.
+    #[arg(long, env = "SSECHAT_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+
     /// On Ctrl-C or SIGTERM, how long open connections get to finish before the server exits.
     #[arg(long, env = "SSECHAT_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
@@ -86,6 +120,14 @@ impl Config {
             coalesce: Duration::from_millis(15),
             presence_grace: Duration::from_secs(5),
             buffer: DEFAULT_BUFFER,
+            trust_proxy: false,
+            send_rate: 5.0,
+            send_burst: 30,
+            max_streams: None,
+            max_streams_per_client: 100,
+            stall_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(2),
+            cors_origin: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),
             log: "info".to_owned(),
         }
@@ -93,6 +135,13 @@ impl Config {
 }
 
 impl Config {
+    /// The cap on open streams: as asked, or a little under the open-file limit, so the
+    /// server refuses streams cleanly before `accept` starts failing.
+    pub fn stream_cap(&self) -> usize {
+        self.max_streams
+            .unwrap_or_else(|| crate::limits::open_file_limit().map_or(10_000, |n| n.saturating_sub(256).max(16)))
+    }
+
     /// What each room keeps, with the default that suits the store.
     pub fn retention(&self) -> Retention {
         let default = match self.store {

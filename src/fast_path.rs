@@ -10,6 +10,8 @@
 //! The response is the one `routes/events.rs` gives: the same headers, chunked body.
 
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,8 +24,15 @@ use tokio::net::TcpStream;
 
 use crate::app::AppState;
 use crate::feed;
+use crate::limits::client_ip;
+use crate::metrics::Disconnect;
+use crate::routes::SECURITY_HEADERS;
 use crate::routes::events::{STREAM_HEADERS, feed_request};
 
+/// How long a client may take to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The kernel's send buffer for a stream's socket.
+const SEND_BUFFER: usize = 64 * 1024;
 /// The largest request head read here; a larger one is left to hyper.
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
@@ -37,31 +46,33 @@ pub enum FirstRequest {
 }
 
 /// Reads the first request head and serves it here if it is a stream request.
-pub async fn serve(mut socket: TcpStream, state: &AppState, header_timeout: Duration) -> FirstRequest {
+pub async fn serve(mut socket: TcpStream, peer: SocketAddr, state: &AppState) -> FirstRequest {
+    let stall = state.config.stall_timeout;
     let mut head = BytesMut::with_capacity(1024);
-    let read = tokio::time::timeout(header_timeout, read_head(&mut socket, &mut head)).await;
+    let read = tokio::time::timeout(HEADER_READ_TIMEOUT, read_head(&mut socket, &mut head)).await;
+    let other = |socket, head: BytesMut| FirstRequest::Other(Rewind::new(socket, head.freeze(), stall));
     if !matches!(read, Ok(Ok(true))) {
         // Timed out, closed, or too large: let hyper give the usual answer (or none).
-        return FirstRequest::Other(Rewind::new(socket, head.freeze()));
+        return other(socket, head);
     }
-    let Some((uri, headers)) = stream_request(&head) else {
-        return FirstRequest::Other(Rewind::new(socket, head.freeze()));
-    };
-    let Ok(request) = feed_request(&uri, &headers) else {
-        return FirstRequest::Other(Rewind::new(socket, head.freeze()));
-    };
+    let Some((uri, headers)) = stream_request(&head) else { return other(socket, head) };
+    let client = client_ip(peer, &headers, state.config.trust_proxy);
+    let Ok(request) = feed_request(&uri, &headers, client) else { return other(socket, head) };
     let format = request.format;
-    let Ok(stream) = feed::open(state, request).await else {
-        return FirstRequest::Other(Rewind::new(socket, head.freeze()));
-    };
+    let Ok(stream) = feed::open(state, request).await else { return other(socket, head) };
     drop(head);
+    // Bounded kernel buffering per stream: a reader that stops is found out (and cut off)
+    // after 64 KiB, not after megabytes.
+    let _ = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER);
 
     let mut response = format!("HTTP/1.1 200 OK\r\ncontent-type: {}\r\n", format.content_type());
-    for (name, value) in STREAM_HEADERS {
+    for (name, value) in STREAM_HEADERS.iter().chain(&SECURITY_HEADERS) {
         response.push_str(&format!("{name}: {value}\r\n"));
     }
     response.push_str("transfer-encoding: chunked\r\n\r\n");
+    let metrics = &state.metrics;
     if socket.write_all(response.as_bytes()).await.is_err() {
+        metrics.disconnected(Disconnect::Client);
         return FirstRequest::Served;
     }
 
@@ -71,22 +82,31 @@ pub async fn serve(mut socket: TcpStream, state: &AppState, header_timeout: Dura
         tokio::select! {
             biased;
             item = stream.next() => match item {
-                Some(Ok(bytes)) => {
-                    if write_chunk(&mut socket, &bytes).await.is_err() {
+                Some(Ok(bytes)) => match tokio::time::timeout(stall, write_chunk(&mut socket, &bytes)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        metrics.disconnected(Disconnect::Client);
                         return FirstRequest::Served;
                     }
-                }
+                    Err(_) => {
+                        // Not reading: cut off. Its EventSource resumes from its last id.
+                        metrics.disconnected(Disconnect::Stall);
+                        return FirstRequest::Served;
+                    }
+                },
                 None => break,
             },
             // A client that goes away is noticed now, not at the next write (a heartbeat
             // away), so its socket and subscription are freed at once. Anything it sends
             // after the request is ignored.
             read = socket.read(&mut scratch) => if matches!(read, Ok(0) | Err(_)) {
+                metrics.disconnected(Disconnect::Client);
                 return FirstRequest::Served;
             },
         }
     }
     // The stream ended (shutdown): close the body properly so the client reconnects.
+    metrics.disconnected(Disconnect::Shutdown);
     let _ = socket.write_all(b"0\r\n\r\n").await;
     let _ = socket.shutdown().await;
     FirstRequest::Served
@@ -120,7 +140,8 @@ fn stream_request(head: &[u8]) -> Option<(Uri, HeaderMap)> {
     let mut headers = HeaderMap::new();
     for header in request.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
-        if matches!(name.as_str(), "content-length" | "transfer-encoding" | "upgrade" | "expect") {
+        // A body, an upgrade, or a cross-origin request (CORS is the router's job).
+        if matches!(name.as_str(), "content-length" | "transfer-encoding" | "upgrade" | "expect" | "origin") {
             return None;
         }
         headers.append(name, HeaderValue::from_bytes(header.value).ok()?);
@@ -157,24 +178,40 @@ fn chunk_head(len: usize, buf: &mut [u8; 18]) -> &[u8] {
     &buf[..digits + 2]
 }
 
-/// A socket with bytes already read from it put back in front.
+/// A socket with bytes already read from it put back in front, for hyper. It also gives
+/// up on a client that takes more than the stall timeout to accept what is written, which
+/// hyper itself never would.
 pub struct Rewind {
     prefix: Bytes,
     socket: TcpStream,
+    stall: Duration,
+    /// Armed while a write is waiting for the socket.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Rewind {
-    fn new(socket: TcpStream, prefix: Bytes) -> Self {
-        Self { prefix, socket }
+    fn new(socket: TcpStream, prefix: Bytes, stall: Duration) -> Self {
+        Self { prefix, socket, stall, stalled: None }
+    }
+
+    /// Passes a write's outcome through, turning a wait longer than the stall timeout
+    /// into an error that closes the connection.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let stall = self.stall;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
 impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix.split_to(n));
@@ -186,7 +223,8 @@ impl AsyncRead for Rewind {
 
 impl AsyncWrite for Rewind {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.socket).poll_write(cx, buf);
+        self.watch(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -194,7 +232,8 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.socket).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -202,7 +241,8 @@ impl AsyncWrite for Rewind {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_flush(cx)
+        let poll = Pin::new(&mut self.socket).poll_flush(cx);
+        self.watch(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

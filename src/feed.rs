@@ -17,6 +17,9 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
 use crate::domain::{Author, MessageId, RoomName};
+use crate::error::AppError;
+use crate::metrics::{Limited, Metrics, Reset as ResetReason};
+use crate::presence::PresenceView;
 use crate::store::{Range, Store, StoreError};
 use crate::wire::{Event, Format, Frame};
 use crate::{app::AppState, hub::Hub};
@@ -37,6 +40,8 @@ pub struct FeedRequest {
     pub reader: Option<Author>,
     /// Whether to send presence and typing events too (`?presence=1`).
     pub presence: bool,
+    /// Who is asking, for the per-client stream cap.
+    pub client: std::net::IpAddr,
 }
 
 /// Everything a feed needs from the app, taken once when the stream starts.
@@ -46,6 +51,31 @@ struct Feed {
     retry: Duration,
     /// The least time between two writes to one stream (`--coalesce`).
     coalesce: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// What a stream does with a frame from its room's channel.
+enum Take {
+    Send,
+    Skip,
+    CatchUp,
+    Drain(Duration),
+}
+
+/// Sorts a frame: internal signals act, presence and typing go only to streams that asked
+/// (and a presence view only once), everything else is sent.
+fn triage(frame: &Frame, presence: bool, told: &mut Option<PresenceView>) -> Take {
+    match frame.event() {
+        Event::Resync => Take::CatchUp,
+        Event::Drain(window) => Take::Drain(*window),
+        Event::Presence(_) | Event::Typing { .. } if !presence => Take::Skip,
+        Event::Presence(view) if told.as_ref() == Some(view) => Take::Skip,
+        Event::Presence(view) => {
+            *told = Some(view.clone());
+            Take::Send
+        }
+        _ => Take::Send,
+    }
 }
 
 /// Subscribes and fixes the starting point, then returns the body of an `/events` response.
@@ -56,14 +86,19 @@ struct Feed {
 pub async fn open(
     state: &AppState,
     request: FeedRequest,
-) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + use<>, StoreError> {
+) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + use<>, AppError> {
     let feed = Feed {
         store: Arc::clone(&state.store),
         hub: Arc::clone(&state.hub),
         retry: state.config.retry,
         coalesce: state.config.coalesce,
+        metrics: Arc::clone(&state.metrics),
     };
-    let FeedRequest { room, resume_from, format, reader, presence } = request;
+    let FeedRequest { room, resume_from, format, reader, presence, client } = request;
+    if state.shutdown.is_cancelled() {
+        return Err(AppError::Unavailable("the server is shutting down; reconnect in a moment".to_owned()));
+    }
+    let permit = state.streams.admit(client).inspect_err(|_| state.metrics.limited(Limited::Streams))?;
     // Subscribe before reading anything, so nothing published from here on is missed.
     let mut subscription = feed.hub.subscribe(&room);
     // A fresh reader starts after the newest message; everything newer reaches it.
@@ -77,7 +112,7 @@ pub async fn open(
         if presence { Some(feed.store.presence(&room, state.presence.local(&room)).await?) } else { None };
 
     Ok(async_stream::stream! {
-        let _reader = _reader;
+        let (_reader, _permit) = (_reader, permit);
         if let Some(preamble) = format.preamble(feed.retry.as_millis() as u64) {
             yield Ok(preamble);
         }
@@ -90,8 +125,21 @@ pub async fn open(
         // A fresh reader has nothing to replay.
         let mut catching_up = resume_from.is_some();
         let mut stalled = false;
+        // A drain (shutdown) asked for, and then when this stream ends.
+        let mut drain_request: Option<Duration> = None;
+        let mut draining: Option<Instant> = None;
 
         loop {
+            if let Some(window) = drain_request.take() {
+                // End at a random moment within the window, and ask the client to wait a
+                // random extra while before reconnecting: no stampede onto other nodes.
+                let window_ms = window.as_millis() as u64;
+                draining = Some(Instant::now() + Duration::from_millis(fastrand::u64(0..=window_ms)));
+                let retry = feed.retry.as_millis() as u64 + fastrand::u64(0..=window_ms.max(1000));
+                if let Some(retry) = format.preamble(retry) {
+                    yield Ok(retry);
+                }
+            }
             // While history cannot be read (the store is down), the stream stays open and
             // keeps its place: it sends heartbeats, delivers nothing (anything live would
             // skip the gap), and tries again with each frame that arrives, so at the next
@@ -114,7 +162,14 @@ pub async fn open(
 
             // One thing to wait on: messages, heartbeats, resyncs and the end of the room
             // (at shutdown) all come through the room's channel.
-            let first = match subscription.receiver().recv().await {
+            let received = match draining {
+                None => subscription.receiver().recv().await,
+                Some(deadline) => tokio::select! {
+                    received = subscription.receiver().recv() => received,
+                    _ = tokio::time::sleep_until(deadline) => return,
+                },
+            };
+            let first = match received {
                 Ok(frame) => frame,
                 Err(RecvError::Lagged(_)) => {
                     catching_up = true;
@@ -130,15 +185,17 @@ pub async fn open(
                 }
                 continue;
             }
-            match first.event() {
-                Event::Resync => {
+            match triage(&first, presence, &mut told) {
+                Take::Send => {}
+                Take::Skip => continue,
+                Take::CatchUp => {
                     catching_up = true;
                     continue;
                 }
-                Event::Presence(_) | Event::Typing { .. } if !presence => continue,
-                Event::Presence(view) if told.as_ref() == Some(view) => continue,
-                Event::Presence(view) => told = Some(view.clone()),
-                _ => {}
+                Take::Drain(window) => {
+                    drain_request = Some(window);
+                    continue;
+                }
             }
             // Coalescing: a stream written to moments ago waits out the rest of the interval,
             // so that at high rates one write carries several messages. A quiet stream
@@ -151,18 +208,17 @@ pub async fn open(
             batch.push(&first, &mut cursor, format);
             while batch.len() < MAX_BATCH_BYTES {
                 match subscription.receiver().try_recv() {
-                    Ok(frame) => match frame.event() {
-                        Event::Resync => {
+                    Ok(frame) => match triage(&frame, presence, &mut told) {
+                        Take::Send => batch.push(&frame, &mut cursor, format),
+                        Take::Skip => {}
+                        Take::CatchUp => {
                             catching_up = true;
                             break;
                         }
-                        Event::Presence(_) | Event::Typing { .. } if !presence => {}
-                        Event::Presence(view) if told.as_ref() == Some(view) => {}
-                        Event::Presence(view) => {
-                            told = Some(view.clone());
-                            batch.push(&frame, &mut cursor, format);
+                        Take::Drain(window) => {
+                            drain_request = Some(window);
+                            break;
                         }
-                        _ => batch.push(&frame, &mut cursor, format),
                     },
                     Err(TryRecvError::Lagged(_)) => {
                         catching_up = true;
@@ -171,10 +227,16 @@ pub async fn open(
                     Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                 }
             }
+            let (messages, published) = (batch.messages, batch.published);
             if let Some(bytes) = batch.finish() {
                 // Noted before the yield: code after it runs only at the next poll.
                 last_write = Some(Instant::now());
                 yield Ok(bytes);
+                // The next poll comes once the write is done: count it as flushed.
+                feed.metrics.delivered(messages);
+                if let Some(published) = published {
+                    feed.metrics.flushed(published.elapsed());
+                }
             }
         }
     })
@@ -198,13 +260,18 @@ impl Feed {
             *cursor = 0;
             page = self.store.read(room, Range::After(0), REPLAY_PAGE).await?;
             batch.push_event(Event::Reset { oldest_id: page.first_held }, format);
+            self.metrics.reset(ResetReason::UnknownId);
         } else if *cursor + 1 < page.first_held {
             batch.push_event(Event::Reset { oldest_id: page.first_held }, format);
+            self.metrics.reset(ResetReason::Pruned);
         }
         let more = page.messages.len() == REPLAY_PAGE;
         for message in page.messages {
             batch.push(&Frame::new(Event::Message(message)), cursor, format);
         }
+        // Replayed, not live: counted as deliveries, but not timed from publication.
+        self.metrics.delivered(batch.messages);
+        batch.published = None;
         Ok((batch.finish().unwrap_or_default(), more))
     }
 }
@@ -214,6 +281,10 @@ impl Feed {
 struct Batch {
     first: Option<Bytes>,
     rest: Option<BytesMut>,
+    /// Messages in the batch.
+    messages: u64,
+    /// When the oldest live message in the batch was published.
+    published: Option<std::time::Instant>,
 }
 
 impl Batch {
@@ -223,6 +294,8 @@ impl Batch {
                 return;
             }
             *cursor = id;
+            self.messages += 1;
+            self.published.get_or_insert(frame.published);
         }
         self.append(frame.encoded(format));
     }

@@ -134,6 +134,23 @@ impl Hub {
         }
     }
 
+    /// Asks every stream to end within `window`, each at its own random moment.
+    pub fn drain(&self, window: Duration) {
+        let frame = Arc::new(Frame::new(Event::Drain(window)));
+        let rooms = self.rooms.lock().expect("hub lock poisoned");
+        for tx in rooms.channels.values() {
+            let _ = tx.send(Arc::clone(&frame));
+        }
+    }
+
+    /// Open streams per room, for `/metrics`.
+    pub fn room_counts(&self) -> Vec<(RoomName, usize)> {
+        let rooms = self.rooms.lock().expect("hub lock poisoned");
+        let mut counts: Vec<_> = rooms.channels.iter().map(|(r, tx)| (r.clone(), tx.receiver_count())).collect();
+        counts.sort();
+        counts
+    }
+
     /// Closes every room: each stream gets what was already sent, then ends.
     pub fn close(&self) {
         let mut rooms = self.rooms.lock().expect("hub lock poisoned");

@@ -10,6 +10,8 @@
 //! - [`app`]: the router and the shared [`app::AppState`].
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
 //! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
+//! - [`limits`]: client identity, send rate limits, caps on open streams.
+//! - [`metrics`]: counters and the publish-to-flush histogram behind `/metrics`.
 //! - [`presence`]: who has a room open, with a grace period, merged across nodes.
 //! - [`feed`]: one reader's stream: subscribe, replay, live, catch up when lagging.
 //! - [`fast_path`]: connections opened for a stream, served straight on the socket.
@@ -25,6 +27,8 @@ pub mod error;
 pub mod fast_path;
 pub mod feed;
 pub mod hub;
+pub mod limits;
+pub mod metrics;
 pub mod presence;
 pub mod routes;
 pub mod server;

@@ -17,10 +17,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::app::{AppState, router};
-use crate::fast_path::{self, FirstRequest, Rewind};
+use crate::fast_path::{self, FirstRequest, HEADER_READ_TIMEOUT, Rewind};
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves until `shutdown` completes, then stops accepting, ends every open stream, and
 /// gives the remaining requests up to `--shutdown-timeout` to finish.
@@ -33,10 +31,29 @@ pub async fn run(
     let connections = TaskTracker::new();
     let stopping = state.shutdown.clone();
     tokio::pin!(shutdown);
+    // Set when shutdown starts: streams drain until then, while the server still answers
+    // (`/readyz` says 503, new streams are refused), so a load balancer can move clients.
+    let mut draining: Option<tokio::time::Instant> = None;
+    let mut check = tokio::time::interval(Duration::from_millis(20));
 
     loop {
         let (socket, peer) = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if draining.is_none() => {
+                tracing::info!(open = connections.len(), "shutting down: draining streams");
+                // Not ready any more; hyper connections finish what is in flight, then close.
+                state.shutdown.cancel();
+                // Streams end spread over the window, each with a jittered retry, so clients
+                // don't all come back at the same moment.
+                state.hub.drain(state.config.drain_timeout);
+                draining = Some(tokio::time::Instant::now() + state.config.drain_timeout + Duration::from_millis(50));
+                continue;
+            }
+            _ = check.tick(), if draining.is_some() => {
+                if state.streams.open() == 0 || draining.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break;
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -53,17 +70,14 @@ pub async fn run(
         let (stopping, state) = (stopping.clone(), state.clone());
         connections.spawn(async move {
             // A connection that opens with a stream request is served on the fast path.
-            let FirstRequest::Other(socket) = fast_path::serve(socket, &state, HEADER_READ_TIMEOUT).await
-            else {
+            let FirstRequest::Other(socket) = fast_path::serve(socket, peer, &state).await else {
                 return;
             };
             serve_connection(socket, peer, TowerToHyperService::new(service), stopping).await;
         });
     }
 
-    tracing::info!(open = connections.len(), "shutting down");
-    state.shutdown.cancel();
-    // Ends every stream, so none holds shutdown hostage.
+    // Whatever stream is left is closed now, so none holds shutdown hostage.
     state.hub.close();
     connections.close();
     if tokio::time::timeout(state.config.shutdown_timeout, connections.wait()).await.is_err() {
@@ -88,14 +102,18 @@ async fn serve_connection<S>(
         >,
     S::Future: Send + 'static,
 {
+    // A connection opened while draining gets its one answer (a 503 for a stream, `/readyz`
+    // saying so), then closes.
+    let draining = stopping.is_cancelled();
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(!draining)
         .serve_connection(TokioIo::new(socket), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        _ = stopping.cancelled() => {
+        _ = stopping.cancelled(), if !draining => {
             // Finish the response in flight (streams end on the same signal), then close.
             connection.as_mut().graceful_shutdown();
             connection.await
@@ -112,7 +130,15 @@ async fn backoff_after_accept_error(e: &io::Error) {
     if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
         return;
     }
-    tracing::error!(error = %e, "accept failed; pausing before accepting again");
+    // Out of file descriptors lasts while it lasts: say so once in a while, not 10 times a second.
+    static LAST_LOGGED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    {
+        let mut last = LAST_LOGGED.lock().expect("log throttle lock poisoned");
+        if last.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+            *last = Some(std::time::Instant::now());
+            tracing::error!(error = %e, "accept failed; pausing 100 ms before each retry (logged every 10 s)");
+        }
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 

@@ -64,6 +64,8 @@ pub enum Event {
     Typing {
         author: Author,
     },
+    /// Internal: the server is shutting down; end within this window, at a random moment.
+    Drain(std::time::Duration),
     /// Internal: the store may hold messages this node never published (its link to a
     /// shared store was down), so every stream catches up from history. Never sent.
     Resync,
@@ -73,6 +75,8 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Frame {
     event: Event,
+    /// When the frame was made, which for a live message is when it was published.
+    pub published: std::time::Instant,
     sse: Bytes,
     ndjson: OnceLock<Bytes>,
     plain: OnceLock<Bytes>,
@@ -81,7 +85,7 @@ pub struct Frame {
 impl Frame {
     pub fn new(event: Event) -> Self {
         let sse = encode_sse_frame(&event);
-        Self { event, sse, ndjson: OnceLock::new(), plain: OnceLock::new() }
+        Self { event, published: std::time::Instant::now(), sse, ndjson: OnceLock::new(), plain: OnceLock::new() }
     }
 
     /// The message id, for resume and de-duplication; `None` for control events.
@@ -144,7 +148,7 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
         Event::Typing { author } => {
             Bytes::from(format!("event: typing\ndata: {}\n\n", escaped_json(&json!({ "author": author }))))
         }
-        Event::Resync => Bytes::new(),
+        Event::Resync | Event::Drain(_) => Bytes::new(),
     }
 }
 
@@ -157,7 +161,7 @@ pub fn encode_ndjson_line(event: &Event) -> Bytes {
             escaped_json(&json!({ "event": "presence", "names": view.names, "anonymous": view.anonymous }))
         }
         Event::Typing { author } => escaped_json(&json!({ "event": "typing", "author": author })),
-        Event::Heartbeat | Event::Resync => return Bytes::new(),
+        Event::Heartbeat | Event::Resync | Event::Drain(_) => return Bytes::new(),
     };
     line.push('\n');
     Bytes::from(line)
@@ -186,7 +190,7 @@ pub fn encode_plain_line(event: &Event) -> Bytes {
         }
         Event::Presence(view) => Bytes::from(format!("-- here: {} --\n", view.describe())),
         Event::Typing { author } => Bytes::from(format!("-- {author} is typing --\n")),
-        Event::Heartbeat | Event::Resync => Bytes::new(),
+        Event::Heartbeat | Event::Resync | Event::Drain(_) => Bytes::new(),
     }
 }
 

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Params, negotiate, parse_id};
+use super::{Client, Params, negotiate, parse_id};
 use crate::app::AppState;
 use crate::domain::{Author, FieldError, RoomName};
 use crate::error::AppError;
@@ -24,10 +24,11 @@ pub const STREAM_HEADERS: [(&str, &str); 2] =
 
 pub async fn events(
     State(state): State<AppState>,
+    Client(client): Client,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let request = feed_request(&uri, &headers)?;
+    let request = feed_request(&uri, &headers, client)?;
     let format = request.format;
     let stream = feed::open(&state, request).await?;
     let mut response = Body::from_stream(stream).into_response();
@@ -40,7 +41,7 @@ pub async fn events(
 }
 
 /// What a stream request asks for: room, resume point and format.
-pub fn feed_request(uri: &Uri, headers: &HeaderMap) -> Result<FeedRequest, AppError> {
+pub fn feed_request(uri: &Uri, headers: &HeaderMap, client: std::net::IpAddr) -> Result<FeedRequest, AppError> {
     let params = Params::from_uri(uri)?;
     let room = RoomName::parse(params.get("room").unwrap_or(RoomName::DEFAULT))?;
     // What EventSource sends on reconnect is newer than the `since` the page started with.
@@ -58,5 +59,5 @@ pub fn feed_request(uri: &Uri, headers: &HeaderMap) -> Result<FeedRequest, AppEr
         Some(name) => Some(Author::parse(name).map_err(|e| FieldError::new("name", e.problem))?),
     };
     let presence = matches!(params.get("presence"), Some("1" | "true" | "yes"));
-    Ok(FeedRequest { room, resume_from, format, reader, presence })
+    Ok(FeedRequest { room, resume_from, format, reader, presence, client })
 }

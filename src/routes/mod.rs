@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::{FieldError, MessageId};
+use crate::app::AppState;
 use crate::error::AppError;
 
 /// The index into `offered` the `Accept` header prefers. Ties go to the earlier offer, so
@@ -64,6 +65,22 @@ pub fn prefers_html(headers: &HeaderMap) -> bool {
     negotiate(headers, &["application/json", "text/html"]) == 1
 }
 
+/// The client a request comes from (see `limits::client_ip`). Without a socket (a
+/// `oneshot` test) it is the loopback address.
+pub struct Client(pub std::net::IpAddr);
+
+impl axum::extract::FromRequestParts<AppState> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+        Ok(Client(crate::limits::client_ip(peer, &parts.headers, state.config.trust_proxy)))
+    }
+}
+
 /// Query-string parameters, decoded once, with errors that name the parameter.
 pub struct Params(Vec<(String, String)>);
 
@@ -100,6 +117,60 @@ pub fn parse_id(name: &'static str, value: &str) -> Result<MessageId, AppError> 
             format!("{value:?} is not a message id (a whole number, 0 or more)"),
         ))
     })
+}
+
+/// The headers every response carries: no inline script can run (the page has none), no
+/// content is sniffed into another type, and no URL leaks to other sites.
+pub const SECURITY_HEADERS: [(&str, &str); 3] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "same-origin"),
+];
+
+pub async fn security_headers(mut response: Response) -> Response {
+    for (name, value) in SECURITY_HEADERS {
+        response.headers_mut().insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// CORS, off unless `--cors-origin` names origins.
+pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed: Vec<axum::http::HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    if allowed.is_empty() {
+        return CorsLayer::new(); // adds nothing: browsers refuse cross-origin calls
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::ACCEPT, "last-event-id".parse().unwrap(), "idempotency-key".parse().unwrap()])
+}
+
+/// Refuses a browser's write request from another site (CSRF), judged by `Sec-Fetch-Site`
+/// or, from older browsers, `Origin`. Clients that send neither (curl, scripts) are not
+/// browsers being tricked, and pass. Origins named by `--cors-origin` pass too.
+pub fn same_origin(headers: &HeaderMap, cors: &[String]) -> Result<(), AppError> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|o| cors.iter().any(|c| c == o)) {
+        return Ok(());
+    }
+    let refused = || AppError::Forbidden("cross-site request refused: post from a page of this site".to_owned());
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return if matches!(site, "same-origin" | "none") { Ok(()) } else { Err(refused()) };
+    }
+    match origin {
+        None => Ok(()),
+        Some(origin) => {
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+            if !host.is_empty() && origin_host == host { Ok(()) } else { Err(refused()) }
+        }
+    }
 }
 
 pub async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> Response {

@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use super::same_origin;
 use super::send::decode;
+use crate::metrics::Limited;
 use crate::app::AppState;
 use crate::domain::{Author, RoomName};
 use crate::error::AppError;
@@ -29,6 +31,9 @@ pub async fn presence(
 /// A form or JSON body with `room` and `author`. `204` when sent on; `429` with
 /// `Retry-After` when the same author typed in the same room under a second ago.
 pub async fn typing(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    if let Err(e) = same_origin(&headers, &state.config.cors_origin) {
+        return e.into_response();
+    }
     let fields = match decode(&uri, &headers, body).await {
         Ok(fields) => fields,
         Err(e) => return e.into_response(),
@@ -46,6 +51,7 @@ pub async fn typing(State(state): State<AppState>, uri: Uri, headers: HeaderMap,
         last.retain(|_, at| now.duration_since(*at) < TYPING_INTERVAL);
         let key = (room.clone(), author.as_str().to_owned());
         if last.contains_key(&key) {
+            state.metrics.limited(Limited::Typing);
             let mut response =
                 AppError::TooManyRequests("typing signals are limited to one per second".into())
                     .into_response();

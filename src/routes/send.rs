@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::index::{Draft, error_page, room_page, root_for};
-use super::{Params, prefers_html};
+use super::{Client, Params, prefers_html, same_origin};
+use crate::metrics::Limited;
 use crate::app::AppState;
 use crate::domain::{FieldError, NewMessage, RoomName};
 use crate::error::AppError;
@@ -27,8 +28,17 @@ pub struct SendFields {
     pub text: Option<String>,
 }
 
-pub async fn send(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn send(
+    State(state): State<AppState>,
+    Client(client): Client,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let browser = prefers_html(&headers);
+    if let Err(e) = admit_send(&state, client, &headers) {
+        return if browser { error_page(e.status(), &e.public_message(), &root_for(uri.path())) } else { e.into_response() };
+    }
     let fields = match decode(&uri, &headers, body).await {
         Ok(fields) => fields,
         Err(e) if browser => return error_page(e.status(), &e.public_message(), &root_for(uri.path())),
@@ -40,7 +50,11 @@ pub async fn send(State(state): State<AppState>, uri: Uri, headers: HeaderMap, b
         Err(e) if browser => return refused_form(&state, &uri, &fields, e).await,
         Err(e) => return AppError::from(e).into_response(),
     };
-    match state.store.append(new).await {
+    let appended = state.store.append(new).await;
+    if appended.is_ok() {
+        state.metrics.stored();
+    }
+    match appended {
         Ok(message) if browser => {
             let location = if message.room == RoomName::general() {
                 "./".to_owned()
@@ -69,6 +83,18 @@ pub async fn send(State(state): State<AppState>, uri: Uri, headers: HeaderMap, b
             }
         }
     }
+}
+
+/// A write from this client may go ahead: same site (no CSRF), within its send rate.
+pub fn admit_send(state: &AppState, client: std::net::IpAddr, headers: &HeaderMap) -> Result<(), AppError> {
+    same_origin(headers, &state.config.cors_origin)?;
+    state.sends.check(client).map_err(|wait| {
+        state.metrics.limited(Limited::Send);
+        AppError::RateLimited {
+            message: "too many messages from this client; slow down".to_owned(),
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    })
 }
 
 /// The room page again, with the reason and the typed fields.

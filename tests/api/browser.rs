@@ -10,7 +10,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use ssechat::config::StoreUrl;
-use ssechat::{AppState, Config};
+use ssechat::AppState;
 
 use crate::helpers::{TestApp, WAIT};
 
@@ -236,7 +236,7 @@ async fn a_page_open_across_a_server_restart_reconnects_and_misses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db: PathBuf = dir.path().join("chat.db");
     let config = |db: PathBuf| {
-        let mut c = Config::defaults();
+        let mut c = crate::helpers::test_config();
         c.store = StoreUrl::Sqlite(db);
         c.retry = Duration::from_millis(500);
         c

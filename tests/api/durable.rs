@@ -114,7 +114,7 @@ async fn sqlite_app(
     retention: Retention,
     configure: impl FnOnce(&mut Config),
 ) -> (TestApp, Arc<SqliteStore>) {
-    let mut config = Config::defaults();
+    let mut config = crate::helpers::test_config();
     config.store = StoreUrl::Sqlite(path.to_owned());
     configure(&mut config);
     let hub = Hub::new(config.buffer);

@@ -19,6 +19,20 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How long "nothing arrives" is watched for.
 pub const QUIET: Duration = Duration::from_millis(300);
 
+/// The defaults, with the memory store and no send or per-client stream limit: tests post
+/// fast from one address, and the limits have tests of their own.
+pub fn test_config() -> Config {
+    init_logs();
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".into();
+    config.store = StoreUrl::Memory;
+    config.send_rate = 1_000_000.0;
+    config.send_burst = 1_000_000;
+    config.max_streams_per_client = 100_000;
+    config.drain_timeout = std::time::Duration::from_millis(200);
+    config
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
@@ -43,10 +57,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
-        init_logs();
-        let mut config = Config::defaults();
-        config.listen = "127.0.0.1:0".into();
-        config.store = StoreUrl::Memory;
+        let mut config = test_config();
         configure(&mut config);
         let state = AppState::new(config).await.expect("app starts");
         Self::serve(state).await

@@ -129,6 +129,7 @@ async fn lagging_feed(history: usize, buffer: usize, posts: u64) -> (TestApp, Ev
         format: Format::Sse,
         reader: None,
         presence: false,
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
     };
     let body = feed::open(&app.state, request).await.unwrap();
     let mut stream = EventStream::from_body(Default::default(), body);
@@ -167,7 +168,7 @@ async fn a_reader_behind_history_too_gets_reset() {
 #[tokio::test(start_paused = true)]
 async fn a_busy_stream_gets_several_messages_per_write() {
     use futures_util::StreamExt;
-    let mut config = ssechat::Config::defaults();
+    let mut config = crate::helpers::test_config();
     config.store = ssechat::config::StoreUrl::Memory;
     config.coalesce = Duration::from_secs(1);
     config.heartbeat = Duration::from_secs(3600);
@@ -178,6 +179,7 @@ async fn a_busy_stream_gets_several_messages_per_write() {
         format: Format::Ndjson,
         reader: None,
         presence: false,
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
     };
     let stream = feed::open(&state, request).await.unwrap();
     tokio::pin!(stream);
