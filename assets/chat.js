@@ -181,22 +181,35 @@
     }).catch(() => {});
   });
 
+  // Posts the form. A network failure or a 503 is retried with the same client_id, so the
+  // server stores the message once however many tries reach it.
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const body = new URLSearchParams(new FormData(form));
-    try {
-      const res = await fetch(form.action, { method: "POST", headers: { Accept: "application/json" }, body });
-      if (res.ok) {
+    body.set("client_id", crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`);
+    const post = () => fetch(form.action, { method: "POST", headers: { Accept: "application/json" }, body });
+    for (let attempt = 1; ; attempt++) {
+      let res = null;
+      try {
+        res = await post();
+      } catch {
+        // no answer at all: the message may or may not have arrived; the retry settles it
+      }
+      if (res && res.ok) {
         localStorage.setItem("ssechat.author", me());
         text.value = "";
         typedAt = 0;
         showError("");
-      } else {
-        const problem = await res.json().catch(() => ({ error: res.statusText }));
-        showError(problem.error);
+        break;
       }
-    } catch {
-      showError("Could not reach the server; the message was not sent.");
+      if (attempt < 4 && (!res || res.status === 503)) {
+        showError("Sending…");
+        await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+        continue;
+      }
+      const problem = res ? await res.json().catch(() => ({ error: res.statusText })) : null;
+      showError(problem ? problem.error : "Could not reach the server; the message was not sent.");
+      break;
     }
     text.focus();
   });

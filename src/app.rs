@@ -102,7 +102,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Requests are traced at debug level; stream bodies are not wrapped per chunk.
-        .layer(TraceLayer::new_for_http().on_body_chunk(()).on_eos(()))
+        // Refusals (429, 503) are answers, not server failures: logged at debug, not error.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(axum::middleware::map_response(routes::security_headers))
         .layer(routes::cors(&state.config.cors_origin))
         .with_state(state)

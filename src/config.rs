@@ -138,8 +138,9 @@ impl Config {
     /// The cap on open streams: as asked, or a little under the open-file limit, so the
     /// server refuses streams cleanly before `accept` starts failing.
     pub fn stream_cap(&self) -> usize {
-        self.max_streams
-            .unwrap_or_else(|| crate::limits::open_file_limit().map_or(10_000, |n| n.saturating_sub(256).max(16)))
+        self.max_streams.unwrap_or_else(|| {
+            crate::limits::open_file_limit().map_or(10_000, |n| n.saturating_sub(256).max(16))
+        })
     }
 
     /// What each room keeps, with the default that suits the store.

@@ -202,12 +202,35 @@ impl TryFrom<String> for Timestamp {
     }
 }
 
+/// A client's name for one message it sends (`Idempotency-Key` or `client_id`): a retry
+/// with the same key gets the message stored the first time. 1 to 128 visible ASCII
+/// characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(field: &'static str, s: &str) -> Result<Self, FieldError> {
+        if s.is_empty() || s.len() > Self::MAX_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(FieldError::new(field, "must be 1 to 128 visible ASCII characters"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A message that passed validation and waits for the store to give it an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     pub room: RoomName,
     pub author: Author,
     pub text: MessageText,
+    /// Set when the client wants a retry to be recognised.
+    pub key: Option<IdempotencyKey>,
 }
 
 impl NewMessage {
@@ -217,7 +240,12 @@ impl NewMessage {
             room: RoomName::parse(room)?,
             author: Author::parse(author.unwrap_or(""))?,
             text: MessageText::parse(text.unwrap_or(""))?,
+            key: None,
         })
+    }
+
+    pub fn with_key(self, key: Option<IdempotencyKey>) -> Self {
+        Self { key, ..self }
     }
 }
 

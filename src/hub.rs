@@ -146,7 +146,8 @@ impl Hub {
     /// Open streams per room, for `/metrics`.
     pub fn room_counts(&self) -> Vec<(RoomName, usize)> {
         let rooms = self.rooms.lock().expect("hub lock poisoned");
-        let mut counts: Vec<_> = rooms.channels.iter().map(|(r, tx)| (r.clone(), tx.receiver_count())).collect();
+        let mut counts: Vec<_> =
+            rooms.channels.iter().map(|(r, tx)| (r.clone(), tx.receiver_count())).collect();
         counts.sort();
         counts
     }

@@ -24,7 +24,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_proxy: bool) -> Ip
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .last();
+        .next_back();
     let forwarded = headers
         .get_all("forwarded")
         .iter()
@@ -36,7 +36,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_proxy: bool) -> Ip
             let host = value.strip_prefix('[').and_then(|v| v.split(']').next()).unwrap_or(value);
             host.parse::<IpAddr>().ok().or_else(|| host.parse::<SocketAddr>().ok().map(|s| s.ip()))
         })
-        .last();
+        .next_back();
     forwarded_for.or(forwarded).unwrap_or(peer.ip())
 }
 
@@ -69,7 +69,8 @@ impl RateLimiter {
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
         }
         let bucket = buckets.entry(client).or_insert(Bucket { tokens: self.burst, at: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.rate).min(self.burst);
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.rate).min(self.burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;

@@ -89,13 +89,26 @@ impl Metrics {
         for (room, count) in streams {
             let _ = writeln!(text, "ssechat_open_streams{{room=\"{room}\"}} {count}");
         }
-        let counters: [(&str, &str, Vec<(&str, u64)>); 5] = [
-            ("ssechat_messages_stored_total", "Messages stored through this node.", vec![("", self.messages_stored.load(Relaxed))]),
-            ("ssechat_deliveries_total", "Messages written to streams.", vec![("", self.deliveries.load(Relaxed))]),
+        // (name, help, [(labels, value)])
+        type Counter<'a> = (&'a str, &'a str, Vec<(&'a str, u64)>);
+        let counters: [Counter; 5] = [
+            (
+                "ssechat_messages_stored_total",
+                "Messages stored through this node.",
+                vec![("", self.messages_stored.load(Relaxed))],
+            ),
+            (
+                "ssechat_deliveries_total",
+                "Messages written to streams.",
+                vec![("", self.deliveries.load(Relaxed))],
+            ),
             (
                 "ssechat_resets_total",
                 "Reset events sent, by reason.",
-                vec![("reason=\"pruned\"", self.resets[0].load(Relaxed)), ("reason=\"unknown_id\"", self.resets[1].load(Relaxed))],
+                vec![
+                    ("reason=\"pruned\"", self.resets[0].load(Relaxed)),
+                    ("reason=\"unknown_id\"", self.resets[1].load(Relaxed)),
+                ],
             ),
             (
                 "ssechat_disconnects_total",

@@ -19,7 +19,6 @@ use tower::ServiceExt;
 use crate::app::{AppState, router};
 use crate::fast_path::{self, FirstRequest, HEADER_READ_TIMEOUT, Rewind};
 
-
 /// Serves until `shutdown` completes, then stops accepting, ends every open stream, and
 /// gives the remaining requests up to `--shutdown-timeout` to finish.
 pub async fn run(

@@ -85,7 +85,13 @@ pub struct Frame {
 impl Frame {
     pub fn new(event: Event) -> Self {
         let sse = encode_sse_frame(&event);
-        Self { event, published: std::time::Instant::now(), sse, ndjson: OnceLock::new(), plain: OnceLock::new() }
+        Self {
+            event,
+            published: std::time::Instant::now(),
+            sse,
+            ndjson: OnceLock::new(),
+            plain: OnceLock::new(),
+        }
     }
 
     /// The message id, for resume and de-duplication; `None` for control events.

@@ -41,7 +41,11 @@ pub async fn events(
 }
 
 /// What a stream request asks for: room, resume point and format.
-pub fn feed_request(uri: &Uri, headers: &HeaderMap, client: std::net::IpAddr) -> Result<FeedRequest, AppError> {
+pub fn feed_request(
+    uri: &Uri,
+    headers: &HeaderMap,
+    client: std::net::IpAddr,
+) -> Result<FeedRequest, AppError> {
     let params = Params::from_uri(uri)?;
     let room = RoomName::parse(params.get("room").unwrap_or(RoomName::DEFAULT))?;
     // What EventSource sends on reconnect is newer than the `since` the page started with.

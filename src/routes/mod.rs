@@ -12,8 +12,8 @@ pub mod send;
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::domain::{FieldError, MessageId};
 use crate::app::AppState;
+use crate::domain::{FieldError, MessageId};
 use crate::error::AppError;
 
 /// The index into `offered` the `Accept` header prefers. Ties go to the earlier offer, so
@@ -72,7 +72,10 @@ pub struct Client(pub std::net::IpAddr);
 impl axum::extract::FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -148,7 +151,12 @@ pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(allowed))
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE, header::ACCEPT, "last-event-id".parse().unwrap(), "idempotency-key".parse().unwrap()])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            "last-event-id".parse().unwrap(),
+            "idempotency-key".parse().unwrap(),
+        ])
 }
 
 /// Refuses a browser's write request from another site (CSRF), judged by `Sec-Fetch-Site`
@@ -159,7 +167,8 @@ pub fn same_origin(headers: &HeaderMap, cors: &[String]) -> Result<(), AppError>
     if origin.is_some_and(|o| cors.iter().any(|c| c == o)) {
         return Ok(());
     }
-    let refused = || AppError::Forbidden("cross-site request refused: post from a page of this site".to_owned());
+    let refused =
+        || AppError::Forbidden("cross-site request refused: post from a page of this site".to_owned());
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         return if matches!(site, "same-origin" | "none") { Ok(()) } else { Err(refused()) };
     }

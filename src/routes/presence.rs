@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::same_origin;
 use super::send::decode;
-use crate::metrics::Limited;
 use crate::app::AppState;
 use crate::domain::{Author, RoomName};
 use crate::error::AppError;
+use crate::metrics::Limited;
 use crate::presence::PresenceView;
 
 /// The least time between two typing signals from one author in one room.

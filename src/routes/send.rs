@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::index::{Draft, error_page, room_page, root_for};
 use super::{Client, Params, prefers_html, same_origin};
-use crate::metrics::Limited;
 use crate::app::AppState;
-use crate::domain::{FieldError, NewMessage, RoomName};
+use crate::domain::{FieldError, IdempotencyKey, NewMessage, RoomName};
 use crate::error::AppError;
+use crate::metrics::Limited;
+use crate::store::Appended;
 
 /// The largest body `/send` reads; a message is at most 4,000 characters.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -26,6 +27,8 @@ pub struct SendFields {
     pub room: Option<String>,
     pub author: Option<String>,
     pub text: Option<String>,
+    /// The body's name for this message, as `Idempotency-Key` would give it.
+    pub client_id: Option<String>,
 }
 
 pub async fn send(
@@ -37,7 +40,11 @@ pub async fn send(
 ) -> Response {
     let browser = prefers_html(&headers);
     if let Err(e) = admit_send(&state, client, &headers) {
-        return if browser { error_page(e.status(), &e.public_message(), &root_for(uri.path())) } else { e.into_response() };
+        return if browser {
+            error_page(e.status(), &e.public_message(), &root_for(uri.path()))
+        } else {
+            e.into_response()
+        };
     }
     let fields = match decode(&uri, &headers, body).await {
         Ok(fields) => fields,
@@ -45,17 +52,19 @@ pub async fn send(
         Err(e) => return e.into_response(),
     };
     let room = fields.room.as_deref().unwrap_or(RoomName::DEFAULT);
-    let new = match NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref()) {
+    let new = match NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref())
+        .and_then(|new| Ok(new.with_key(idempotency_key(&headers, &fields)?)))
+    {
         Ok(new) => new,
         Err(e) if browser => return refused_form(&state, &uri, &fields, e).await,
         Err(e) => return AppError::from(e).into_response(),
     };
-    let appended = state.store.append(new).await;
-    if appended.is_ok() {
+    let submitted = state.store.submit(new).await;
+    if submitted.as_ref().is_ok_and(|s| !s.replayed) {
         state.metrics.stored();
     }
-    match appended {
-        Ok(message) if browser => {
+    match submitted {
+        Ok(Appended { message, .. }) if browser => {
             let location = if message.room == RoomName::general() {
                 "./".to_owned()
             } else {
@@ -66,7 +75,11 @@ pub async fn send(
             response.headers_mut().insert(header::LOCATION, location);
             response
         }
-        Ok(message) => (StatusCode::CREATED, Json(message)).into_response(),
+        Ok(Appended { message, replayed: false }) => (StatusCode::CREATED, Json(message)).into_response(),
+        // A retry of a message already stored: the original, and nothing new.
+        Ok(Appended { message, replayed: true }) => {
+            (StatusCode::OK, [("idempotent-replayed", "true")], Json(message)).into_response()
+        }
         Err(e) => {
             let e = AppError::from(e);
             if browser {
@@ -82,6 +95,17 @@ pub async fn send(
                 e.into_response()
             }
         }
+    }
+}
+
+/// The message's key: the `Idempotency-Key` header, or the body's `client_id`.
+fn idempotency_key(headers: &HeaderMap, fields: &SendFields) -> Result<Option<IdempotencyKey>, FieldError> {
+    match headers.get("idempotency-key") {
+        Some(v) => {
+            let v = v.to_str().map_err(|_| FieldError::new("Idempotency-Key", "must be visible ASCII"))?;
+            Ok(Some(IdempotencyKey::parse("Idempotency-Key", v)?))
+        }
+        None => fields.client_id.as_deref().map(|v| IdempotencyKey::parse("client_id", v)).transpose(),
     }
 }
 
@@ -171,7 +195,12 @@ fn decode_json(bytes: &[u8]) -> Result<SendFields, AppError> {
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(FieldError::new(name, "must be a string")),
     };
-    Ok(SendFields { room: field("room")?, author: field("author")?, text: field("text")? })
+    Ok(SendFields {
+        room: field("room")?,
+        author: field("author")?,
+        text: field("text")?,
+        client_id: field("client_id")?,
+    })
 }
 
 /// `application/x-www-form-urlencoded`, strictly: valid UTF-8, each field at most once.
@@ -192,6 +221,7 @@ fn decode_form(bytes: &[u8]) -> Result<SendFields, AppError> {
             "room" => &mut fields.room,
             "author" => &mut fields.author,
             "text" => &mut fields.text,
+            "client_id" => &mut fields.client_id,
             _ => continue,
         };
         if slot.is_some() {

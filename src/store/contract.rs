@@ -33,6 +33,43 @@ where
     let old = Retention { count: 100, age: Some(Duration::from_millis(1)) };
     retention_by_age(make(Hub::new(64), old).await, true).await;
     rooms_list_active_rooms(make(Hub::new(64), Retention::count(100)).await).await;
+    let hub = Hub::new(64);
+    a_key_is_stored_once(make(Arc::clone(&hub), Retention::count(100)).await, hub).await;
+}
+
+async fn a_key_is_stored_once(store: Arc<dyn Store>, hub: Arc<Hub>) {
+    let room = RoomName::parse("keys").unwrap();
+    let mut sub = hub.subscribe(&room);
+    let key = |k: &str| Some(crate::domain::IdempotencyKey::parse("key", k).unwrap());
+    let first = store.submit(new("keys", "once").with_key(key("k1"))).await.unwrap();
+    assert!(!first.replayed);
+    let retry = store.submit(new("keys", "once, retried").with_key(key("k1"))).await.unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.message, first.message, "the original comes back");
+    let other = store.submit(new("keys", "another").with_key(key("k2"))).await.unwrap();
+    assert_eq!(other.message.id, 2);
+    // The same key in another room is another message.
+    let elsewhere = store.submit(new("other-keys", "x").with_key(key("k1"))).await.unwrap();
+    assert!(!elsewhere.replayed);
+    // Concurrent retries of one key: exactly one stores.
+    let tries: Vec<_> = (0..10)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.submit(new("keys", "burst").with_key(key("k3"))).await.unwrap() })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tries {
+        stored += usize::from(!t.await.unwrap().replayed);
+    }
+    assert_eq!(stored, 1);
+    let page = store.read(&room, Range::After(0), 100).await.unwrap();
+    assert_eq!(ids(&page), vec![1, 2, 3], "no duplicate stored");
+    // Each stored message was published once; replays are not published.
+    for expected in 1..=3 {
+        assert_eq!(sub.receiver().recv().await.unwrap().id(), Some(expected));
+    }
+    assert!(sub.receiver().try_recv().is_err());
 }
 
 async fn ids_are_per_room_and_increasing(store: Arc<dyn Store>) {

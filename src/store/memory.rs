@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{Page, Range, Retention, RoomInfo, Store, StoreError};
-use crate::domain::{Author, Message, MessageId, NewMessage, RoomName, Timestamp};
+use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::domain::{Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp};
 use crate::hub::Hub;
 use crate::wire::Event;
 
@@ -22,6 +22,10 @@ pub struct MemoryStore {
 struct RoomLog {
     messages: VecDeque<Message>,
     last_id: MessageId,
+    /// Idempotency keys of held messages; a key goes with its message.
+    keys: HashMap<IdempotencyKey, MessageId>,
+    /// The key of each held message that has one, oldest first, for forgetting.
+    keyed: VecDeque<(MessageId, IdempotencyKey)>,
 }
 
 impl RoomLog {
@@ -35,6 +39,16 @@ impl RoomLog {
                 self.messages.pop_front();
             }
         }
+        let first_held = self.messages.front().map_or(self.last_id + 1, |m| m.id);
+        while self.keyed.front().is_some_and(|(id, _)| *id < first_held) {
+            let (_, key) = self.keyed.pop_front().expect("checked above");
+            self.keys.remove(&key);
+        }
+    }
+
+    fn held(&self, id: MessageId) -> Option<&Message> {
+        let index = self.messages.binary_search_by_key(&id, |m| m.id).ok()?;
+        self.messages.get(index)
     }
 
     fn page(&self, range: Range, limit: usize) -> Page {
@@ -58,15 +72,24 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn append(&self, new: NewMessage) -> Result<Message, StoreError> {
+    async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
         let mut rooms = self.rooms.lock().expect("store lock poisoned");
         let log = rooms.entry(new.room.clone()).or_default();
+        log.prune(self.retention);
+        if let Some(original) = new.key.as_ref().and_then(|k| log.keys.get(k)).and_then(|&id| log.held(id)) {
+            return Ok(Appended { message: original.clone(), replayed: true });
+        }
+        let key = new.key.clone();
         log.last_id += 1;
         let message = Message::new(log.last_id, new, Timestamp::now());
+        if let Some(key) = key {
+            log.keys.insert(key.clone(), message.id);
+            log.keyed.push_back((message.id, key));
+        }
         log.messages.push_back(message.clone());
         log.prune(self.retention);
         self.hub.publish(&message);
-        Ok(message)
+        Ok(Appended { message, replayed: false })
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {

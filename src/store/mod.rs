@@ -82,10 +82,25 @@ pub struct RoomInfo {
     pub last_activity: Timestamp,
 }
 
+/// What `submit` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: Message,
+    /// The key was seen before: this is the message stored then, nothing new was stored.
+    pub replayed: bool,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores `new` under the room's next id and publishes it to the hub.
-    async fn append(&self, new: NewMessage) -> Result<Message, StoreError>;
+    /// Stores `new` under the room's next id and publishes it, unless its idempotency key
+    /// was used before in the room while that message is still held: then nothing is stored
+    /// and the original comes back. The check and the store are one atomic step.
+    async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError>;
+
+    /// `submit`, for callers that don't care whether it was a replay.
+    async fn append(&self, new: NewMessage) -> Result<Message, StoreError> {
+        Ok(self.submit(new).await?.message)
+    }
 
     /// Reads at most `limit` messages of `room`.
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError>;

@@ -26,7 +26,7 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{Page, Range, Retention, RoomInfo, Store, StoreError};
+use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{Author, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp};
 use crate::hub::Hub;
 use crate::presence::PresenceView;
@@ -47,8 +47,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often messages older than `--retain-for` are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-/// Next id, append, cap, note activity, publish: atomically.
+/// How long an idempotency key is remembered.
+const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// [Replay a known idempotency key, or] next id, append, cap, note activity, publish,
+/// remember the key: atomically. Returns {replayed, payload}.
 const APPEND: &str = r#"
+if ARGV[6] == '1' then
+  local prior = redis.call('GET', KEYS[4])
+  if prior then return {1, prior} end
+end
 local id = redis.call('INCR', KEYS[1])
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -58,7 +66,8 @@ local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
 if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
 redis.call('ZADD', KEYS[3], ms, ARGV[1])
 redis.call('PUBLISH', ARGV[5], payload)
-return payload
+if ARGV[6] == '1' then redis.call('SET', KEYS[4], payload, 'EX', tonumber(ARGV[7])) end
+return {0, payload}
 "#;
 
 pub struct RedisStore {
@@ -195,22 +204,27 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn append(&self, new: NewMessage) -> Result<Message, StoreError> {
+    async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
         let mut conn = self.conn.clone();
-        let payload: Vec<u8> = self
+        let key = new.key.as_ref().map_or("", |k| k.as_str());
+        let (replayed, payload): (u8, Vec<u8>) = self
             .append
             .key(seq_key(&new.room))
             .key(log_key(&new.room))
             .key(ROOMS)
+            .key(format!("ssechat:{{{}}}:key:{key}", new.room))
             .arg(new.room.as_str())
             .arg(new.author.as_str())
             .arg(new.text.as_str())
             .arg(self.retention.count)
             .arg(CHANNEL)
+            .arg(if new.key.is_some() { "1" } else { "0" })
+            .arg(KEY_TTL.as_secs())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.unavailable(e))?;
-        Stored::decode(&payload).map_err(|e| self.unavailable(e))
+        let message = Stored::decode(&payload).map_err(|e| self.unavailable(e))?;
+        Ok(Appended { message, replayed: replayed == 1 })
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Page, Range, Retention, RoomInfo, Store, StoreError};
+use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{Author, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp};
 use crate::hub::Hub;
 use crate::wire::Event;
@@ -29,7 +29,7 @@ use crate::wire::Event;
 /// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
 const APPLICATION_ID: i32 = 0x5353_4543;
 /// The schema this build writes. Older files are migrated at start; newer ones refused.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 /// Appends that may share one transaction.
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer before senders wait too.
@@ -41,7 +41,7 @@ const PRUNE_CHUNK: u64 = 2000;
 /// How often old rows are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 1: rooms keep their last id even when all their messages are pruned, so ids are never
     // reused; messages are clustered by (room, id) for range reads.
     "CREATE TABLE rooms (
@@ -57,6 +57,9 @@ const MIGRATIONS: [&str; 1] = [
          time INTEGER NOT NULL,
          PRIMARY KEY (room, id)
      ) WITHOUT ROWID;",
+    // 2: idempotency keys, unique per room while their message is held.
+    "ALTER TABLE messages ADD COLUMN key TEXT;
+     CREATE UNIQUE INDEX messages_key ON messages (room, key) WHERE key IS NOT NULL;",
 ];
 
 pub struct SqliteStore {
@@ -76,7 +79,7 @@ pub struct SqliteStore {
 }
 
 enum Command {
-    Append(NewMessage, oneshot::Sender<Result<Message, StoreError>>),
+    Append(NewMessage, oneshot::Sender<Result<Appended, StoreError>>),
     Prune(oneshot::Sender<Result<u64, StoreError>>),
 }
 
@@ -209,7 +212,7 @@ async fn prune_all(writer: impl Fn() -> Option<mpsc::Sender<Command>>) -> Result
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn append(&self, new: NewMessage) -> Result<Message, StoreError> {
+    async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Append(new, reply)).await?;
         answer.await.map_err(|_| writer_gone())?
@@ -364,13 +367,15 @@ impl Writer {
     }
 
     /// Stores a batch in one transaction, then publishes and acknowledges it.
-    fn commit(&mut self, appends: Vec<(NewMessage, oneshot::Sender<Result<Message, StoreError>>)>) {
+    fn commit(&mut self, appends: Vec<(NewMessage, oneshot::Sender<Result<Appended, StoreError>>)>) {
         let (news, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
         match self.write(news) {
-            Ok(messages) => {
-                for (message, reply) in messages.into_iter().zip(replies) {
-                    self.hub.publish(&message);
-                    let _ = reply.send(Ok(message));
+            Ok(results) => {
+                for (appended, reply) in results.into_iter().zip(replies) {
+                    if !appended.replayed {
+                        self.hub.publish(&appended.message);
+                    }
+                    let _ = reply.send(Ok(appended));
                 }
             }
             Err(e) => {
@@ -383,20 +388,31 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, news: Vec<NewMessage>) -> rusqlite::Result<Vec<Message>> {
+    fn write(&mut self, news: Vec<NewMessage>) -> rusqlite::Result<Vec<Appended>> {
         let tx = self.conn.transaction()?;
-        let mut messages = Vec::with_capacity(news.len());
+        let mut messages: Vec<Appended> = Vec::with_capacity(news.len());
         let mut next_ids: HashMap<RoomName, MessageId> = HashMap::new();
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (room, id, author, text, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO messages (room, id, author, text, time, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut keyed = tx
+                .prepare_cached("SELECT id, author, text, time FROM messages WHERE room = ?1 AND key = ?2")?;
             let mut last_of = tx.prepare_cached("SELECT last_id FROM rooms WHERE name = ?1")?;
             let mut touch = tx.prepare_cached(
                 "INSERT INTO rooms (name, last_id, last_time) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id, last_time = excluded.last_time",
             )?;
             for new in news {
+                if let Some(key) = &new.key {
+                    let prior =
+                        keyed.query_row(params![new.room.as_str(), key.as_str()], row_to_parts).optional()?;
+                    if let Some(prior) = prior {
+                        messages.push(Appended { message: prior.into_message(&new.room)?, replayed: true });
+                        continue;
+                    }
+                }
+                let key = new.key.as_ref().map(|k| k.as_str().to_owned());
                 let last = match next_ids.get(&new.room).or_else(|| self.last_ids.get(&new.room)) {
                     Some(&id) => id,
                     None => last_of.query_row([new.room.as_str()], |r| r.get(0)).optional()?.unwrap_or(0),
@@ -407,13 +423,14 @@ impl Writer {
                     message.id,
                     message.author.as_str(),
                     message.text.as_str(),
-                    message.time.millis()
+                    message.time.millis(),
+                    key
                 ])?;
                 next_ids.insert(message.room.clone(), message.id);
-                messages.push(message);
+                messages.push(Appended { message, replayed: false });
             }
             // One row per room per batch: the newest message decides.
-            for message in messages.iter().rev() {
+            for Appended { message, .. } in messages.iter().rev() {
                 if next_ids.get(&message.room) == Some(&message.id) {
                     touch.execute(params![message.room.as_str(), message.id, message.time.millis()])?;
                 }
@@ -613,5 +630,31 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(rows, 2);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_and_keeps_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO rooms VALUES ('general', 1, 1764072062345);
+                 INSERT INTO messages VALUES ('general', 1, 'ana', 'from v1', 1764072062345);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, Hub::new(4), Retention::count(100)).unwrap();
+        let page = store.read(&RoomName::general(), Range::After(0), 10).await.unwrap();
+        assert_eq!(page.messages[0].text.as_str(), "from v1");
+        let key = Some(crate::domain::IdempotencyKey::parse("key", "k").unwrap());
+        let new = NewMessage::parse("general", Some("ana"), Some("v2")).unwrap().with_key(key);
+        assert_eq!(store.submit(new).await.unwrap().message.id, 2);
+        let version: i32 =
+            Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use ssechat::config::StoreUrl;
 use ssechat::AppState;
+use ssechat::config::StoreUrl;
 
 use crate::helpers::{TestApp, WAIT};
 

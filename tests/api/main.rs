@@ -3,6 +3,7 @@
 mod helpers;
 mod process;
 
+mod abuse;
 mod browser;
 mod cluster;
 mod durable;

@@ -24,7 +24,16 @@ impl Server {
     /// Starts `ssechat`, or returns what it printed on stderr when it exits instead.
     pub async fn try_start(args: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssechat"))
-            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--send-rate", "1000000", "--send-burst", "1000000"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--send-rate",
+                "1000000",
+                "--send-burst",
+                "1000000",
+            ])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
