@@ -125,7 +125,7 @@ async fn read_head(socket: &mut TcpStream, head: &mut BytesMut) -> io::Result<bo
 }
 
 /// The URI and headers of a plain `GET /events` over HTTP/1.1 with no body, else `None`.
-fn stream_request(head: &[u8]) -> Option<(Uri, HeaderMap)> {
+pub fn stream_request(head: &[u8]) -> Option<(Uri, HeaderMap)> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut raw);
     let httparse::Status::Complete(len) = request.parse(head).ok()? else { return None };

@@ -249,4 +249,79 @@ mod tests {
         let reset = encode_ndjson_line(&Event::Reset { oldest_id: 5 });
         assert_eq!(&reset[..], b"{\"event\":\"reset\",\"oldest_id\":5}\n");
     }
+
+    mod properties {
+        use super::*;
+        use crate::domain::MessageText;
+        use proptest::prelude::*;
+
+        /// Text as people (and attackers) type it: any characters, framing look-alikes,
+        /// line breaks of every kind. Only what `MessageText` accepts is kept.
+        fn texts() -> impl Strategy<Value = MessageText> {
+            let piece = prop_oneof![
+                any::<char>().prop_map(String::from),
+                Just("\n".to_owned()),
+                Just("\r\n".to_owned()),
+                Just("\r".to_owned()),
+                Just("data: ".to_owned()),
+                Just("id: 9".to_owned()),
+                Just("event: reset".to_owned()),
+                Just(": comment".to_owned()),
+                Just("<script>".to_owned()),
+                Just("\u{2028}".to_owned()),
+            ];
+            prop::collection::vec(piece, 1..40)
+                .prop_filter_map("not a valid message text", |parts| MessageText::parse(&parts.concat()).ok())
+        }
+
+        fn message(text: MessageText) -> Message {
+            let new = NewMessage { text, ..NewMessage::parse("general", Some("ana"), Some("x")).unwrap() };
+            Message::new(7, new, Timestamp::from_millis(1_764_072_062_345).unwrap())
+        }
+
+        proptest! {
+            #[test]
+            fn sse_is_one_event_that_round_trips(text in texts()) {
+                let m = message(text);
+                let frame = encode_sse_frame(&Event::Message(m.clone()));
+                let frame = std::str::from_utf8(&frame).unwrap();
+                // What an SSE parser sees: lines end at \n, \r\n or \r; a blank line ends the event.
+                let lines: Vec<&str> = frame.split(['\n', '\r']).collect();
+                prop_assert_eq!(lines.len(), 5, "{:?}", frame);
+                prop_assert_eq!(lines[0], "id: 7");
+                prop_assert_eq!(lines[1], "event: message");
+                prop_assert_eq!(lines[3], "");
+                let data: Message = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
+                prop_assert_eq!(data, m);
+            }
+
+            #[test]
+            fn ndjson_is_one_line_that_round_trips(text in texts()) {
+                let m = message(text);
+                let line = encode_ndjson_line(&Event::Message(m.clone()));
+                let line = std::str::from_utf8(&line).unwrap();
+                prop_assert!(line.ends_with('\n'));
+                prop_assert!(!line[..line.len() - 1].contains(['\n', '\r']));
+                let back: Message = serde_json::from_str(line).unwrap();
+                prop_assert_eq!(back, m);
+            }
+
+            #[test]
+            fn plain_text_keeps_every_line_and_marks_continuations(text in texts()) {
+                let m = message(text);
+                let out = encode_plain_line(&Event::Message(m.clone()));
+                let out = std::str::from_utf8(&out).unwrap();
+                prop_assert!(out.ends_with('\n'));
+                let lines: Vec<&str> = out[..out.len() - 1].split('\n').collect();
+                let first = lines[0].strip_prefix("[12:01:02] ana: ").unwrap();
+                let mut rebuilt = vec![first.to_owned()];
+                for line in &lines[1..] {
+                    // A continuation never looks like the start of another message.
+                    let rest = line.strip_prefix(&" ".repeat(11)).unwrap();
+                    rebuilt.push(rest.to_owned());
+                }
+                prop_assert_eq!(rebuilt.join("\n"), m.text.as_str());
+            }
+        }
+    }
 }

@@ -186,7 +186,7 @@ pub async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFi
 }
 
 /// A JSON object; other fields (for later versions) are ignored.
-fn decode_json(bytes: &[u8]) -> Result<SendFields, AppError> {
+pub fn decode_json(bytes: &[u8]) -> Result<SendFields, AppError> {
     let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes).map_err(|e| {
         AppError::Malformed(format!("malformed JSON (expected an object with room, author and text): {e}"))
     })?;
@@ -204,7 +204,7 @@ fn decode_json(bytes: &[u8]) -> Result<SendFields, AppError> {
 }
 
 /// `application/x-www-form-urlencoded`, strictly: valid UTF-8, each field at most once.
-fn decode_form(bytes: &[u8]) -> Result<SendFields, AppError> {
+pub fn decode_form(bytes: &[u8]) -> Result<SendFields, AppError> {
     let malformed = |why: String| AppError::Malformed(format!("malformed form data: {why}"));
     let decode = |part: &str| {
         percent_encoding::percent_decode_str(&part.replace('+', " "))

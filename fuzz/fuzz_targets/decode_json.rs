@@ -1,0 +1,16 @@
+//! JSON bodies: decoding never panics, and whatever decodes validates (or is refused) cleanly.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ssechat::domain::NewMessage;
+use ssechat::routes::send::decode_json;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(fields) = decode_json(data) {
+        let _ = NewMessage::parse(
+            fields.room.as_deref().unwrap_or("general"),
+            fields.author.as_deref(),
+            fields.text.as_deref(),
+        );
+    }
+});
