@@ -133,8 +133,9 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
         let (shared, connecting, ready) = (Arc::clone(&shared), Arc::clone(&connecting), ready_tx.clone());
         tokio::spawn(async move {
             let permit = connecting.acquire_owned().await.expect("never closed");
+            // No message is posted before every stream is open: the body so far is the preamble.
             let stream = match open_stream(source, server, &request).await {
-                Ok(stream) => stream,
+                Ok((stream, _preamble)) => stream,
                 Err(e) => {
                     shared.broken.fetch_add(1, Ordering::Relaxed);
                     let _ = ready.send(Err(e));
@@ -253,7 +254,13 @@ fn lost_to_broken(shared: &Shared, args: &FanoutArgs) -> u64 {
     shared.broken.load(Ordering::Relaxed) * args.messages.div_ceil(args.rooms.max(1) as u64)
 }
 
-async fn open_stream(source: Ipv4Addr, server: SocketAddr, request: &str) -> Result<TcpStream, String> {
+/// Connects from `source`, sends `request`, and reads the response head. Returns the socket
+/// and whatever body bytes arrived with the head (a replay can come in the same read).
+pub async fn open_stream(
+    source: Ipv4Addr,
+    server: SocketAddr,
+    request: &str,
+) -> Result<(TcpStream, Vec<u8>), String> {
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0))).map_err(|e| format!("bind {source}: {e}"))?;
     let mut stream = tokio::time::timeout(Duration::from_secs(30), socket.connect(server))
@@ -262,8 +269,6 @@ async fn open_stream(source: Ipv4Addr, server: SocketAddr, request: &str) -> Res
         .map_err(|e| format!("connect from {source}: {e}"))?;
     let _ = stream.set_nodelay(true);
     stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-    // Read up to the end of the response head; the body that came with it is lost to
-    // nobody: no message is posted before every stream is open.
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     loop {
@@ -275,18 +280,18 @@ async fn open_stream(source: Ipv4Addr, server: SocketAddr, request: &str) -> Res
             return Err("closed before the response head".to_owned());
         }
         head.extend_from_slice(&buf[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let body = head.split_off(end + 4);
+            if !head.starts_with(b"HTTP/1.1 200") {
+                let line = String::from_utf8_lossy(&head[..head.len().min(60)]).into_owned();
+                return Err(format!("unexpected response: {line}"));
+            }
+            return Ok((stream, body));
         }
         if head.len() > 16 * 1024 {
             return Err("response head too large".to_owned());
         }
     }
-    if !head.starts_with(b"HTTP/1.1 200") {
-        let line = String::from_utf8_lossy(&head[..head.len().min(60)]).into_owned();
-        return Err(format!("unexpected response: {line}"));
-    }
-    Ok(stream)
 }
 
 /// Reads until the run is over, counting every marker `@@<seq>.<micros>@@` seen.

@@ -4,12 +4,15 @@
 //! - `post`: C concurrent keep-alive posters; reports posts per second and latency.
 //! - `fanout`: N open streams, M messages at R per second; reports deliveries per second,
 //!   publish-to-deliver latency, lost messages, and the server's CPU time and memory.
+//! - `soak`: clients connecting, reading, posting and disconnecting for minutes; checks
+//!   nothing is lost across reconnects and that the server's memory and fds don't leak.
 //!
 //! Every loop is bounded in count and in time, so a run always ends by itself.
 
 mod fanout;
 mod http;
 mod post;
+mod soak;
 mod stats;
 mod usage;
 
@@ -28,6 +31,9 @@ enum Command {
     Post(post::PostArgs),
     /// Open many streams, post at a fixed rate, and time every delivery.
     Fanout(fanout::FanoutArgs),
+    /// Many clients connecting, reading, posting and leaving for a long while; checks no
+    /// message is lost and watches the server's memory and open files.
+    Soak(soak::SoakArgs),
 }
 
 /// Which server the tool talks to: their publish and subscribe URLs differ.
@@ -45,6 +51,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Post(args) => post::run(args).await,
         Command::Fanout(args) => fanout::run(args).await,
+        Command::Soak(args) => soak::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

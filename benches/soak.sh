@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Reliability soak: 2,000 clients connecting, reading, posting and disconnecting for 10
+# minutes against a fresh server (default SQLite store). Reports the server's RSS and open
+# file descriptors at the start, the middle and the end, and any message lost.
+#
+#   benches/soak.sh [CLIENTS] [DURATION]      defaults: 2000 10m
+set -euo pipefail
+cd "$(dirname "$0")/.."
+clients=${1:-2000}; duration=${2:-10m}
+cargo build --release --quiet --bins
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+target/release/ssechat --listen 127.0.0.1:0 --store "sqlite:$work/soak.db" --log warn > "$work/out" &
+pid=$!
+for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.05; done
+url=$(sed -n 's/^listening on //p' "$work/out")
+target/release/ssechat-load soak --url "$url" --pid "$pid" --clients "$clients" --duration "$duration"
