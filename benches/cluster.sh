@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}; streams=${2:-1000}; rate=${3:-50}; messages=${4:-1000}
 cargo build --release --quiet --bins
 bin=$PWD/target/release
+# The load tool is one client posting fast and holding thousands of streams: lift the
+# per-client limits that exist for real clients.
+unlimited="--send-rate 1000000000 --send-burst 1000000000 --max-streams-per-client 1000000 --max-streams 1000000"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -17,7 +20,7 @@ for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; slee
 store="redis://127.0.0.1:$port/0"
 
 start_node() { # NAME -> URL_NAME, PID_NAME
-  "$bin/ssechat" --listen 127.0.0.1:0 --store "$store" --log warn > "$work/$1.out" &
+  "$bin/ssechat" --listen 127.0.0.1:0 --store "$store" --log warn $unlimited > "$work/$1.out" &
   printf -v "PID_$1" '%s' $!
   for _ in $(seq 100); do grep -q listening "$work/$1.out" 2>/dev/null && break; sleep 0.05; done
   printf -v "URL_$1" '%s' "$(sed -n 's/^listening on //p' "$work/$1.out")"

@@ -13,13 +13,16 @@ cd "$(dirname "$0")/.."
 mode=${1:-latency}
 cargo build --release --quiet --bins
 bin=$PWD/target/release
+# The load tool is one client posting fast and holding thousands of streams: lift the
+# per-client limits that exist for real clients.
+unlimited="--send-rate 1000000000 --send-burst 1000000000 --max-streams-per-client 1000000 --max-streams 1000000"
 work=$(mktemp -d)
 nchan_run=${NCHAN_RUN:-$PWD/../shared/peers/nchan/run.sh}
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 start_ssechat() { # -> SERVER_URL, SERVER_PID
   rm -f "$work"/bench.db*
-  "$bin/ssechat" --listen 127.0.0.1:0 --store "sqlite:$work/bench.db" --log warn > "$work/server.out" &
+  "$bin/ssechat" --listen 127.0.0.1:0 --store "sqlite:$work/bench.db" --log warn $unlimited > "$work/server.out" &
   SERVER_PID=$!
   for _ in $(seq 100); do grep -q listening "$work/server.out" 2>/dev/null && break; sleep 0.05; done
   SERVER_URL=$(sed -n 's/^listening on //p' "$work/server.out")

@@ -11,11 +11,14 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}; seconds=${2:-10}; concurrency=${3:-64}
 cargo build --release --quiet --bins
 bin=target/release
+# The load tool is one client posting fast and holding thousands of streams: lift the
+# per-client limits that exist for real clients.
+unlimited="--send-rate 1000000000 --send-burst 1000000000 --max-streams-per-client 1000000 --max-streams 1000000"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 start() { # start NAME STORE -> sets URL_<NAME>
-  "$bin/ssechat" --listen 127.0.0.1:0 --store "$2" --log warn > "$work/$1.out" &
+  "$bin/ssechat" --listen 127.0.0.1:0 --store "$2" --log warn $unlimited > "$work/$1.out" &
   for _ in $(seq 100); do grep -q listening "$work/$1.out" 2>/dev/null && break; sleep 0.05; done
   printf -v "URL_$1" '%s' "$(sed -n 's/^listening on //p' "$work/$1.out")"
 }
