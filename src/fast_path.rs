@@ -31,8 +31,6 @@ use crate::routes::events::{STREAM_HEADERS, feed_request};
 
 /// How long a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// The kernel's send buffer for a stream's socket.
-const SEND_BUFFER: usize = 64 * 1024;
 /// The largest request head read here; a larger one is left to hyper.
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
@@ -61,9 +59,6 @@ pub async fn serve(mut socket: TcpStream, peer: SocketAddr, state: &AppState) ->
     let format = request.format;
     let Ok(stream) = feed::open(state, request).await else { return other(socket, head) };
     drop(head);
-    // Bounded kernel buffering per stream: a reader that stops is found out (and cut off)
-    // after 64 KiB, not after megabytes.
-    let _ = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER);
 
     let mut response = format!("HTTP/1.1 200 OK\r\ncontent-type: {}\r\n", format.content_type());
     for (name, value) in STREAM_HEADERS.iter().chain(&SECURITY_HEADERS) {

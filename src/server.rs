@@ -19,6 +19,9 @@ use tower::ServiceExt;
 use crate::app::{AppState, router};
 use crate::fast_path::{self, FirstRequest, HEADER_READ_TIMEOUT, Rewind};
 
+/// The kernel's send buffer for each connection.
+const SEND_BUFFER: usize = 64 * 1024;
+
 /// Serves until `shutdown` completes, then stops accepting, ends every open stream, and
 /// gives the remaining requests up to `--shutdown-timeout` to finish.
 pub async fn run(
@@ -62,6 +65,9 @@ pub async fn run(
             },
         };
         let _ = socket.set_nodelay(true);
+        // Bounded kernel buffering per connection: a reader that stops is found out (and
+        // cut off after --stall-timeout) after 64 KiB, not after megabytes.
+        let _ = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER);
         let service = app.clone().map_request(move |mut req: axum::http::Request<_>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             req

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use ssechat::domain::RoomName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{TestApp, WAIT};
+use crate::helpers::{TestApp, WAIT, eventually};
 
 fn post(app: &TestApp, body: Value) -> reqwest::RequestBuilder {
     app.client.post(app.url("/send")).json(&body)
@@ -73,23 +73,11 @@ async fn stream_caps_refuse_cleanly() {
     assert!(body["error"].as_str().unwrap().contains("limit of 3 open streams"), "{body}");
     drop(_c);
     // A freed place is usable again (the server notices the close by itself).
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let again = app
-                .client
-                .get(app.url("/events"))
-                .header("x-forwarded-for", "203.0.113.2")
-                .send()
-                .await
-                .unwrap();
-            if again.status() == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let events = app.client.get(app.url("/events")).header("x-forwarded-for", "203.0.113.2");
+    eventually("a freed place", || async {
+        events.try_clone().unwrap().send().await.unwrap().status() == 200
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 /// The process's resident memory, for the stalled-readers test.
@@ -109,21 +97,21 @@ async fn a_thousand_readers_that_stop_reading_are_cut_off_and_cost_nothing_to_th
     let room = RoomName::general();
     // Real sockets with tiny receive windows that ask for the stream and never read again.
     let mut stalled = Vec::new();
-    for _ in 0..1000 {
+    for i in 0..1000 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let mut stream = socket.connect(app.addr).await.unwrap();
-        stream.write_all(b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        // A few open their stream on a keep-alive connection, which hyper serves.
+        let request: &[u8] = if i % 100 == 0 {
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /events HTTP/1.1\r\nhost: x\r\n\r\n"
+        } else {
+            b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n"
+        };
+        stream.write_all(request).await.unwrap();
         stalled.push(stream);
     }
     let mut reader = app.subscribe("", &[]).await;
-    tokio::time::timeout(WAIT, async {
-        while app.state.hub.subscribers(&room) < 1001 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("all streams open");
+    eventually("all streams open", || async { app.state.hub.subscribers(&room) == 1001 }).await;
     let rss_before = rss_bytes();
 
     let text = "y".repeat(4000);
@@ -135,13 +123,7 @@ async fn a_thousand_readers_that_stop_reading_are_cut_off_and_cost_nothing_to_th
         assert_eq!(reader.next_message().await.id, i);
     }
     // Every stalled reader is cut off; only the live one is left.
-    tokio::time::timeout(WAIT, async {
-        while app.state.hub.subscribers(&room) > 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("stalled readers are cut off");
+    eventually("stalled readers cut off", || async { app.state.hub.subscribers(&room) == 1 }).await;
     let grown = rss_bytes().saturating_sub(rss_before);
     // Unbounded buffering would be 1,000 x 600 KB; bounded is the room's channel and history.
     assert!(grown < 64 * 1024 * 1024, "memory grew by {} MiB", grown / 1024 / 1024);
@@ -152,7 +134,9 @@ async fn a_thousand_readers_that_stop_reading_are_cut_off_and_cost_nothing_to_th
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(stalls, 1000, "{metrics}");
+    // Counted for the streams served on their own socket; hyper's cut-offs close the
+    // connection without a reason to record.
+    assert_eq!(stalls, 990, "{metrics}");
     drop(stalled);
 }
 

@@ -1,13 +1,11 @@
 //! Streams opened on a fresh connection are served on the fast path; the rest by hyper.
 //! Both must look the same to a client.
 
-use std::time::Duration;
-
 use ssechat::domain::RoomName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, WAIT};
+use crate::helpers::{TestApp, WAIT, eventually};
 
 /// Sends `requests` on one connection and reads until `until` appears in the response.
 async fn raw(app: &TestApp, requests: &str, until: &str) -> (TcpStream, String) {
@@ -71,13 +69,7 @@ async fn a_client_that_leaves_frees_its_subscription_at_once() {
     assert_eq!(app.state.hub.subscribers(&room), 1);
     drop(socket);
     // No message and no heartbeat is sent: the server notices the close by itself.
-    tokio::time::timeout(WAIT, async {
-        while app.state.hub.subscribers(&room) > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the subscription is dropped");
+    eventually("the subscription dropped", || async { app.state.hub.subscribers(&room) == 0 }).await;
 }
 
 #[tokio::test]

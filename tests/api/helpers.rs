@@ -19,6 +19,22 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How long "nothing arrives" is watched for.
 pub const QUIET: Duration = Duration::from_millis(300);
 
+/// Checks `condition` until it holds, for state that changes without an event to await
+/// (a count, a server noticing a closed socket); panics after `WAIT`.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let outcome = tokio::time::timeout(WAIT, async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(outcome.is_ok(), "timed out waiting for {what}");
+}
+
 /// The defaults, with the memory store and no send or per-client stream limit: tests post
 /// fast from one address, and the limits have tests of their own.
 pub fn test_config() -> Config {
