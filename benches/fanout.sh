@@ -5,6 +5,8 @@
 #   benches/fanout.sh saturation [RUNS]   10k streams, 300 msgs at 100 msg/s: ssechat and nchan alternately
 #   benches/fanout.sh soak [SECONDS]      19,900 streams held (default 300 s), then 10 messages
 #
+# STORE=memory runs the server with the memory store instead of SQLite.
+#
 # Every run starts a fresh server (so RSS "before" is a server with no streams), prints the
 # load tool's report, and the script ends with the medians. Needs nginx + libnginx-mod-nchan
 # for `saturation` (../shared/peers/nchan).
@@ -22,7 +24,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 start_ssechat() { # -> SERVER_URL, SERVER_PID
   rm -f "$work"/bench.db*
-  "$bin/ssechat" --listen 127.0.0.1:0 --store "sqlite:$work/bench.db" --log warn $unlimited > "$work/server.out" &
+  "$bin/ssechat" --listen 127.0.0.1:0 --store "${STORE:-sqlite:$work/bench.db}" --log warn $unlimited > "$work/server.out" &
   SERVER_PID=$!
   for _ in $(seq 100); do grep -q listening "$work/server.out" 2>/dev/null && break; sleep 0.05; done
   SERVER_URL=$(sed -n 's/^listening on //p' "$work/server.out")
