@@ -58,23 +58,44 @@ struct Feed {
 enum Take {
     Send,
     Skip,
-    CatchUp,
-    Drain(Duration),
+    /// An internal signal was noted (catch up, drain): this round of reading ends here.
+    Stop,
 }
 
-/// Sorts a frame: internal signals act, presence and typing go only to streams that asked
-/// (and a presence view only once), everything else is sent.
-fn triage(frame: &Frame, presence: bool, told: &mut Option<PresenceView>) -> Take {
-    match frame.event() {
-        Event::Resync => Take::CatchUp,
-        Event::Drain(window) => Take::Drain(*window),
-        Event::Presence(_) | Event::Typing { .. } if !presence => Take::Skip,
-        Event::Presence(view) if told.as_ref() == Some(view) => Take::Skip,
-        Event::Presence(view) => {
-            *told = Some(view.clone());
-            Take::Send
+/// The state a stream keeps between frames, as far as sorting frames goes.
+#[derive(Default)]
+struct Sorting {
+    /// Whether to send presence and typing at all.
+    presence: bool,
+    /// The presence this stream was last told: the same view is never sent twice.
+    told: Option<PresenceView>,
+    /// History must be read before anything live is sent.
+    catching_up: bool,
+    /// A drain (shutdown) asked for, to be started at the top of the loop.
+    drain_request: Option<Duration>,
+}
+
+impl Sorting {
+    /// Internal signals change the state; presence and typing go only to streams that asked
+    /// (and a presence view only once); everything else is sent.
+    fn take(&mut self, frame: &Frame) -> Take {
+        match frame.event() {
+            Event::Resync => {
+                self.catching_up = true;
+                Take::Stop
+            }
+            Event::Drain(window) => {
+                self.drain_request = Some(*window);
+                Take::Stop
+            }
+            Event::Presence(_) | Event::Typing { .. } if !self.presence => Take::Skip,
+            Event::Presence(view) if self.told.as_ref() == Some(view) => Take::Skip,
+            Event::Presence(view) => {
+                self.told = Some(view.clone());
+                Take::Send
+            }
+            _ => Take::Send,
         }
-        _ => Take::Send,
     }
 }
 
@@ -116,21 +137,18 @@ pub async fn open(
         if let Some(preamble) = format.preamble(feed.retry.as_millis() as u64) {
             yield Ok(preamble);
         }
-        // The presence this stream was last told: the same view is never sent twice.
-        let mut told = here.clone();
+        // A fresh reader has nothing to replay.
+        let mut sorting = Sorting { presence, told: here.clone(), catching_up: resume_from.is_some(), ..Sorting::default() };
         if let Some(here) = here {
             yield Ok(Frame::new(Event::Presence(here)).encoded(format));
         }
         let mut last_write: Option<Instant> = None;
-        // A fresh reader has nothing to replay.
-        let mut catching_up = resume_from.is_some();
         let mut stalled = false;
-        // A drain (shutdown) asked for, and then when this stream ends.
-        let mut drain_request: Option<Duration> = None;
+        // When this stream ends, once draining.
         let mut draining: Option<Instant> = None;
 
         loop {
-            if let Some(window) = drain_request.take() {
+            if let Some(window) = sorting.drain_request.take() {
                 // End at a random moment within the window, and ask the client to wait a
                 // random extra while before reconnecting: no stampede onto other nodes.
                 let window_ms = window.as_millis() as u64;
@@ -144,10 +162,10 @@ pub async fn open(
             // keeps its place: it sends heartbeats, delivers nothing (anything live would
             // skip the gap), and tries again with each frame that arrives, so at the next
             // heartbeat, or at once when the store says it is back (a resync frame).
-            if catching_up && !stalled {
+            if sorting.catching_up && !stalled {
                 match feed.history_after(&room, &mut cursor, format).await {
                     Ok((bytes, more)) => {
-                        catching_up = more;
+                        sorting.catching_up = more;
                         if !bytes.is_empty() {
                             yield Ok(bytes);
                         }
@@ -172,7 +190,7 @@ pub async fn open(
             let first = match received {
                 Ok(frame) => frame,
                 Err(RecvError::Lagged(_)) => {
-                    catching_up = true;
+                    sorting.catching_up = true;
                     continue;
                 }
                 Err(RecvError::Closed) => return,
@@ -185,17 +203,8 @@ pub async fn open(
                 }
                 continue;
             }
-            match triage(&first, presence, &mut told) {
-                Take::Send => {}
-                Take::Skip => continue,
-                Take::CatchUp => {
-                    catching_up = true;
-                    continue;
-                }
-                Take::Drain(window) => {
-                    drain_request = Some(window);
-                    continue;
-                }
+            if !matches!(sorting.take(&first), Take::Send) {
+                continue;
             }
             // Coalescing: a stream written to moments ago waits out the rest of the interval,
             // so that at high rates one write carries several messages. A quiet stream
@@ -208,20 +217,13 @@ pub async fn open(
             batch.push(&first, &mut cursor, format);
             while batch.len() < MAX_BATCH_BYTES {
                 match subscription.receiver().try_recv() {
-                    Ok(frame) => match triage(&frame, presence, &mut told) {
+                    Ok(frame) => match sorting.take(&frame) {
                         Take::Send => batch.push(&frame, &mut cursor, format),
                         Take::Skip => {}
-                        Take::CatchUp => {
-                            catching_up = true;
-                            break;
-                        }
-                        Take::Drain(window) => {
-                            drain_request = Some(window);
-                            break;
-                        }
+                        Take::Stop => break,
                     },
                     Err(TryRecvError::Lagged(_)) => {
-                        catching_up = true;
+                        sorting.catching_up = true;
                         break;
                     }
                     Err(TryRecvError::Empty | TryRecvError::Closed) => break,

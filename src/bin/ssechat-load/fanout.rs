@@ -92,11 +92,7 @@ struct Shared {
 
 pub async fn run(args: FanoutArgs) -> Result<(), String> {
     let endpoint = Arc::new(Endpoint::parse(&args.url)?);
-    let server: SocketAddr = tokio::net::lookup_host(&endpoint.authority)
-        .await
-        .map_err(|e| format!("{}: {e}", endpoint.authority))?
-        .next()
-        .ok_or("no address")?;
+    let server = endpoint.resolve().await?;
     let rooms = args.rooms.max(1);
     let prefix = args.room_prefix.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();

@@ -28,6 +28,15 @@ impl Endpoint {
         Ok(Self { authority, prefix: format!("/{path}").trim_end_matches('/').to_owned() })
     }
 
+    /// The server's socket address.
+    pub async fn resolve(&self) -> Result<std::net::SocketAddr, String> {
+        tokio::net::lookup_host(&self.authority)
+            .await
+            .map_err(|e| format!("{}: {e}", self.authority))?
+            .next()
+            .ok_or_else(|| format!("{}: no address", self.authority))
+    }
+
     /// The request that publishes `text` to `room`.
     pub fn publish(&self, target: Target, room: &str, text: &str) -> Request<Full<Bytes>> {
         let (path, content_type, body) = match target {

@@ -56,11 +56,7 @@ struct Totals {
 
 pub async fn run(args: SoakArgs) -> Result<(), String> {
     let endpoint = Arc::new(Endpoint::parse(&args.url)?);
-    let server: SocketAddr = tokio::net::lookup_host(&endpoint.authority)
-        .await
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
+    let server = endpoint.resolve().await?;
     let usage = ServerUsage::new(&args.pid);
     let prefix = format!(
         "soak{}",
