@@ -70,19 +70,30 @@ impl Hub {
     /// Stores call this in id order (under their own ordering), which is what lets every
     /// stream de-duplicate by id. Nothing is encoded for a room nobody reads.
     pub fn publish(&self, message: &Message) {
-        let rooms = self.rooms.lock().expect("hub lock poisoned");
-        if let Some(tx) = rooms.channels.get(&message.room) {
-            // An error only means the last receiver left in the meantime.
-            let _ = tx.send(Arc::new(Frame::new(Event::Message(message.clone()))));
-        }
+        self.send_to(&message.room, || Event::Message(message.clone()));
     }
 
     /// Sends an event that is not a message (presence, typing) to everyone in `room` now.
     pub fn broadcast(&self, room: &RoomName, event: Event) {
+        self.send_to(room, || event);
+    }
+
+    /// Sends to one room; the event is only made (and encoded) if someone reads the room.
+    fn send_to(&self, room: &RoomName, event: impl FnOnce() -> Event) {
         let rooms = self.rooms.lock().expect("hub lock poisoned");
         if let Some(tx) = rooms.channels.get(room) {
-            let _ = tx.send(Arc::new(Frame::new(event)));
+            // An error only means the last receiver left in the meantime.
+            let _ = tx.send(Arc::new(Frame::new(event())));
         }
+    }
+
+    /// Sends one frame to every room; false once the hub is closed.
+    fn send_to_all(&self, frame: &Arc<Frame>) -> bool {
+        let rooms = self.rooms.lock().expect("hub lock poisoned");
+        for tx in rooms.channels.values() {
+            let _ = tx.send(Arc::clone(frame));
+        }
+        !rooms.closed
     }
 
     /// Registers the presence task, which recomputes a room when told it changed.
@@ -113,12 +124,8 @@ impl Hub {
             loop {
                 tick.tick().await;
                 let Some(hub) = hub.upgrade() else { return };
-                let rooms = hub.rooms.lock().expect("hub lock poisoned");
-                if rooms.closed {
+                if !hub.send_to_all(&hub.heartbeat) {
                     return;
-                }
-                for tx in rooms.channels.values() {
-                    let _ = tx.send(Arc::clone(&hub.heartbeat));
                 }
             }
         });
@@ -127,20 +134,12 @@ impl Hub {
     /// Tells every stream to catch up from history: the store holds messages this hub may
     /// not have seen (a shared store's notifications were interrupted).
     pub fn resync(&self) {
-        let frame = Arc::new(Frame::new(Event::Resync));
-        let rooms = self.rooms.lock().expect("hub lock poisoned");
-        for tx in rooms.channels.values() {
-            let _ = tx.send(Arc::clone(&frame));
-        }
+        self.send_to_all(&Arc::new(Frame::new(Event::Resync)));
     }
 
     /// Asks every stream to end within `window`, each at its own random moment.
     pub fn drain(&self, window: Duration) {
-        let frame = Arc::new(Frame::new(Event::Drain(window)));
-        let rooms = self.rooms.lock().expect("hub lock poisoned");
-        for tx in rooms.channels.values() {
-            let _ = tx.send(Arc::clone(&frame));
-        }
+        self.send_to_all(&Arc::new(Frame::new(Event::Drain(window))));
     }
 
     /// Open streams per room, for `/metrics`.

@@ -9,7 +9,7 @@
 //! not at all (one node), and merges everyone's on request. Whenever the room's presence may
 //! have changed, a single task recomputes it and broadcasts `event: presence` to the room.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use crate::wire::Event;
 
 /// How often this node re-shares its readers (a node silent for 30 s counts as gone).
 const REFRESH: Duration = Duration::from_secs(10);
+/// How long changes to presence gather before a room is recomputed and told.
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// Who is in a room: the names of named readers, and how many are anonymous.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +122,7 @@ impl Presence {
             let mut told: HashMap<RoomName, PresenceView> = HashMap::new();
             let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
             loop {
-                let room = tokio::select! {
+                let first = tokio::select! {
                     room = rooms_changed.recv() => match room {
                         Some(room) => room,
                         None => return,
@@ -137,17 +139,32 @@ impl Presence {
                         continue;
                     }
                 };
+                // Let a burst of changes settle (a thousand readers connecting at once), so a
+                // room is recomputed and told once, not once per reader.
+                let mut rooms = HashSet::from([first]);
+                let settled = tokio::time::sleep(SETTLE);
+                tokio::pin!(settled);
+                loop {
+                    tokio::select! {
+                        room = rooms_changed.recv() => match room {
+                            Some(room) => { rooms.insert(room); }
+                            None => return,
+                        },
+                        _ = &mut settled => break,
+                    }
+                }
                 let (Some(presence), Some(hub)) = (weak.upgrade(), hub.upgrade()) else { return };
                 let Some(store) = presence.store.upgrade() else { return };
-                let local = presence.local(&room);
-                drop(presence);
-                match store.presence(&room, local).await {
-                    Ok(view) if told.get(&room) != Some(&view) => {
-                        told.insert(room.clone(), view.clone());
-                        hub.broadcast(&room, Event::Presence(view));
+                for room in rooms {
+                    let local = presence.local(&room);
+                    match store.presence(&room, local).await {
+                        Ok(view) if told.get(&room) != Some(&view) => {
+                            told.insert(room.clone(), view.clone());
+                            hub.broadcast(&room, Event::Presence(view));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(%room, error = %e, "cannot compute presence"),
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(%room, error = %e, "cannot compute presence"),
                 }
             }
         });

@@ -130,11 +130,8 @@ pub async fn room(State(state): State<AppState>, Path(room): Path<String>, uri: 
 /// name is a room: it exists once someone posts to it.
 pub async fn go(uri: Uri) -> Response {
     let root = root_for(uri.path());
-    let wanted = uri
-        .query()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "room").map(|(_, v)| v))
-        .unwrap_or_default();
+    let params = super::Params::from_uri(&uri).ok();
+    let wanted = params.as_ref().and_then(|p| p.get("room")).unwrap_or_default();
     match RoomName::parse(wanted.trim()) {
         Ok(room) => {
             let location = format!("{root}rooms/{room}");

@@ -56,7 +56,9 @@ pub async fn send(
         .and_then(|new| Ok(new.with_key(idempotency_key(&headers, &fields)?)))
     {
         Ok(new) => new,
-        Err(e) if browser => return refused_form(&state, &uri, &fields, e).await,
+        Err(e) if browser => {
+            return refused_form(&state, &uri, &fields, StatusCode::BAD_REQUEST, &e.to_string()).await;
+        }
         Err(e) => return AppError::from(e).into_response(),
     };
     let submitted = state.store.submit(new).await;
@@ -83,14 +85,7 @@ pub async fn send(
         Err(e) => {
             let e = AppError::from(e);
             if browser {
-                let room = RoomName::parse(room).expect("validated above");
-                let message = e.public_message();
-                let draft = Draft {
-                    author: fields.author.as_deref().unwrap_or(""),
-                    text: fields.text.as_deref().unwrap_or(""),
-                    error: Some(&message),
-                };
-                room_page(&state, &room, &root_for(uri.path()), e.status(), draft).await
+                refused_form(&state, &uri, &fields, e.status(), &e.public_message()).await
             } else {
                 e.into_response()
             }
@@ -121,20 +116,26 @@ pub fn admit_send(state: &AppState, client: std::net::IpAddr, headers: &HeaderMa
     })
 }
 
-/// The room page again, with the reason and the typed fields.
-async fn refused_form(state: &AppState, uri: &Uri, fields: &SendFields, error: FieldError) -> Response {
+/// The room page again, with the reason and the typed fields (or, for a bad room, the
+/// error page).
+async fn refused_form(
+    state: &AppState,
+    uri: &Uri,
+    fields: &SendFields,
+    status: StatusCode,
+    message: &str,
+) -> Response {
     let root = root_for(uri.path());
-    let message = error.to_string();
     match RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)) {
         Ok(room) => {
             let draft = Draft {
                 author: fields.author.as_deref().unwrap_or(""),
                 text: fields.text.as_deref().unwrap_or(""),
-                error: Some(&message),
+                error: Some(message),
             };
-            room_page(state, &room, &root, StatusCode::BAD_REQUEST, draft).await
+            room_page(state, &room, &root, status, draft).await
         }
-        Err(_) => error_page(StatusCode::BAD_REQUEST, &message, &root),
+        Err(_) => error_page(status, message, &root),
     }
 }
 
