@@ -1,6 +1,7 @@
 //! Domain types. Every value that comes from outside is parsed here exactly once;
 //! after `parse` succeeds the rest of the code never checks it again.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
@@ -262,6 +263,37 @@ pub struct Message {
 impl Message {
     pub fn new(id: MessageId, new: NewMessage, time: Timestamp) -> Self {
         Self { id, room: new.room, author: new.author, text: new.text, time }
+    }
+}
+
+/// Who is in a room: the names of named readers, and how many are anonymous.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceView {
+    /// Sorted, each name once.
+    pub names: Vec<String>,
+    pub anonymous: u64,
+}
+
+impl PresenceView {
+    /// Everyone in several views (one per node): names united, anonymous readers summed.
+    pub fn merge<'a>(views: impl IntoIterator<Item = &'a PresenceView>) -> PresenceView {
+        let mut names = BTreeSet::new();
+        let mut anonymous = 0;
+        for view in views {
+            names.extend(view.names.iter().cloned());
+            anonymous += view.anonymous;
+        }
+        PresenceView { names: names.into_iter().collect(), anonymous }
+    }
+
+    /// `ana, bob and 2 others`, for the plain-text stream.
+    pub fn describe(&self) -> String {
+        let mut parts = self.names.join(", ");
+        if self.anonymous > 0 {
+            let others = format!("{} other{}", self.anonymous, if self.anonymous == 1 { "" } else { "s" });
+            parts = if parts.is_empty() { others } else { format!("{parts} and {others}") };
+        }
+        if parts.is_empty() { "nobody".to_owned() } else { parts }
     }
 }
 

@@ -22,12 +22,12 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::app::AppState;
 use crate::feed;
 use crate::limits::client_ip;
 use crate::metrics::Disconnect;
 use crate::routes::SECURITY_HEADERS;
 use crate::routes::events::{STREAM_HEADERS, feed_request};
+use crate::state::AppState;
 
 /// How long a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

@@ -16,13 +16,14 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
+use crate::domain::PresenceView;
 use crate::domain::{Author, MessageId, RoomName};
 use crate::error::AppError;
+use crate::hub::Hub;
 use crate::metrics::{Limited, Metrics, Reset as ResetReason};
-use crate::presence::PresenceView;
+use crate::state::AppState;
 use crate::store::{Range, Store, StoreError};
 use crate::wire::{Event, Format, Frame};
-use crate::{app::AppState, hub::Hub};
 
 /// Messages read from the store per query while replaying.
 const REPLAY_PAGE: usize = 500;

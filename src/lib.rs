@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`config`]: command-line flags, each with an environment variable.
 //! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
-//! - [`app`]: the router and the shared [`app::AppState`].
+//! - [`state`]: [`state::AppState`], what every handler shares, built from the config.
+//! - [`app`]: the router.
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
 //! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
 //! - [`limits`]: client identity, send rate limits, caps on open streams.
@@ -32,9 +33,11 @@ pub mod metrics;
 pub mod presence;
 pub mod routes;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod wire;
 
-pub use app::{AppState, router};
+pub use app::router;
 pub use config::Config;
 pub use server::run;
+pub use state::AppState;

@@ -9,13 +9,13 @@
 //! not at all (one node), and merges everyone's on request. Whenever the room's presence may
 //! have changed, a single task recomputes it and broadcasts `event: presence` to the room.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::domain::PresenceView;
 use crate::domain::{Author, RoomName};
 use crate::hub::Hub;
 use crate::store::Store;
@@ -25,37 +25,6 @@ use crate::wire::Event;
 const REFRESH: Duration = Duration::from_secs(10);
 /// How long changes to presence gather before a room is recomputed and told.
 const SETTLE: Duration = Duration::from_millis(100);
-
-/// Who is in a room: the names of named readers, and how many are anonymous.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PresenceView {
-    /// Sorted, each name once.
-    pub names: Vec<String>,
-    pub anonymous: u64,
-}
-
-impl PresenceView {
-    /// Everyone in several views (one per node): names united, anonymous readers summed.
-    pub fn merge<'a>(views: impl IntoIterator<Item = &'a PresenceView>) -> PresenceView {
-        let mut names = BTreeSet::new();
-        let mut anonymous = 0;
-        for view in views {
-            names.extend(view.names.iter().cloned());
-            anonymous += view.anonymous;
-        }
-        PresenceView { names: names.into_iter().collect(), anonymous }
-    }
-
-    /// `ana, bob and 2 others`, for the plain-text stream.
-    pub fn describe(&self) -> String {
-        let mut parts = self.names.join(", ");
-        if self.anonymous > 0 {
-            let others = format!("{} other{}", self.anonymous, if self.anonymous == 1 { "" } else { "s" });
-            parts = if parts.is_empty() { others } else { format!("{parts} and {others}") };
-        }
-        if parts.is_empty() { "nobody".to_owned() } else { parts }
-    }
-}
 
 /// Readers under one name (or the anonymous ones) in one room on this node.
 #[derive(Debug, Default, Clone, Copy)]

@@ -16,8 +16,9 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::app::{AppState, router};
+use crate::app::router;
 use crate::fast_path::{self, FirstRequest, HEADER_READ_TIMEOUT, Rewind};
+use crate::state::AppState;
 
 /// The kernel's send buffer for each connection.
 const SEND_BUFFER: usize = 64 * 1024;

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::domain::PresenceView;
 use crate::domain::{Author, Message, MessageId};
-use crate::presence::PresenceView;
 
 /// The stream formats `/events` can speak, chosen by the `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,10 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Client, Params, negotiate, parse_id};
-use crate::app::AppState;
 use crate::domain::{Author, FieldError, RoomName};
 use crate::error::AppError;
 use crate::feed::{self, FeedRequest};
+use crate::state::AppState;
 use crate::wire::Format;
 
 /// Headers of every stream response, besides its content type: no caching, no transforming,

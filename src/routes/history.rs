@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::Uri;
 
 use super::Params;
-use crate::app::AppState;
 use crate::domain::{Message, RoomName};
 use crate::error::AppError;
+use crate::state::AppState;
 use crate::store::Range;
 
 pub const DEFAULT_LIMIT: usize = 100;

@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::app::AppState;
+use crate::domain::PresenceView;
 use crate::domain::{Message, RoomName};
 use crate::error::AppError;
-use crate::presence::PresenceView;
+use crate::state::AppState;
 use crate::store::Range;
 
 #[derive(Template)]

@@ -12,9 +12,9 @@ pub mod send;
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::domain::{FieldError, MessageId};
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// The index into `offered` the `Accept` header prefers. Ties go to the earlier offer, so
 /// `*/*` (curl) picks the first; no `Accept` at all also picks the first.

@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::same_origin;
 use super::send::decode;
-use crate::app::AppState;
+use crate::domain::PresenceView;
 use crate::domain::{Author, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
-use crate::presence::PresenceView;
+use crate::state::AppState;
 
 /// The least time between two typing signals from one author in one room.
 pub const TYPING_INTERVAL: Duration = Duration::from_secs(1);

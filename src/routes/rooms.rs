@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::Uri;
 
 use super::Params;
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 use crate::store::RoomInfo;
 
 pub const DEFAULT_LIMIT: usize = 100;

@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::index::{Draft, error_page, room_page, root_for};
 use super::{Client, Params, prefers_html, same_origin};
-use crate::app::AppState;
 use crate::domain::{FieldError, IdempotencyKey, NewMessage, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
+use crate::state::AppState;
 use crate::store::Appended;
 
 /// The largest body `/send` reads; a message is at most 4,000 characters.

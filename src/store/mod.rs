@@ -22,8 +22,8 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use serde::Serialize;
 
+use crate::domain::PresenceView;
 use crate::domain::{Author, Message, MessageId, NewMessage, RoomName, Timestamp};
-use crate::presence::PresenceView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

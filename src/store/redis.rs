@@ -27,9 +27,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::domain::PresenceView;
 use crate::domain::{Author, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp};
 use crate::hub::Hub;
-use crate::presence::PresenceView;
 use crate::wire::Event;
 
 /// The channels every node listens to, on its one subscription: messages, presence
