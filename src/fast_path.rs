@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::feed;
-use crate::limits::client_ip;
 use crate::metrics::Disconnect;
 use crate::routes::SECURITY_HEADERS;
 use crate::routes::events::{STREAM_HEADERS, feed_request};
@@ -54,7 +53,7 @@ pub async fn serve(mut socket: TcpStream, peer: SocketAddr, state: &AppState) ->
         return other(socket, head);
     }
     let Some((uri, headers)) = stream_request(&head) else { return other(socket, head) };
-    let client = client_ip(peer, &headers, state.config.trust_proxy);
+    let client = state.client_of(peer, &headers);
     let Ok(request) = feed_request(&uri, &headers, client) else { return other(socket, head) };
     let format = request.format;
     let Ok(stream) = feed::open(state, request).await else { return other(socket, head) };

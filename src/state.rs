@@ -61,6 +61,12 @@ impl AppState {
         Ok(Self::with_store(config, hub, store))
     }
 
+    /// The client a request comes from (see [`crate::limits::client_ip`]): the key of its
+    /// rate limits and stream caps.
+    pub fn client_of(&self, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
+        crate::limits::client_ip(peer, headers, self.config.trust_proxy)
+    }
+
     /// Wires a store that was opened elsewhere (it must publish to `hub`).
     pub fn with_store(config: Config, hub: Arc<Hub>, store: Arc<dyn Store>) -> Self {
         hub.start_heartbeat(config.heartbeat);

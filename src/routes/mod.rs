@@ -65,7 +65,7 @@ pub fn prefers_html(headers: &HeaderMap) -> bool {
     negotiate(headers, &["application/json", "text/html"]) == 1
 }
 
-/// The client a request comes from (see `limits::client_ip`). Without a socket (a
+/// The client a request comes from (see `AppState::client_of`). Without a socket (a
 /// `oneshot` test) it is the loopback address.
 pub struct Client(pub std::net::IpAddr);
 
@@ -80,7 +80,7 @@ impl axum::extract::FromRequestParts<AppState> for Client {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
-        Ok(Client(crate::limits::client_ip(peer, &parts.headers, state.config.trust_proxy)))
+        Ok(Client(state.client_of(peer, &parts.headers)))
     }
 }
 
