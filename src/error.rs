@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::domain::FieldError;
 use crate::store::StoreError;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
     /// A field failed validation.
     #[error(transparent)]

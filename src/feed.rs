@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -16,11 +17,12 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
-use crate::domain::PresenceView;
-use crate::domain::{Author, MessageId, RoomName};
+use crate::domain::{Author, MessageId, PresenceView, RoomName};
 use crate::error::AppError;
-use crate::hub::Hub;
-use crate::metrics::{Limited, Metrics, Reset as ResetReason};
+use crate::hub::Subscription;
+use crate::limits::StreamPermit;
+use crate::metrics::{Disconnect, Limited, Metrics, Reset as ResetReason};
+use crate::presence::Reader;
 use crate::state::AppState;
 use crate::store::{Range, Store, StoreError};
 use crate::wire::{Event, Format, Frame};
@@ -43,16 +45,6 @@ pub struct FeedRequest {
     pub presence: bool,
     /// Who is asking, for the per-client stream cap.
     pub client: std::net::IpAddr,
-}
-
-/// Everything a feed needs from the app, taken once when the stream starts.
-struct Feed {
-    store: Arc<dyn Store>,
-    hub: Arc<Hub>,
-    retry: Duration,
-    /// The least time between two writes to one stream (`--coalesce`).
-    coalesce: Duration,
-    metrics: Arc<Metrics>,
 }
 
 /// What a stream does with a frame from its room's channel.
@@ -100,182 +92,315 @@ impl Sorting {
     }
 }
 
-/// Subscribes and fixes the starting point, then returns the body of an `/events` response.
-///
-/// Both happen before the response starts, so a client that has the response headers
-/// misses nothing posted after; a store that cannot answer is an error response, not a
-/// stream that ends at once.
-pub async fn open(
-    state: &AppState,
-    request: FeedRequest,
-) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + use<>, AppError> {
-    let feed = Feed {
-        store: Arc::clone(&state.store),
-        hub: Arc::clone(&state.hub),
-        retry: state.config.retry,
-        coalesce: state.config.coalesce,
-        metrics: Arc::clone(&state.metrics),
-    };
-    let FeedRequest { room, resume_from, format, reader, presence, client } = request;
-    if state.shutdown.is_cancelled() {
-        return Err(AppError::Unavailable("the server is shutting down; reconnect in a moment".to_owned()));
-    }
-    let permit = state.streams.admit(client).inspect_err(|_| state.metrics.limited(Limited::Streams))?;
-    // Subscribe before reading anything, so nothing published from here on is missed.
-    let mut subscription = feed.hub.subscribe(&room);
-    // A fresh reader starts after the newest message; everything newer reaches it.
-    let mut cursor = match resume_from {
-        Some(id) => id,
-        None => feed.store.read(&room, Range::Latest, 0).await?.last_id,
-    };
-    // Counted in the room's presence for as long as the stream lives.
-    let _reader = state.presence.join(&room, reader.as_ref());
-    let here =
-        if presence { Some(feed.store.presence(&room, state.presence.local(&room)).await?) } else { None };
+/// A stream request the connection already tried to open and was refused: the router
+/// answers with this error rather than trying (and counting) again. A request extension.
+#[derive(Clone)]
+pub struct Refused(pub AppError);
 
-    Ok(async_stream::stream! {
-        let (_reader, _permit) = (_reader, permit);
-        if let Some(preamble) = format.preamble(feed.retry.as_millis() as u64) {
-            yield Ok(preamble);
-        }
-        // A fresh reader has nothing to replay.
-        let mut sorting = Sorting { presence, told: here.clone(), catching_up: resume_from.is_some(), ..Sorting::default() };
-        if let Some(here) = here {
-            yield Ok(Frame::new(Event::Presence(here)).encoded(format));
-        }
-        let mut last_write: Option<Instant> = None;
-        let mut stalled = false;
-        // When this stream ends, once draining.
-        let mut draining: Option<Instant> = None;
+/// Set when the connection cut its client off for not reading, so a stream served through
+/// hyper counts as stalled in `/metrics`. A request extension.
+#[derive(Clone)]
+pub struct StallWatch(pub Arc<AtomicBool>);
 
-        loop {
-            if let Some(window) = sorting.drain_request.take() {
-                // End at a random moment within the window, and ask the client to wait a
-                // random extra while before reconnecting: no stampede onto other nodes.
-                let window_ms = window.as_millis() as u64;
-                draining = Some(Instant::now() + Duration::from_millis(fastrand::u64(0..=window_ms)));
-                let retry = feed.retry.as_millis() as u64 + fastrand::u64(0..=window_ms.max(1000));
-                if let Some(retry) = format.preamble(retry) {
-                    yield Ok(retry);
-                }
-            }
-            // While history cannot be read (the store is down), the stream stays open and
-            // keeps its place: it sends heartbeats, delivers nothing (anything live would
-            // skip the gap), and tries again with each frame that arrives, so at the next
-            // heartbeat, or at once when the store says it is back (a resync frame).
-            if sorting.catching_up && !stalled {
-                match feed.history_after(&room, &mut cursor, format).await {
-                    Ok((bytes, more)) => {
-                        sorting.catching_up = more;
-                        if !bytes.is_empty() {
-                            yield Ok(bytes);
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(%room, error = %e, "feed cannot read history; holding its place");
-                        stalled = true;
-                    }
-                }
-            }
+/// Everything a feed needs from the app, taken once when the stream starts.
+struct Shared {
+    store: Arc<dyn Store>,
+    retry: Duration,
+    /// The least time between two writes to one stream (`--coalesce`).
+    coalesce: Duration,
+    metrics: Arc<Metrics>,
+}
 
-            // One thing to wait on: messages, heartbeats, resyncs and the end of the room
-            // (at shutdown) all come through the room's channel.
-            let received = match draining {
-                None => subscription.receiver().recv().await,
-                Some(deadline) => tokio::select! {
-                    received = subscription.receiver().recv() => received,
-                    _ = tokio::time::sleep_until(deadline) => return,
-                },
-            };
-            let first = match received {
-                Ok(frame) => frame,
-                Err(RecvError::Lagged(_)) => {
-                    sorting.catching_up = true;
-                    continue;
-                }
-                Err(RecvError::Closed) => return,
-            };
-            if stalled {
-                stalled = false; // try history again
-                let beat = first.encoded(format);
-                if matches!(first.event(), Event::Heartbeat) && !beat.is_empty() {
-                    yield Ok(beat);
-                }
-                continue;
-            }
-            if !matches!(sorting.take(&first), Take::Send) {
-                continue;
-            }
-            // Coalescing: a stream written to moments ago waits out the rest of the interval,
-            // so that at high rates one write carries several messages. A quiet stream
-            // (the usual chat) is written to at once.
-            if let Some(wait) = last_write.and_then(|t| feed.coalesce.checked_sub(t.elapsed())) {
-                tokio::time::sleep(wait).await;
-            }
-            // Gather whatever else is already waiting into one write.
-            let mut batch = Batch::default();
-            batch.push(&first, &mut cursor, format);
-            while batch.len() < MAX_BATCH_BYTES {
-                match subscription.receiver().try_recv() {
-                    Ok(frame) => match sorting.take(&frame) {
-                        Take::Send => batch.push(&frame, &mut cursor, format),
-                        Take::Skip => {}
-                        Take::Stop => break,
-                    },
-                    Err(TryRecvError::Lagged(_)) => {
-                        sorting.catching_up = true;
-                        break;
-                    }
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-                }
-            }
-            let (messages, published) = (batch.messages, batch.published);
-            if let Some(bytes) = batch.finish() {
-                // Noted before the yield: code after it runs only at the next poll.
-                last_write = Some(Instant::now());
-                yield Ok(bytes);
-                // The next poll comes once the write is done: count it as flushed.
-                feed.metrics.delivered(messages);
-                if let Some(published) = published {
-                    feed.metrics.flushed(published.elapsed());
-                }
-            }
-        }
-    })
+/// One reader's stream. [`Feed::next`] gives the bytes to write, in order; the fast path
+/// writes them straight to the socket and the router wraps them in a body
+/// ([`Feed::into_stream`]), so both paths send exactly the same thing.
+pub struct Feed {
+    shared: Shared,
+    room: RoomName,
+    format: Format,
+    subscription: Subscription,
+    /// The newest message id this reader has: nothing at or below it is sent again.
+    cursor: MessageId,
+    sorting: Sorting,
+    /// The first write: the `retry:` preamble and the presence snapshot, if any.
+    opening: Option<Bytes>,
+    /// Messages in the last write and when the oldest was published: counted once the
+    /// write is done, which is when the next one is asked for.
+    written: Option<(u64, Option<std::time::Instant>)>,
+    last_write: Option<Instant>,
+    /// History could not be read (the store is down): the stream holds its place, sends
+    /// heartbeats, and tries again with the next frame.
+    holding: bool,
+    /// When this stream ends, once draining.
+    draining: Option<Instant>,
+    /// Why the stream ended, for `/metrics`, when whoever ended it knows.
+    ending: Option<Disconnect>,
+    /// Set by a connection whose client stopped reading (the hyper path's stall cut-off).
+    stalled: Option<Arc<AtomicBool>>,
+    /// Counted in the room's presence and in the stream caps for as long as it lives.
+    _reader: Reader,
+    _permit: StreamPermit,
+}
+
+/// What the room's channel gave.
+enum Received {
+    Frame(Arc<Frame>),
+    /// Too far behind the channel: catch up from history.
+    Lagged,
+    /// The stream is over (shutdown, or the end of a drain).
+    End,
 }
 
 impl Feed {
+    /// Subscribes and fixes the starting point.
+    ///
+    /// Both happen before the response starts, so a client that has the response headers
+    /// misses nothing posted after; a store that cannot answer is an error response, not a
+    /// stream that ends at once.
+    pub async fn open(state: &AppState, request: FeedRequest) -> Result<Self, AppError> {
+        let FeedRequest { room, resume_from, format, reader, presence, client } = request;
+        if state.shutdown.is_cancelled() {
+            return Err(AppError::Unavailable(
+                "the server is shutting down; reconnect in a moment".to_owned(),
+            ));
+        }
+        let permit = state.streams.admit(client).inspect_err(|_| state.metrics.limited(Limited::Streams))?;
+        // Subscribe before reading anything, so nothing published from here on is missed.
+        let subscription = state.hub.subscribe(&room);
+        // A fresh reader starts after the newest message; everything newer reaches it.
+        let cursor = match resume_from {
+            Some(id) => id,
+            None => state.store.read(&room, Range::Latest, 0).await?.last_id,
+        };
+        let reader = state.presence.join(&room, reader.as_ref());
+        let here = match presence {
+            true => Some(state.store.presence(&room, state.presence.local(&room)).await?),
+            false => None,
+        };
+        Ok(Self {
+            shared: Shared {
+                store: Arc::clone(&state.store),
+                retry: state.config.retry,
+                coalesce: state.config.coalesce,
+                metrics: Arc::clone(&state.metrics),
+            },
+            opening: opening(format, state.config.retry, here.as_ref()),
+            room,
+            format,
+            subscription,
+            cursor,
+            // A fresh reader has nothing to replay.
+            sorting: Sorting {
+                presence,
+                told: here,
+                catching_up: resume_from.is_some(),
+                ..Sorting::default()
+            },
+            written: None,
+            last_write: None,
+            holding: false,
+            draining: None,
+            ending: None,
+            stalled: None,
+            _reader: reader,
+            _permit: permit,
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Counts this stream as cut off for stalling if `flag` is set when it ends (a
+    /// connection that serves it through hyper sets it).
+    pub fn watch_stall(&mut self, flag: Arc<AtomicBool>) {
+        self.stalled = Some(flag);
+    }
+
+    /// Records why the stream is ending, for `/metrics` (otherwise: the client left).
+    pub fn end(&mut self, why: Disconnect) {
+        self.ending.get_or_insert(why);
+    }
+
+    /// The next bytes to write, or `None` once the stream is over (shutdown or drain).
+    /// Cancelled part way, it may lose what it was gathering: end the stream then.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        self.count_written();
+        if let Some(opening) = self.opening.take() {
+            return Some(opening);
+        }
+        loop {
+            if let Some(window) = self.sorting.drain_request.take()
+                && let Some(retry) = self.begin_drain(window)
+            {
+                return Some(retry);
+            }
+            if self.sorting.catching_up && !self.holding {
+                match self.catch_up().await {
+                    Some(bytes) => return Some(bytes),
+                    None => continue,
+                }
+            }
+            let first = match self.receive().await {
+                Received::Frame(frame) => frame,
+                Received::Lagged => {
+                    self.sorting.catching_up = true;
+                    continue;
+                }
+                Received::End => {
+                    self.end(Disconnect::Shutdown);
+                    return None;
+                }
+            };
+            if std::mem::take(&mut self.holding) {
+                // History is tried again next; a heartbeat still goes out meanwhile.
+                let beat = first.encoded(self.format);
+                if matches!(first.event(), Event::Heartbeat) && !beat.is_empty() {
+                    return Some(beat);
+                }
+                continue;
+            }
+            if !matches!(self.sorting.take(&first), Take::Send) {
+                continue;
+            }
+            self.wait_to_coalesce().await;
+            if let Some(bytes) = self.gather(&first) {
+                return Some(bytes);
+            }
+        }
+    }
+
+    /// The stream as a response body.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + use<> {
+        futures_util::stream::unfold(self, |mut feed| async move {
+            feed.next().await.map(|bytes| (Ok(bytes), feed))
+        })
+    }
+
+    /// Ends the stream at a random moment within `window`, and asks the client to wait a
+    /// random extra while before reconnecting: no stampede onto other nodes.
+    fn begin_drain(&mut self, window: Duration) -> Option<Bytes> {
+        let window_ms = window.as_millis() as u64;
+        self.draining = Some(Instant::now() + Duration::from_millis(fastrand::u64(0..=window_ms)));
+        let retry = self.shared.retry.as_millis() as u64 + fastrand::u64(0..=window_ms.max(1000));
+        self.format.preamble(retry)
+    }
+
+    /// One page of history after the cursor, if it holds anything to send. While history
+    /// cannot be read (the store is down), the stream holds its place: it delivers nothing
+    /// live (that would skip the gap) and tries again with the next frame that arrives, so
+    /// at the next heartbeat, or at once when the store says it is back (a resync frame).
+    async fn catch_up(&mut self) -> Option<Bytes> {
+        match self.history_after().await {
+            Ok((bytes, more)) => {
+                self.sorting.catching_up = more;
+                (!bytes.is_empty()).then_some(bytes)
+            }
+            Err(e) => {
+                tracing::warn!(room = %self.room, error = %e, "feed cannot read history; holding its place");
+                self.holding = true;
+                None
+            }
+        }
+    }
+
+    /// The next frame from the room's channel: messages, heartbeats, resyncs and the end of
+    /// the room (at shutdown) all come through it, so a stream waits on one thing only.
+    async fn receive(&mut self) -> Received {
+        let received = match self.draining {
+            None => self.subscription.receiver().recv().await,
+            Some(deadline) => tokio::select! {
+                received = self.subscription.receiver().recv() => received,
+                _ = tokio::time::sleep_until(deadline) => return Received::End,
+            },
+        };
+        match received {
+            Ok(frame) => Received::Frame(frame),
+            Err(RecvError::Lagged(_)) => Received::Lagged,
+            Err(RecvError::Closed) => Received::End,
+        }
+    }
+
+    /// A stream written to moments ago waits out the rest of the coalescing interval, so
+    /// that at high rates one write carries several messages. A quiet stream (the usual
+    /// chat) is written to at once.
+    async fn wait_to_coalesce(&self) {
+        if let Some(wait) = self.last_write.and_then(|t| self.shared.coalesce.checked_sub(t.elapsed())) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `first` and whatever else is already waiting, as one write.
+    fn gather(&mut self, first: &Frame) -> Option<Bytes> {
+        let mut batch = Batch::default();
+        batch.push(first, &mut self.cursor, self.format);
+        while batch.len() < MAX_BATCH_BYTES {
+            match self.subscription.receiver().try_recv() {
+                Ok(frame) => match self.sorting.take(&frame) {
+                    Take::Send => batch.push(&frame, &mut self.cursor, self.format),
+                    Take::Skip => {}
+                    Take::Stop => break,
+                },
+                Err(TryRecvError::Lagged(_)) => {
+                    self.sorting.catching_up = true;
+                    break;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        let counts = (batch.messages, batch.published);
+        let bytes = batch.finish()?;
+        // Noted now: the write happens as soon as the caller has the bytes.
+        self.last_write = Some(Instant::now());
+        self.written = Some(counts);
+        Some(bytes)
+    }
+
+    /// The previous write is done (the caller asks for more): count its deliveries.
+    fn count_written(&mut self) {
+        if let Some((messages, published)) = self.written.take() {
+            self.shared.metrics.delivered(messages);
+            if let Some(published) = published {
+                self.shared.metrics.flushed(published.elapsed());
+            }
+        }
+    }
+
     /// One page of history after `cursor`, encoded, and whether more may follow.
     ///
     /// A cursor the store cannot continue from exactly (pruned ids, or an id this store
     /// never gave, as after a restart of the memory store) yields a `reset` first, and the
     /// replay goes on from the oldest message held.
-    async fn history_after(
-        &self,
-        room: &RoomName,
-        cursor: &mut MessageId,
-        format: Format,
-    ) -> Result<(Bytes, bool), StoreError> {
-        let mut page = self.store.read(room, Range::After(*cursor), REPLAY_PAGE).await?;
+    async fn history_after(&mut self) -> Result<(Bytes, bool), StoreError> {
+        let (store, metrics) = (&self.shared.store, &self.shared.metrics);
+        let (room, cursor, format) = (&self.room, &mut self.cursor, self.format);
+        let mut page = store.read(room, Range::After(*cursor), REPLAY_PAGE).await?;
         let mut batch = Batch::default();
         if *cursor > page.last_id {
             *cursor = 0;
-            page = self.store.read(room, Range::After(0), REPLAY_PAGE).await?;
+            page = store.read(room, Range::After(0), REPLAY_PAGE).await?;
             batch.push_event(Event::Reset { oldest_id: page.first_held }, format);
-            self.metrics.reset(ResetReason::UnknownId);
+            metrics.reset(ResetReason::UnknownId);
         } else if *cursor + 1 < page.first_held {
             batch.push_event(Event::Reset { oldest_id: page.first_held }, format);
-            self.metrics.reset(ResetReason::Pruned);
+            metrics.reset(ResetReason::Pruned);
         }
         let more = page.messages.len() == REPLAY_PAGE;
         for message in page.messages {
             batch.push(&Frame::new(Event::Message(message)), cursor, format);
         }
         // Replayed, not live: counted as deliveries, but not timed from publication.
-        self.metrics.delivered(batch.messages);
+        metrics.delivered(batch.messages);
         batch.published = None;
         Ok((batch.finish().unwrap_or_default(), more))
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        let stalled = self.stalled.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
+        let why = self.ending.unwrap_or(if stalled { Disconnect::Stall } else { Disconnect::Client });
+        self.shared.metrics.disconnected(why);
     }
 }
 
@@ -338,4 +463,16 @@ impl Batch {
             (first, None) => first,
         }
     }
+}
+
+/// What a stream writes first: `retry:` (SSE) and the presence snapshot, if asked for.
+fn opening(format: Format, retry: Duration, here: Option<&PresenceView>) -> Option<Bytes> {
+    let mut batch = Batch::default();
+    if let Some(preamble) = format.preamble(retry.as_millis() as u64) {
+        batch.append(preamble);
+    }
+    if let Some(here) = here {
+        batch.push_event(Event::Presence(here.clone()), format);
+    }
+    batch.finish()
 }

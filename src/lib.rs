@@ -15,7 +15,9 @@
 //! - [`metrics`]: counters and the publish-to-flush histogram behind `/metrics`.
 //! - [`presence`]: who has a room open, with a grace period, merged across nodes.
 //! - [`feed`]: one reader's stream: subscribe, replay, live, catch up when lagging.
-//! - [`fast_path`]: connections opened for a stream, served straight on the socket.
+//! - [`connection`]: one HTTP/1.1 connection: each request head read, streams to the fast
+//!   path, everything else to hyper one request at a time.
+//! - [`fast_path`]: streams served straight on the socket.
 //! - [`wire`]: the SSE, NDJSON and plain-text encodings.
 //! - [`store`]: the history trait and its backends.
 //! - [`routes`]: one module per endpoint.
@@ -23,6 +25,7 @@
 
 pub mod app;
 pub mod config;
+pub mod connection;
 pub mod domain;
 pub mod error;
 pub mod fast_path;

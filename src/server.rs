@@ -5,19 +5,13 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use crate::app::router;
-use crate::fast_path::{self, FirstRequest, HEADER_READ_TIMEOUT, Rewind};
+use crate::connection;
 use crate::state::AppState;
 
 /// The kernel's send buffer for each connection.
@@ -32,7 +26,6 @@ pub async fn run(
 ) -> io::Result<()> {
     let app = router(state.clone());
     let connections = TaskTracker::new();
-    let stopping = state.shutdown.clone();
     tokio::pin!(shutdown);
     // Set when shutdown starts: streams drain until then, while the server still answers
     // (`/readyz` says 503, new streams are refused), so a load balancer can move clients.
@@ -69,22 +62,13 @@ pub async fn run(
         // Bounded kernel buffering per connection: a reader that stops is found out (and
         // cut off after --stall-timeout) after 64 KiB, not after megabytes.
         let _ = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER);
-        let service = app.clone().map_request(move |mut req: axum::http::Request<_>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req
-        });
-        let (stopping, state) = (stopping.clone(), state.clone());
-        connections.spawn(async move {
-            // A connection that opens with a stream request is served on the fast path.
-            let FirstRequest::Other(socket) = fast_path::serve(socket, peer, &state).await else {
-                return;
-            };
-            serve_connection(socket, peer, TowerToHyperService::new(service), stopping).await;
-        });
+        connections.spawn(connection::serve(socket, peer, state.clone(), app.clone()));
     }
 
-    // Whatever stream is left is closed now, so none holds shutdown hostage.
+    // Whatever stream is left is closed now, so none holds shutdown hostage, and idle
+    // keep-alive connections close.
     state.hub.close();
+    state.stopped.cancel();
     connections.close();
     if tokio::time::timeout(state.config.shutdown_timeout, connections.wait()).await.is_err() {
         tracing::warn!(
@@ -93,41 +77,6 @@ pub async fn run(
         );
     }
     Ok(())
-}
-
-async fn serve_connection<S>(
-    socket: Rewind,
-    peer: SocketAddr,
-    service: S,
-    stopping: tokio_util::sync::CancellationToken,
-) where
-    S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        >,
-    S::Future: Send + 'static,
-{
-    // A connection opened while draining gets its one answer (a 503 for a stream, `/readyz`
-    // saying so), then closes.
-    let draining = stopping.is_cancelled();
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(!draining)
-        .serve_connection(TokioIo::new(socket), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = stopping.cancelled(), if !draining => {
-            // Finish the response in flight (streams end on the same signal), then close.
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
 }
 
 /// Out of file descriptors (or similar) must not turn into a busy loop: wait a little.

@@ -31,8 +31,12 @@ pub struct AppState {
     pub sends: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
-    /// Cancelled when shutdown starts. (Streams end through the hub, which closes then.)
+    /// Cancelled when shutdown starts: the server drains (streams end, answers say
+    /// `connection: close`) but still answers.
     pub shutdown: CancellationToken,
+    /// Cancelled when draining is over: idle connections close. (Streams end through the
+    /// hub, which closes then.)
+    pub stopped: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +85,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
+            stopped: CancellationToken::new(),
         }
     }
 }

@@ -1,42 +1,64 @@
 //! `GET /events?room=R&since=ID`: the live stream, as SSE, NDJSON or plain text.
 //!
-//! Most streams never reach this handler: `fast_path.rs` serves a connection that opens with
-//! `GET /events` straight on its socket. Both read the request with [`feed_request`] and
-//! answer with [`STREAM_HEADERS`], so they behave the same; this handler serves the rest
-//! (a stream opened on a keep-alive connection, `oneshot` tests) and every error.
+//! Most streams never reach this handler: `connection.rs` serves every plain `GET /events`
+//! over HTTP/1.1 straight on its socket (`fast_path.rs`). Both read the request with
+//! [`feed_request`], answer with [`stream_headers`] and send what [`Feed`] gives, so they
+//! behave the same; this handler serves the rest (CORS requests, unusual connections,
+//! `oneshot` tests) and every refusal.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Client, Params, negotiate, parse_id};
+use super::{Client, Params, SECURITY_HEADERS, negotiate, parse_id};
 use crate::domain::{Author, FieldError, RoomName};
 use crate::error::AppError;
-use crate::feed::{self, FeedRequest};
+use crate::feed::{Feed, FeedRequest, Refused, StallWatch};
 use crate::state::AppState;
 use crate::wire::Format;
 
-/// Headers of every stream response, besides its content type: no caching, no transforming,
-/// and no buffering by nginx.
-pub const STREAM_HEADERS: [(&str, &str); 2] =
+/// Headers of every stream response besides its content type: no caching, no
+/// transforming, and no buffering by nginx.
+const STREAM_HEADERS: [(&str, &str); 2] =
     [("cache-control", "no-cache, no-transform"), ("x-accel-buffering", "no")];
+
+/// What the CORS layer adds to every response (CORS off or not), so that caches keep
+/// responses to different origins apart.
+const VARY: &str = "origin, access-control-request-method, access-control-request-headers";
+
+/// The one set of headers every stream response carries, on either path (`date` and the
+/// framing aside): content type, the stream headers, the security headers and `vary`.
+pub fn stream_headers(format: Format) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    for (name, value) in STREAM_HEADERS.iter().chain(&SECURITY_HEADERS) {
+        headers.insert(*name, HeaderValue::from_static(value));
+    }
+    headers.insert(header::VARY, HeaderValue::from_static(VARY));
+    headers
+}
 
 pub async fn events(
     State(state): State<AppState>,
     Client(client): Client,
     uri: Uri,
     headers: HeaderMap,
+    refused: Option<Extension<Refused>>,
+    stall: Option<Extension<StallWatch>>,
 ) -> Result<Response, AppError> {
-    let request = feed_request(&uri, &headers, client)?;
-    let format = request.format;
-    let stream = feed::open(&state, request).await?;
-    let mut response = Body::from_stream(stream).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    for (name, value) in STREAM_HEADERS {
-        h.insert(name, HeaderValue::from_static(value));
+    // The connection already tried this request on the fast path, and it was refused there.
+    if let Some(Extension(Refused(e))) = refused {
+        return Err(e);
     }
+    let mut feed = Feed::open(&state, feed_request(&uri, &headers, client)?).await?;
+    if let Some(Extension(StallWatch(flag))) = stall {
+        feed.watch_stall(flag);
+    }
+    let format = feed.format();
+    let mut response = Body::from_stream(feed.into_stream()).into_response();
+    *response.headers_mut() = stream_headers(format);
     Ok(response)
 }
 

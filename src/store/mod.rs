@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::domain::PresenceView;
 use crate::domain::{Author, Message, MessageId, NewMessage, RoomName, Timestamp};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend cannot take writes or answer right now; the client may retry.
     #[error("history store unavailable: {0}")]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use ssechat::domain::RoomName;
-use ssechat::feed::{self, FeedRequest};
+use ssechat::feed::{Feed, FeedRequest};
 use ssechat::wire::Format;
 
 use crate::helpers::{EventStream, TestApp, WAIT};
@@ -131,7 +131,7 @@ async fn lagging_feed(history: usize, buffer: usize, posts: u64) -> (TestApp, Ev
         presence: false,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
     };
-    let body = feed::open(&app.state, request).await.unwrap();
+    let body = Feed::open(&app.state, request).await.unwrap().into_stream();
     let mut stream = EventStream::from_body(Default::default(), body);
     assert!(stream.next_block().await.unwrap().retry.is_some(), "subscribed");
     for i in 1..=posts {
@@ -181,7 +181,7 @@ async fn a_busy_stream_gets_several_messages_per_write() {
         presence: false,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
     };
-    let stream = feed::open(&state, request).await.unwrap();
+    let stream = Feed::open(&state, request).await.unwrap().into_stream();
     tokio::pin!(stream);
     let post = |text: &str| ssechat::domain::NewMessage::parse("general", Some("ana"), Some(text)).unwrap();
 
