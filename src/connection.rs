@@ -389,3 +389,33 @@ impl AsyncWrite for Rewind {
         Pin::new(&mut self.socket).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RequestHead;
+
+    #[test]
+    fn heads_tell_whether_the_connection_can_come_back() {
+        let get = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        assert_eq!(
+            RequestHead::parse(get),
+            Some(RequestHead { len: get.len(), body: 0, one_at_a_time: true, close: false })
+        );
+        let post = b"POST /send HTTP/1.1\r\ncontent-length: 5\r\nconnection: keep-alive, Close\r\n\r\nhello";
+        assert_eq!(
+            RequestHead::parse(post),
+            Some(RequestHead { len: post.len() - 5, body: 5, one_at_a_time: true, close: true })
+        );
+        assert_eq!(RequestHead::parse(b"GET / HTTP/1.1\r\nhost:"), None, "not all there yet");
+        for unusual in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\ncontent-length: x\r\n\r\n",
+            b"\x00\x01garbage\r\n\r\n",
+        ] {
+            let head = RequestHead::parse(unusual).unwrap();
+            assert!(!head.one_at_a_time, "{}", String::from_utf8_lossy(unusual));
+        }
+    }
+}

@@ -24,19 +24,14 @@ use crate::wire::Format;
 const STREAM_HEADERS: [(&str, &str); 2] =
     [("cache-control", "no-cache, no-transform"), ("x-accel-buffering", "no")];
 
-/// What the CORS layer adds to every response (CORS off or not), so that caches keep
-/// responses to different origins apart.
-const VARY: &str = "origin, access-control-request-method, access-control-request-headers";
-
 /// The one set of headers every stream response carries, on either path (`date` and the
-/// framing aside): content type, the stream headers, the security headers and `vary`.
+/// framing aside): content type, the stream headers and the security headers.
 pub fn stream_headers(format: Format) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     for (name, value) in STREAM_HEADERS.iter().chain(&SECURITY_HEADERS) {
         headers.insert(*name, HeaderValue::from_static(value));
     }
-    headers.insert(header::VARY, HeaderValue::from_static(VARY));
     headers
 }
 

@@ -123,8 +123,9 @@ pub fn parse_id(name: &'static str, value: &str) -> Result<MessageId, AppError> 
 }
 
 /// The headers every response carries: no inline script can run (the page has none), no
-/// content is sniffed into another type, and no URL leaks to other sites.
-pub const SECURITY_HEADERS: [(&str, &str); 3] = [
+/// content is sniffed into another type, no URL leaks to other sites, and caches keep
+/// answers to different origins apart (CORS may answer them differently).
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
     (
         "content-security-policy",
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
@@ -132,6 +133,7 @@ pub const SECURITY_HEADERS: [(&str, &str); 3] = [
     ),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "same-origin"),
+    ("vary", "origin"),
 ];
 
 pub async fn security_headers(mut response: Response) -> Response {
@@ -145,10 +147,12 @@ pub async fn security_headers(mut response: Response) -> Response {
 pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let allowed: Vec<axum::http::HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    // `Vary` is set with the security headers, the same on every response.
     if allowed.is_empty() {
-        return CorsLayer::new(); // adds nothing: browsers refuse cross-origin calls
+        return CorsLayer::new().vary([]); // adds nothing: browsers refuse cross-origin calls
     }
     CorsLayer::new()
+        .vary([])
         .allow_origin(AllowOrigin::list(allowed))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([

@@ -1,73 +1,303 @@
-//! Streams opened on a fresh connection are served on the fast path; the rest by hyper.
-//! Both must look the same to a client.
+//! Every plain HTTP/1.1 stream is served straight on its socket, whether it is the first
+//! request on its connection or comes after others (as a browser's EventSource does after
+//! the page load). Other requests go to hyper one at a time, and the connection comes back.
+//! Whichever way a stream comes in, a client sees the same thing.
+
+use std::collections::BTreeMap;
 
 use ssechat::domain::RoomName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tower::ServiceExt;
 
 use crate::helpers::{TestApp, WAIT, eventually};
 
-/// Sends `requests` on one connection and reads until `until` appears in the response.
-async fn raw(app: &TestApp, requests: &str, until: &str) -> (TcpStream, String) {
-    let mut socket = TcpStream::connect(app.addr).await.unwrap();
-    socket.write_all(requests.as_bytes()).await.unwrap();
-    let mut seen = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains(until) {
-            let n = socket.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-    .expect("response arrives");
-    (socket, String::from_utf8(seen).unwrap())
+/// One raw HTTP/1.1 connection, read response by response.
+struct Raw {
+    socket: TcpStream,
+    /// Read and not yet used.
+    buffered: Vec<u8>,
 }
 
-fn head_of(response: &str) -> String {
-    response.split("\r\n\r\n").next().unwrap().to_ascii_lowercase()
+/// A response: status, headers (lower-case names), and the body read so far.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
 }
 
-#[tokio::test]
-async fn both_paths_answer_with_the_same_stream() {
-    let app = TestApp::spawn().await;
-    let fresh = "GET /events?room=general HTTP/1.1\r\nhost: x\r\n\r\n";
-    let (_fast, fast) = raw(&app, fresh, "retry: 3000").await;
-    let reused =
-        "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /events?room=general HTTP/1.1\r\nhost: x\r\n\r\n";
-    let (_slow, slow) = raw(&app, reused, "retry: 3000").await;
-    let slow = slow.split_once("ok").unwrap().1.to_owned(); // after the /healthz response
-    for response in [&fast, &slow] {
-        let head = head_of(response);
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        for expected in [
-            "content-type: text/event-stream",
-            "cache-control: no-cache, no-transform",
-            "x-accel-buffering: no",
-            "transfer-encoding: chunked",
-        ] {
-            assert!(head.contains(expected), "{expected} in {head}");
-        }
+impl Raw {
+    async fn connect(app: &TestApp) -> Self {
+        Raw { socket: TcpStream::connect(app.addr).await.unwrap(), buffered: Vec::new() }
     }
-    assert_eq!(app.state.hub.subscribers(&RoomName::general()), 2);
+
+    async fn send(&mut self, request: &str) {
+        self.socket.write_all(request.as_bytes()).await.unwrap();
+    }
+
+    /// Reads until `until` is in the buffer; false if the connection closed first.
+    async fn fill_until(&mut self, until: &[u8]) -> bool {
+        tokio::time::timeout(WAIT, async {
+            let mut buf = [0u8; 4096];
+            while !self.buffered.windows(until.len()).any(|w| w == until) {
+                match self.socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => self.buffered.extend_from_slice(&buf[..n]),
+                }
+            }
+            true
+        })
+        .await
+        .expect("the server answers")
+    }
+
+    /// The next response's head, and its whole body unless it is a stream.
+    async fn response(&mut self) -> Answer {
+        assert!(self.fill_until(b"\r\n\r\n").await, "closed before a response: {:?}", self.text());
+        let end = self.buffered.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head: Vec<u8> = self.buffered.drain(..end).collect();
+        let head = String::from_utf8(head).unwrap();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: BTreeMap<String, String> = lines
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+            .collect();
+        let body = self.body(&headers).await;
+        Answer { status, headers, body }
+    }
+
+    async fn body(&mut self, headers: &BTreeMap<String, String>) -> String {
+        if let Some(len) = headers.get("content-length") {
+            let len: usize = len.parse().unwrap();
+            tokio::time::timeout(WAIT, async {
+                while self.buffered.len() < len {
+                    let mut buf = [0u8; 4096];
+                    let n = self.socket.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed inside a body");
+                    self.buffered.extend_from_slice(&buf[..n]);
+                }
+            })
+            .await
+            .unwrap();
+            return String::from_utf8(self.buffered.drain(..len).collect()).unwrap();
+        }
+        let stream = headers.get("content-type").is_some_and(|t| t.starts_with("text/event-stream"));
+        if stream {
+            return String::new(); // read on with `fill_until`
+        }
+        assert!(self.fill_until(b"0\r\n\r\n").await, "closed inside a chunked body");
+        let end = self.buffered.windows(5).position(|w| w == b"0\r\n\r\n").unwrap() + 5;
+        String::from_utf8(self.buffered.drain(..end).collect()).unwrap()
+    }
+
+    /// True once the server has closed the connection (after anything still buffered).
+    async fn closed(&mut self) -> bool {
+        !self.fill_until(b"\0never\0").await
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffered).into_owned()
+    }
+}
+
+const STREAM: &str = "GET /events?room=general HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n";
+
+/// The headers a stream's response carries, but for `date` (only hyper sends it).
+fn stream_head(answer: &Answer) -> BTreeMap<String, String> {
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let mut headers = answer.headers.clone();
+    headers.remove("date");
+    headers
 }
 
 #[tokio::test]
-async fn a_bad_stream_request_falls_back_to_the_router_for_its_error() {
+async fn every_way_in_gets_the_same_stream_on_the_fast_path() {
     let app = TestApp::spawn().await;
-    let (_socket, response) = raw(&app, "GET /events?room=Bad HTTP/1.1\r\nhost: x\r\n\r\n", "}").await;
-    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
-    assert!(response.contains("\"field\":\"room\""), "{response}");
+    let mut fresh = Raw::connect(&app).await;
+    fresh.send(STREAM).await;
+    let fresh = fresh.response().await;
+
+    // A browser: the page, then the EventSource on the same connection.
+    let mut reused = Raw::connect(&app).await;
+    reused.send("GET /rooms/general HTTP/1.1\r\nhost: x\r\naccept: text/html\r\n\r\n").await;
+    assert_eq!(reused.response().await.status, 200);
+    reused.send(STREAM).await;
+    let after_page = reused.response().await;
+
+    // After a post with a body, on the same connection.
+    let mut posted = Raw::connect(&app).await;
+    let form = "room=general&author=ana&text=hi";
+    posted
+        .send(&format!(
+            "POST /send HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}",
+            form.len()
+        ))
+        .await;
+    assert_eq!(posted.response().await.status, 201);
+    posted.send(STREAM).await;
+    let after_post = posted.response().await;
+
+    // The router itself, as hyper serves streams it is handed (CORS, unusual connections).
+    let request = axum::http::Request::get("/events?room=general")
+        .header("accept", "text/event-stream")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let routed = ssechat::router(app.state.clone()).oneshot(request).await.unwrap();
+    let mut routed_head = BTreeMap::<String, String>::new();
+    for name in routed.headers().keys() {
+        let values: Vec<&str> = routed.headers().get_all(name).iter().map(|v| v.to_str().unwrap()).collect();
+        routed_head.insert(name.to_string(), values.join(", "));
+    }
+    routed_head.insert("transfer-encoding".into(), "chunked".into()); // hyper's framing
+
+    let expected = stream_head(&fresh);
+    assert_eq!(stream_head(&after_page), expected);
+    assert_eq!(stream_head(&after_post), expected);
+    assert_eq!(routed_head, expected);
+    for answer in [&fresh, &after_page, &after_post] {
+        // hyper would add `date`: its absence shows the stream is on the fast path.
+        assert!(!answer.headers.contains_key("date"), "{answer:?}");
+    }
+    assert_eq!(app.state.hub.subscribers(&RoomName::general()), 4);
+}
+
+#[tokio::test]
+async fn one_connection_serves_page_assets_post_and_stream_like_a_browser() {
+    let app = TestApp::spawn().await;
+    let mut browser = Raw::connect(&app).await;
+    for (request, status) in [
+        ("GET /rooms/general HTTP/1.1\r\nhost: x\r\naccept: text/html\r\n\r\n", 200),
+        ("GET /assets/chat.css HTTP/1.1\r\nhost: x\r\n\r\n", 200),
+        ("GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n", 404),
+        (
+            "POST /send HTTP/1.1\r\nhost: x\r\naccept: text/html\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 20\r\n\r\nauthor=ana&text=hey!",
+            303,
+        ),
+    ] {
+        browser.send(request).await;
+        assert_eq!(browser.response().await.status, status, "{request}");
+    }
+    browser.send("GET /events HTTP/1.1\r\nhost: x\r\nlast-event-id: 0\r\n\r\n").await;
+    assert_eq!(browser.response().await.status, 200);
+    assert!(browser.fill_until(b"\"text\":\"hey!\"").await, "the post arrives: {}", browser.text());
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    let line = text.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("{name} in {text}"));
+    line.trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn streams_and_refusals_are_counted_once_whichever_way_they_come_in() {
+    let app = TestApp::spawn_with(|c| c.max_streams_per_client = 1).await;
+    let mut first = Raw::connect(&app).await;
+    first.send(STREAM).await;
+    assert_eq!(first.response().await.status, 200);
+
+    let mut fresh = Raw::connect(&app).await;
+    fresh.send(STREAM).await;
+    assert_eq!(fresh.response().await.status, 429);
+    let mut reused = Raw::connect(&app).await;
+    reused.send("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(reused.response().await.status, 200);
+    reused.send(STREAM).await;
+    assert_eq!(reused.response().await.status, 429);
+    // The refused connection is still good for the next request.
+    reused.send("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(reused.response().await.body, "ok");
+
+    drop(first);
+    eventually("the stream ended", || async { app.state.hub.subscribers(&RoomName::general()) == 0 }).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(metric(&metrics, "ssechat_rate_limited_total{limit=\"streams\"} "), 2);
+    assert_eq!(metric(&metrics, "ssechat_disconnects_total{reason=\"client\"} "), 1);
+}
+
+#[tokio::test]
+async fn pipelined_and_old_requests_are_each_answered() {
+    let app = TestApp::spawn().await;
+    let mut pipelined = Raw::connect(&app).await;
+    pipelined.send("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /readyz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(pipelined.response().await.body, "ok");
+    assert_eq!(pipelined.response().await.body, "ready");
+
+    let mut old = Raw::connect(&app).await;
+    old.send("GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert_eq!(old.response().await.body, "ok");
+    assert!(old.closed().await, "HTTP/1.0 without keep-alive closes");
+}
+
+#[tokio::test]
+async fn a_client_asking_to_close_gets_its_answer_then_the_close() {
+    let app = TestApp::spawn().await;
+    let mut raw = Raw::connect(&app).await;
+    raw.send("GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let answer = raw.response().await;
+    assert_eq!(answer.body, "ok");
+    assert_eq!(answer.headers.get("connection").map(String::as_str), Some("close"));
+    assert!(raw.closed().await);
+}
+
+#[tokio::test]
+async fn a_body_the_handler_never_read_is_never_taken_for_a_request() {
+    let app = TestApp::spawn().await;
+    let mut raw = Raw::connect(&app).await;
+    // Refused before the body is read (415); the body holds what looks like a request.
+    let sneaky = "GET /events HTTP/1.1\r\nhost: x\r\n\r\n";
+    raw.send(&format!(
+        "POST /send HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{sneaky}",
+        sneaky.len()
+    ))
+    .await;
+    assert_eq!(raw.response().await.status, 415);
+    raw.send("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    // Either the body was skipped and the connection goes on, or it closed: never a stream.
+    if raw.fill_until(b"\r\n\r\n").await {
+        assert_eq!(raw.response().await.body, "ok");
+    }
+    assert_eq!(app.state.hub.subscribers(&RoomName::general()), 0);
+}
+
+#[tokio::test]
+async fn a_chunked_post_leaves_the_connection_to_hyper_which_still_streams() {
+    let app = TestApp::spawn().await;
+    let mut raw = Raw::connect(&app).await;
+    let form = "author=ana&text=chunked";
+    raw.send(&format!(
+        "POST /send HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{form}\r\n0\r\n\r\n",
+        form.len()
+    ))
+    .await;
+    assert_eq!(raw.response().await.status, 201);
+    raw.send("GET /events HTTP/1.1\r\nhost: x\r\nlast-event-id: 0\r\n\r\n").await;
+    let answer = raw.response().await;
+    assert_eq!(answer.status, 200);
+    assert!(raw.fill_until(b"\"text\":\"chunked\"").await);
+}
+
+#[tokio::test]
+async fn a_bad_stream_request_gets_the_routers_error() {
+    let app = TestApp::spawn().await;
+    let mut raw = Raw::connect(&app).await;
+    raw.send("GET /events?room=Bad HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let answer = raw.response().await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.body.contains("\"field\":\"room\""), "{answer:?}");
 }
 
 #[tokio::test]
 async fn a_client_that_leaves_frees_its_subscription_at_once() {
     let app = TestApp::spawn().await;
     let room = RoomName::general();
-    let (socket, _) = raw(&app, "GET /events HTTP/1.1\r\nhost: x\r\n\r\n", "retry: 3000").await;
+    let mut raw = Raw::connect(&app).await;
+    raw.send("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    raw.response().await;
+    raw.send(STREAM).await;
+    raw.response().await;
     assert_eq!(app.state.hub.subscribers(&room), 1);
-    drop(socket);
+    drop(raw);
     // No message and no heartbeat is sent: the server notices the close by itself.
     eventually("the subscription dropped", || async { app.state.hub.subscribers(&room) == 0 }).await;
 }
@@ -75,12 +305,15 @@ async fn a_client_that_leaves_frees_its_subscription_at_once() {
 #[tokio::test]
 async fn messages_arrive_as_chunks_on_the_fast_path() {
     let app = TestApp::spawn().await;
-    let (mut socket, _) = raw(&app, "GET /events HTTP/1.1\r\nhost: x\r\n\r\n", "retry: 3000\n\n\r\n").await;
+    let mut raw = Raw::connect(&app).await;
+    raw.send("GET /events HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    raw.response().await;
+    assert!(raw.fill_until(b"retry: 3000\n\n\r\n").await);
+    raw.buffered.clear();
     let sent = app.say("general", "ana", "hi").await;
     let frame =
         format!("id: {}\nevent: message\ndata: {}\n\n", sent.id, serde_json::to_string(&sent).unwrap());
     let expected = format!("{:x}\r\n{frame}\r\n", frame.len());
-    let mut got = vec![0u8; expected.len()];
-    tokio::time::timeout(WAIT, socket.read_exact(&mut got)).await.unwrap().unwrap();
-    assert_eq!(String::from_utf8(got).unwrap(), expected);
+    assert!(raw.fill_until(b"\n\n\r\n").await);
+    assert_eq!(raw.text(), expected);
 }
