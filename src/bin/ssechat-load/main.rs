@@ -11,6 +11,7 @@
 
 mod fanout;
 mod http;
+mod open;
 mod post;
 mod soak;
 mod stats;
