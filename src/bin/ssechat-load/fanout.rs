@@ -125,48 +125,75 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
     let usage = ServerUsage::new(&args.pid);
     let rss_before = usage.rss_bytes();
     let opened = open_all(&args, &endpoint, &prefix, &shared).await?;
-
-    // Idle cost: memory with every stream open, CPU while they just sit there.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_open = usage.rss_bytes();
-    let idle_cpu_start = usage.cpu_seconds();
-    if !args.hold.is_zero() {
-        tokio::time::sleep(args.hold).await;
-    }
-    let idle_cpu = usage.cpu_seconds().zip(idle_cpu_start).map(|(b, a)| b - a);
+    let idle = hold_idle(&args, &usage).await;
     let broken_while_idle = shared.broken.load(Ordering::Relaxed) - opened.errors as u64;
-
-    // Post every message at its intended time.
-    let cpu_start = usage.cpu_seconds();
-    let post_started = shared.started.elapsed();
-    let publish_to = Arc::new(Endpoint::parse(args.publish_url.as_deref().unwrap_or(&args.url))?);
-    let post_errors = publish(&args, &prefix, &publish_to, &shared, post_started).await;
-    let last_intended =
-        post_started + Duration::from_secs_f64(args.messages.saturating_sub(1) as f64 / args.rate);
-    wait_for_deliveries(&args, &shared).await;
-    let cpu = usage.cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
-    let deliveries = shared.deliveries.load(Ordering::Relaxed);
-    let last_delivery = Duration::from_micros(shared.last_delivery_us.load(Ordering::Relaxed));
-    let window = last_delivery.max(last_intended).saturating_sub(post_started).as_secs_f64().max(1e-3);
+    let posting = post_all(&args, &prefix, &shared, &usage).await?;
     let outcome = Outcome {
         opened,
-        deliveries,
-        rate: deliveries as f64 / window,
-        lost: expected_deliveries(opened.open, rooms, args.messages).saturating_sub(deliveries),
+        lost: expected_deliveries(opened.open, rooms, args.messages).saturating_sub(posting.deliveries),
+        posting,
         duplicates: shared.duplicates.load(Ordering::Relaxed),
-        post_errors,
         broken: shared.broken.load(Ordering::Relaxed),
         broken_while_idle,
         rss_before,
-        rss_open,
-        cpu,
-        idle_cpu,
+        idle,
     };
     outcome.print(&args, &shared.latency);
     if args.json {
         println!("{}", outcome.json(&args, &shared.latency));
     }
     Ok(())
+}
+
+/// The server with every stream open and nothing posted.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    rss: Option<u64>,
+    /// CPU seconds over `--hold`.
+    cpu: Option<f64>,
+}
+
+/// Idle cost: memory with every stream open, CPU while they just sit there for `--hold`.
+async fn hold_idle(args: &FanoutArgs, usage: &ServerUsage) -> Idle {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = usage.rss_bytes();
+    let cpu_start = usage.cpu_seconds();
+    if !args.hold.is_zero() {
+        tokio::time::sleep(args.hold).await;
+    }
+    Idle { rss, cpu: usage.cpu_seconds().zip(cpu_start).map(|(b, a)| b - a) }
+}
+
+/// The post phase, to the last delivery.
+#[derive(Debug, Clone, Copy)]
+struct Posting {
+    post_errors: u64,
+    deliveries: u64,
+    /// Deliveries per second, from the first post to the last delivery.
+    rate: f64,
+    /// Server CPU seconds while posting and draining.
+    cpu: Option<f64>,
+}
+
+/// Posts every message at its intended time, then waits for the deliveries.
+async fn post_all(
+    args: &FanoutArgs,
+    prefix: &str,
+    shared: &Arc<Shared>,
+    usage: &ServerUsage,
+) -> Result<Posting, String> {
+    let cpu_start = usage.cpu_seconds();
+    let post_started = shared.started.elapsed();
+    let publish_to = Arc::new(Endpoint::parse(args.publish_url.as_deref().unwrap_or(&args.url))?);
+    let post_errors = publish(args, prefix, &publish_to, shared, post_started).await;
+    let last_intended =
+        post_started + Duration::from_secs_f64(args.messages.saturating_sub(1) as f64 / args.rate);
+    wait_for_deliveries(args, shared).await;
+    let cpu = usage.cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
+    let deliveries = shared.deliveries.load(Ordering::Relaxed);
+    let last_delivery = Duration::from_micros(shared.last_delivery_us.load(Ordering::Relaxed));
+    let window = last_delivery.max(last_intended).saturating_sub(post_started).as_secs_f64().max(1e-3);
+    Ok(Posting { post_errors, deliveries, rate: deliveries as f64 / window, cpu })
 }
 
 /// How opening the streams went.
@@ -249,25 +276,19 @@ async fn wait_for_deliveries(args: &FanoutArgs, shared: &Shared) {
 /// What a run measured, for the summary and the JSON line.
 struct Outcome {
     opened: Opened,
-    deliveries: u64,
-    /// Deliveries per second, from the first post to the last delivery.
-    rate: f64,
+    posting: Posting,
     lost: u64,
     duplicates: u64,
-    post_errors: u64,
     broken: u64,
     broken_while_idle: u64,
     rss_before: Option<u64>,
-    rss_open: Option<u64>,
-    /// Server CPU seconds while posting and draining.
-    cpu: Option<f64>,
-    idle_cpu: Option<f64>,
+    idle: Idle,
 }
 
 impl Outcome {
     /// Server memory per open stream, in bytes.
     fn rss_per_stream(&self) -> Option<f64> {
-        match (self.rss_before, self.rss_open) {
+        match (self.rss_before, self.idle.rss) {
             (Some(before), Some(open)) if self.opened.open > 0 => {
                 Some((open as f64 - before as f64) / self.opened.open as f64)
             }
@@ -289,15 +310,15 @@ impl Outcome {
         );
         println!(
             "  deliveries {} = {:.0}/s; latency {}; lost {}; duplicates {}; post errors {}; streams broken {}",
-            self.deliveries,
-            self.rate,
+            self.posting.deliveries,
+            self.posting.rate,
             latency.summary(),
             self.lost,
             self.duplicates,
-            self.post_errors,
+            self.posting.post_errors,
             self.broken
         );
-        if let (Some(before), Some(after)) = (self.rss_before, self.rss_open) {
+        if let (Some(before), Some(after)) = (self.rss_before, self.idle.rss) {
             println!(
                 "  server RSS {:.1} MiB before, {:.1} MiB with streams open = {:.2} KiB per stream",
                 before as f64 / 1048576.0,
@@ -305,11 +326,11 @@ impl Outcome {
                 self.rss_per_stream().unwrap_or(0.0) / 1024.0
             );
         }
-        if let Some(cpu) = self.cpu {
+        if let Some(cpu) = self.posting.cpu {
             println!(
                 "  server CPU {cpu:.2} s while posting = {}; idle {:.2} s over {:.0} s held ({} broken)",
-                per_delivery_text(self.cpu, self.deliveries),
-                self.idle_cpu.unwrap_or(0.0),
+                per_delivery_text(self.posting.cpu, self.posting.deliveries),
+                self.idle.cpu.unwrap_or(0.0),
                 args.hold.as_secs_f64(),
                 self.broken_while_idle
             );
@@ -321,13 +342,13 @@ impl Outcome {
             "mode": "fanout", "url": args.url, "target": format!("{:?}", args.target).to_lowercase(),
             "warm": args.warm, "streams": args.streams, "open": self.opened.open,
             "connect_errors": self.opened.errors, "rooms": args.rooms.max(1), "messages": args.messages,
-            "rate": args.rate, "deliveries": self.deliveries, "deliveries_per_second": self.rate,
-            "lost": self.lost, "duplicates": self.duplicates, "post_errors": self.post_errors,
+            "rate": args.rate, "deliveries": self.posting.deliveries, "deliveries_per_second": self.posting.rate,
+            "lost": self.lost, "duplicates": self.duplicates, "post_errors": self.posting.post_errors,
             "broken": self.broken, "broken_while_idle": self.broken_while_idle,
             "p50_ms": latency.quantile_ms(0.5), "p99_ms": latency.quantile_ms(0.99), "max_ms": latency.max_ms(),
-            "rss_before": self.rss_before, "rss_open": self.rss_open, "rss_per_stream": self.rss_per_stream(),
-            "cpu_seconds": self.cpu, "cpu_us_per_delivery": cpu_us_per_delivery(self.cpu, self.deliveries),
-            "idle_cpu_seconds": self.idle_cpu, "hold_seconds": args.hold.as_secs_f64(),
+            "rss_before": self.rss_before, "rss_open": self.idle.rss, "rss_per_stream": self.rss_per_stream(),
+            "cpu_seconds": self.posting.cpu, "cpu_us_per_delivery": cpu_us_per_delivery(self.posting.cpu, self.posting.deliveries),
+            "idle_cpu_seconds": self.idle.cpu, "hold_seconds": args.hold.as_secs_f64(),
             "connect_seconds": self.opened.seconds,
         })
     }

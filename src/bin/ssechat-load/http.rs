@@ -249,16 +249,16 @@ pub async fn read_response(
 }
 
 /// One read into `buf`; the end of the stream or a stall is an error naming `what` was due.
+/// Reads straight into `buf`, so no buffer lives in the task while it waits.
 async fn fill(io: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>, what: &str) -> Result<(), String> {
-    let mut chunk = [0u8; 4096];
-    let n = tokio::time::timeout(READ_TIMEOUT, io.read(&mut chunk))
+    buf.reserve(4096);
+    let n = tokio::time::timeout(READ_TIMEOUT, io.read_buf(buf))
         .await
         .map_err(|_| format!("no {what} in {} s", READ_TIMEOUT.as_secs()))?
         .map_err(|e| format!("read: {e}"))?;
     if n == 0 {
         return Err(format!("closed before {what}"));
     }
-    buf.extend_from_slice(&chunk[..n]);
     Ok(())
 }
 
