@@ -4,9 +4,17 @@
 # file descriptors at the start, the middle and the end, and any message lost.
 #
 #   benches/soak.sh [CLIENTS] [DURATION]      defaults: 2000 10m
+#
+# WARM=1 opens every stream the way a browser does (the load tool's --warm: GET /rooms/{room},
+# then the stream on the same keep-alive connection), on every reconnect.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-2000}; duration=${2:-10m}
+case "${WARM:-0}" in
+0) warm=() ;;
+1) warm=(--warm) ;;
+*) echo "WARM must be 0 or 1, not ${WARM}" >&2; exit 2 ;;
+esac
 cargo build --release --quiet --bins
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -14,4 +22,4 @@ target/release/ssechat --listen 127.0.0.1:0 --store "sqlite:$work/soak.db" --log
 pid=$!
 for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.05; done
 url=$(sed -n 's/^listening on //p' "$work/out")
-target/release/ssechat-load soak --url "$url" --pid "$pid" --clients "$clients" --duration "$duration"
+target/release/ssechat-load soak --url "$url" --pid "$pid" --clients "$clients" --duration "$duration" "${warm[@]}"

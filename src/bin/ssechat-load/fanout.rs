@@ -2,25 +2,27 @@
 //!
 //! Each stream is one task with a raw socket and a 4 KiB buffer: it sends a plain HTTP/1.1
 //! request and scans what comes back for message markers, so 20,000 of them cost little.
+//! With `--warm` the connection first loads the room page, as a browser's does.
 //! Streams are spread over source addresses 127.0.0.1, .2, ... so N can exceed one address's
 //! port range. Each message carries `@@<seq>.<intended send time>@@`; latency is measured from
 //! the intended time, so a server that falls behind cannot hide it (no coordinated omission).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::Target;
-use crate::http::Endpoint;
+use crate::http::{Endpoint, check_warm};
+use crate::open::open_stream;
 use crate::stats::AtomicLatency;
-use crate::usage::ServerUsage;
+use crate::usage::{ServerUsage, cpu_us_per_delivery, per_delivery_text};
 
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
@@ -72,6 +74,10 @@ pub struct FanoutArgs {
     /// Print the result as one JSON line as well.
     #[arg(long)]
     json: bool,
+    /// Open each stream the way a browser does: `GET /rooms/{room}` first, read in full,
+    /// then the stream request on the same keep-alive connection (ssechat only).
+    #[arg(long)]
+    warm: bool,
 }
 
 /// What every stream task shares.
@@ -90,47 +96,135 @@ struct Shared {
     done: AtomicBool,
 }
 
+impl Shared {
+    fn new(streams: usize, words: usize) -> Self {
+        Self {
+            received: (0..streams * words).map(|_| AtomicU64::new(0)).collect(),
+            words,
+            deliveries: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            broken: AtomicU64::new(0),
+            latency: AtomicLatency::new(),
+            started: Instant::now(),
+            last_delivery_us: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+        }
+    }
+}
+
 pub async fn run(args: FanoutArgs) -> Result<(), String> {
-    let endpoint = Arc::new(Endpoint::parse(&args.url)?);
-    let server = endpoint.resolve().await?;
+    check_warm(args.target, args.warm)?;
+    let endpoint = Endpoint::parse(&args.url)?;
     let rooms = args.rooms.max(1);
     let prefix = args.room_prefix.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         format!("load{}", now.as_millis())
     });
-    let per_room = args.messages.div_ceil(rooms as u64);
-    let words = per_room.div_ceil(64) as usize;
-    let shared = Arc::new(Shared {
-        received: (0..args.streams * words).map(|_| AtomicU64::new(0)).collect(),
-        words,
-        deliveries: AtomicU64::new(0),
-        duplicates: AtomicU64::new(0),
-        broken: AtomicU64::new(0),
-        latency: AtomicLatency::new(),
-        started: Instant::now(),
-        last_delivery_us: AtomicU64::new(0),
-        done: AtomicBool::new(false),
-    });
+    let words = args.messages.div_ceil(rooms as u64).div_ceil(64) as usize;
+    let shared = Arc::new(Shared::new(args.streams, words));
     let usage = ServerUsage::new(&args.pid);
     let rss_before = usage.rss_bytes();
+    let opened = open_all(&args, &endpoint, &prefix, &shared).await?;
+    let idle = hold_idle(&args, &usage).await;
+    let broken_while_idle = shared.broken.load(Ordering::Relaxed) - opened.errors as u64;
+    let posting = post_all(&args, &prefix, &shared, &usage).await?;
+    let outcome = Outcome {
+        opened,
+        lost: expected_deliveries(opened.open, rooms, args.messages).saturating_sub(posting.deliveries),
+        posting,
+        duplicates: shared.duplicates.load(Ordering::Relaxed),
+        broken: shared.broken.load(Ordering::Relaxed),
+        broken_while_idle,
+        rss_before,
+        idle,
+    };
+    outcome.print(&args, &shared.latency);
+    if args.json {
+        println!("{}", outcome.json(&args, &shared.latency));
+    }
+    Ok(())
+}
 
-    // Open every stream; each reports once its response has started.
+/// The server with every stream open and nothing posted.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    rss: Option<u64>,
+    /// CPU seconds over `--hold`.
+    cpu: Option<f64>,
+}
+
+/// Idle cost: memory with every stream open, CPU while they just sit there for `--hold`.
+async fn hold_idle(args: &FanoutArgs, usage: &ServerUsage) -> Idle {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = usage.rss_bytes();
+    let cpu_start = usage.cpu_seconds();
+    if !args.hold.is_zero() {
+        tokio::time::sleep(args.hold).await;
+    }
+    Idle { rss, cpu: usage.cpu_seconds().zip(cpu_start).map(|(b, a)| b - a) }
+}
+
+/// The post phase, to the last delivery.
+#[derive(Debug, Clone, Copy)]
+struct Posting {
+    post_errors: u64,
+    deliveries: u64,
+    /// Deliveries per second, from the first post to the last delivery.
+    rate: f64,
+    /// Server CPU seconds while posting and draining.
+    cpu: Option<f64>,
+}
+
+/// Posts every message at its intended time, then waits for the deliveries.
+async fn post_all(
+    args: &FanoutArgs,
+    prefix: &str,
+    shared: &Arc<Shared>,
+    usage: &ServerUsage,
+) -> Result<Posting, String> {
+    let cpu_start = usage.cpu_seconds();
+    let post_started = shared.started.elapsed();
+    let publish_to = Arc::new(Endpoint::parse(args.publish_url.as_deref().unwrap_or(&args.url))?);
+    let post_errors = publish(args, prefix, &publish_to, shared, post_started).await;
+    let last_intended =
+        post_started + Duration::from_secs_f64(args.messages.saturating_sub(1) as f64 / args.rate);
+    wait_for_deliveries(args, shared).await;
+    let cpu = usage.cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
+    let deliveries = shared.deliveries.load(Ordering::Relaxed);
+    let last_delivery = Duration::from_micros(shared.last_delivery_us.load(Ordering::Relaxed));
+    let window = last_delivery.max(last_intended).saturating_sub(post_started).as_secs_f64().max(1e-3);
+    Ok(Posting { post_errors, deliveries, rate: deliveries as f64 / window, cpu })
+}
+
+/// How opening the streams went.
+#[derive(Debug, Clone, Copy)]
+struct Opened {
+    open: usize,
+    errors: usize,
+    seconds: f64,
+}
+
+/// Opens every stream, `--connect-concurrency` at a time; each then reads until the run is
+/// over. Returns once every stream has its response head or failed.
+async fn open_all(
+    args: &FanoutArgs,
+    endpoint: &Endpoint,
+    prefix: &str,
+    shared: &Arc<Shared>,
+) -> Result<Opened, String> {
+    let server = endpoint.resolve().await?;
     let connecting = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
-    let connect_started = Instant::now();
+    let started = Instant::now();
     for n in 0..args.streams {
         let source = Ipv4Addr::new(127, 0, 0, 1 + (n % args.sources.max(1) as usize) as u8);
-        let room = format!("{prefix}-{}", n % rooms);
-        let request = format!(
-            "GET {} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n\r\n",
-            endpoint.stream_path(args.target, &room),
-            endpoint.authority
-        );
-        let (shared, connecting, ready) = (Arc::clone(&shared), Arc::clone(&connecting), ready_tx.clone());
+        let room = format!("{prefix}-{}", n % args.rooms.max(1));
+        let requests = endpoint.stream_requests(args.target, &room, args.warm, None);
+        let (shared, connecting, ready) = (Arc::clone(shared), Arc::clone(&connecting), ready_tx.clone());
         tokio::spawn(async move {
             let permit = connecting.acquire_owned().await.expect("never closed");
             // No message is posted before every stream is open: the body so far is the preamble.
-            let stream = match open_stream(source, server, &request).await {
+            let stream = match open_stream(source, server, &requests).await {
                 Ok((stream, _preamble)) => stream,
                 Err(e) => {
                     shared.broken.fetch_add(1, Ordering::Relaxed);
@@ -144,101 +238,120 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
         });
     }
     drop(ready_tx);
-    let mut open = 0;
-    let mut connect_errors = Vec::new();
+    let mut opened = Opened { open: 0, errors: 0, seconds: 0.0 };
+    let mut first_error = None;
     for _ in 0..args.streams {
         let result = tokio::time::timeout(Duration::from_secs(120), ready_rx.recv())
             .await
             .map_err(|_| "streams took over 120 s to open")?
             .expect("every stream task reports");
         match result {
-            Ok(()) => open += 1,
-            Err(e) => connect_errors.push(e),
+            Ok(()) => opened.open += 1,
+            Err(e) => {
+                opened.errors += 1;
+                first_error.get_or_insert(e);
+            }
         }
     }
-    let connect_secs = connect_started.elapsed().as_secs_f64();
-    eprintln!("{open} streams open in {connect_secs:.1} s, {} failed", connect_errors.len());
-    if let Some(e) = connect_errors.first() {
+    opened.seconds = started.elapsed().as_secs_f64();
+    eprintln!("{} streams open in {:.1} s, {} failed", opened.open, opened.seconds, opened.errors);
+    if let Some(e) = first_error {
         eprintln!("first connect error: {e}");
     }
+    Ok(opened)
+}
 
-    // Idle cost: memory with every stream open, CPU while they just sit there.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_open = usage.rss_bytes();
-    let idle_cpu_start = usage.cpu_seconds();
-    if !args.hold.is_zero() {
-        tokio::time::sleep(args.hold).await;
-    }
-    let idle_cpu = usage.cpu_seconds().zip(idle_cpu_start).map(|(b, a)| b - a);
-    let broken_while_idle = shared.broken.load(Ordering::Relaxed) - connect_errors.len() as u64;
-
-    // Post every message at its intended time.
-    let cpu_start = usage.cpu_seconds();
-    let post_started = shared.started.elapsed();
-    let publish_to = Arc::new(Endpoint::parse(args.publish_url.as_deref().unwrap_or(&args.url))?);
-    let post_errors = publish(&args, &prefix, &publish_to, &shared, post_started).await;
-    let last_intended =
-        post_started + Duration::from_secs_f64(args.messages.saturating_sub(1) as f64 / args.rate);
-    // Wait for what is still on its way, bounded by --drain.
-    let expected = expected_deliveries(args.streams, rooms, args.messages) - lost_to_broken(&shared, &args);
-    let drain_deadline = Instant::now() + args.drain;
-    while shared.deliveries.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+/// Waits for what is still on its way after the last post, bounded by `--drain`, then
+/// tells the streams the run is over.
+async fn wait_for_deliveries(args: &FanoutArgs, shared: &Shared) {
+    let expected =
+        expected_deliveries(args.streams, args.rooms.max(1), args.messages) - lost_to_broken(shared, args);
+    let deadline = Instant::now() + args.drain;
+    while shared.deliveries.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shared.done.store(true, Ordering::Relaxed);
-    let cpu = usage.cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
-    let deliveries = shared.deliveries.load(Ordering::Relaxed);
-    let last_delivery = Duration::from_micros(shared.last_delivery_us.load(Ordering::Relaxed));
-    let window = last_delivery.max(last_intended).saturating_sub(post_started).as_secs_f64().max(1e-3);
-    let rate = deliveries as f64 / window;
-    let lost = expected_deliveries(open, rooms, args.messages).saturating_sub(deliveries);
-    let latency = &shared.latency;
+}
 
-    let per_stream_rss = match (rss_before, rss_open) {
-        (Some(before), Some(open_rss)) if open > 0 => Some((open_rss as f64 - before as f64) / open as f64),
-        _ => None,
-    };
-    println!(
-        "fanout {} ({:?}): {open}/{} streams, {} messages at {}/s over {rooms} room(s)",
-        args.url, args.target, args.streams, args.messages, args.rate
-    );
-    println!(
-        "  deliveries {deliveries} = {rate:.0}/s; latency {}; lost {lost}; duplicates {}; post errors {post_errors}; streams broken {}",
-        latency.summary(),
-        shared.duplicates.load(Ordering::Relaxed),
-        shared.broken.load(Ordering::Relaxed)
-    );
-    if let (Some(before), Some(after)) = (rss_before, rss_open) {
-        println!(
-            "  server RSS {:.1} MiB before, {:.1} MiB with streams open = {:.2} KiB per stream",
-            before as f64 / 1048576.0,
-            after as f64 / 1048576.0,
-            per_stream_rss.unwrap_or(0.0) / 1024.0
-        );
+/// What a run measured, for the summary and the JSON line.
+struct Outcome {
+    opened: Opened,
+    posting: Posting,
+    lost: u64,
+    duplicates: u64,
+    broken: u64,
+    broken_while_idle: u64,
+    rss_before: Option<u64>,
+    idle: Idle,
+}
+
+impl Outcome {
+    /// Server memory per open stream, in bytes.
+    fn rss_per_stream(&self) -> Option<f64> {
+        match (self.rss_before, self.idle.rss) {
+            (Some(before), Some(open)) if self.opened.open > 0 => {
+                Some((open as f64 - before as f64) / self.opened.open as f64)
+            }
+            _ => None,
+        }
     }
-    if let Some(cpu) = cpu {
+
+    fn print(&self, args: &FanoutArgs, latency: &AtomicLatency) {
+        let start = if args.warm { "warm: room page first" } else { "fresh connections" };
         println!(
-            "  server CPU {cpu:.2} s while posting; idle {:.2} s over {:.0} s held ({broken_while_idle} broken)",
-            idle_cpu.unwrap_or(0.0),
-            args.hold.as_secs_f64()
+            "fanout {} ({:?}, {start}): {}/{} streams, {} messages at {}/s over {} room(s)",
+            args.url,
+            args.target,
+            self.opened.open,
+            args.streams,
+            args.messages,
+            args.rate,
+            args.rooms.max(1)
         );
+        println!(
+            "  deliveries {} = {:.0}/s; latency {}; lost {}; duplicates {}; post errors {}; streams broken {}",
+            self.posting.deliveries,
+            self.posting.rate,
+            latency.summary(),
+            self.lost,
+            self.duplicates,
+            self.posting.post_errors,
+            self.broken
+        );
+        if let (Some(before), Some(after)) = (self.rss_before, self.idle.rss) {
+            println!(
+                "  server RSS {:.1} MiB before, {:.1} MiB with streams open = {:.2} KiB per stream",
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                self.rss_per_stream().unwrap_or(0.0) / 1024.0
+            );
+        }
+        if let Some(cpu) = self.posting.cpu {
+            println!(
+                "  server CPU {cpu:.2} s while posting = {}; idle {:.2} s over {:.0} s held ({} broken)",
+                per_delivery_text(self.posting.cpu, self.posting.deliveries),
+                self.idle.cpu.unwrap_or(0.0),
+                args.hold.as_secs_f64(),
+                self.broken_while_idle
+            );
+        }
     }
-    if args.json {
-        let line = serde_json::json!({
+
+    fn json(&self, args: &FanoutArgs, latency: &AtomicLatency) -> serde_json::Value {
+        serde_json::json!({
             "mode": "fanout", "url": args.url, "target": format!("{:?}", args.target).to_lowercase(),
-            "streams": args.streams, "open": open, "connect_errors": connect_errors.len(),
-            "rooms": rooms, "messages": args.messages, "rate": args.rate,
-            "deliveries": deliveries, "deliveries_per_second": rate, "lost": lost,
-            "duplicates": shared.duplicates.load(Ordering::Relaxed), "post_errors": post_errors,
-            "broken": shared.broken.load(Ordering::Relaxed), "broken_while_idle": broken_while_idle,
+            "warm": args.warm, "streams": args.streams, "open": self.opened.open,
+            "connect_errors": self.opened.errors, "rooms": args.rooms.max(1), "messages": args.messages,
+            "rate": args.rate, "deliveries": self.posting.deliveries, "deliveries_per_second": self.posting.rate,
+            "lost": self.lost, "duplicates": self.duplicates, "post_errors": self.posting.post_errors,
+            "broken": self.broken, "broken_while_idle": self.broken_while_idle,
             "p50_ms": latency.quantile_ms(0.5), "p99_ms": latency.quantile_ms(0.99), "max_ms": latency.max_ms(),
-            "rss_before": rss_before, "rss_open": rss_open, "rss_per_stream": per_stream_rss,
-            "cpu_seconds": cpu, "idle_cpu_seconds": idle_cpu, "hold_seconds": args.hold.as_secs_f64(),
-            "connect_seconds": connect_secs,
-        });
-        println!("{line}");
+            "rss_before": self.rss_before, "rss_open": self.idle.rss, "rss_per_stream": self.rss_per_stream(),
+            "cpu_seconds": self.posting.cpu, "cpu_us_per_delivery": cpu_us_per_delivery(self.posting.cpu, self.posting.deliveries),
+            "idle_cpu_seconds": self.idle.cpu, "hold_seconds": args.hold.as_secs_f64(),
+            "connect_seconds": self.opened.seconds,
+        })
     }
-    Ok(())
 }
 
 fn expected_deliveries(streams: usize, rooms: usize, messages: u64) -> u64 {
@@ -248,46 +361,6 @@ fn expected_deliveries(streams: usize, rooms: usize, messages: u64) -> u64 {
 /// Deliveries that streams which broke can no longer receive (they are counted as broken).
 fn lost_to_broken(shared: &Shared, args: &FanoutArgs) -> u64 {
     shared.broken.load(Ordering::Relaxed) * args.messages.div_ceil(args.rooms.max(1) as u64)
-}
-
-/// Connects from `source`, sends `request`, and reads the response head. Returns the socket
-/// and whatever body bytes arrived with the head (a replay can come in the same read).
-pub async fn open_stream(
-    source: Ipv4Addr,
-    server: SocketAddr,
-    request: &str,
-) -> Result<(TcpStream, Vec<u8>), String> {
-    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0))).map_err(|e| format!("bind {source}: {e}"))?;
-    let mut stream = tokio::time::timeout(Duration::from_secs(30), socket.connect(server))
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("connect from {source}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
-            .await
-            .map_err(|_| "no response head in 30 s".to_owned())?
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("closed before the response head".to_owned());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            let body = head.split_off(end + 4);
-            if !head.starts_with(b"HTTP/1.1 200") {
-                let line = String::from_utf8_lossy(&head[..head.len().min(60)]).into_owned();
-                return Err(format!("unexpected response: {line}"));
-            }
-            return Ok((stream, body));
-        }
-        if head.len() > 16 * 1024 {
-            return Err("response head too large".to_owned());
-        }
-    }
 }
 
 /// Reads until the run is over, counting every marker `@@<seq>.<micros>@@` seen.

@@ -7,10 +7,14 @@
 //! - `soak`: clients connecting, reading, posting and disconnecting for minutes; checks
 //!   nothing is lost across reconnects and that the server's memory and fds don't leak.
 //!
+//! `fanout` and `soak` open each stream on a fresh connection, or with `--warm` the way a
+//! browser does: the room page first, then the stream on the same keep-alive connection.
+//!
 //! Every loop is bounded in count and in time, so a run always ends by itself.
 
 mod fanout;
 mod http;
+mod open;
 mod post;
 mod soak;
 mod stats;

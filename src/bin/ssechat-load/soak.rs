@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::fanout::open_stream;
+use crate::Target;
 use crate::http::Endpoint;
-use crate::usage::ServerUsage;
+use crate::open::{connect_from, open_stream};
+use crate::usage::{ServerUsage, cpu_us_per_delivery, per_delivery_text};
 
 #[derive(Debug, Args)]
 pub struct SoakArgs {
@@ -39,6 +40,10 @@ pub struct SoakArgs {
     /// The server's process ids (comma-separated), for its memory and open files.
     #[arg(long, value_delimiter = ',')]
     pid: Vec<u32>,
+    /// Open each stream the way a browser does: `GET /rooms/{room}` first, read in full,
+    /// then the stream request on the same keep-alive connection.
+    #[arg(long)]
+    warm: bool,
 }
 
 #[derive(Default)]
@@ -76,18 +81,28 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         println!("  {label:>6}: server RSS {rss:.1} MiB, open fds {fds}");
         serde_json::json!({ "at": label, "rss_mib": rss, "fds": fds })
     };
-    println!("soak {}: {} clients over {} rooms for {:?}", args.url, args.clients, args.rooms, args.duration);
+    let start = if args.warm { "warm: room page first" } else { "fresh connections" };
+    println!(
+        "soak {} ({start}): {} clients over {} rooms for {:?}",
+        args.url, args.clients, args.rooms, args.duration
+    );
     let mut samples = vec![sample("start")];
+    let cpu_start = usage.cpu_seconds();
 
     let mut tasks = Vec::new();
     for n in 0..args.clients {
         let source = Ipv4Addr::new(127, 0, 0, 1 + (n % args.sources.max(1) as usize) as u8);
-        let room = format!("{prefix}-{}", n % args.rooms.max(1));
-        let (endpoint, totals) = (Arc::clone(&endpoint), Arc::clone(&totals));
-        let post_every = args.post_every;
-        tasks.push(tokio::spawn(async move {
-            client(source, server, &endpoint, &room, post_every, deadline, &totals).await;
-        }));
+        let client = Client {
+            source,
+            server,
+            endpoint: Arc::clone(&endpoint),
+            room: format!("{prefix}-{}", n % args.rooms.max(1)),
+            post_every: args.post_every,
+            deadline,
+            warm: args.warm,
+        };
+        let totals = Arc::clone(&totals);
+        tasks.push(tokio::spawn(async move { client.run(&totals).await }));
         if n % 200 == 199 {
             tokio::time::sleep(Duration::from_millis(50)).await; // ramp up
         }
@@ -100,6 +115,7 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await; // let the server notice the last closes
     samples.push(sample("end"));
+    let cpu = usage.cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
 
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     println!(
@@ -113,61 +129,66 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         get(&totals.resets),
         get(&totals.connect_errors)
     );
+    if let Some(cpu) = cpu {
+        println!("  server CPU {cpu:.2} s = {}", per_delivery_text(Some(cpu), get(&totals.deliveries)));
+    }
     let line = serde_json::json!({
-        "mode": "soak", "clients": args.clients, "seconds": args.duration.as_secs(),
+        "mode": "soak", "warm": args.warm, "clients": args.clients, "seconds": args.duration.as_secs(),
         "connections": get(&totals.connections), "posted": get(&totals.posted), "post_errors": get(&totals.post_errors),
         "deliveries": get(&totals.deliveries), "lost": get(&totals.lost), "duplicates": get(&totals.duplicates),
         "resets": get(&totals.resets), "connect_errors": get(&totals.connect_errors), "samples": samples,
+        "cpu_seconds": cpu, "cpu_us_per_delivery": cpu_us_per_delivery(cpu, get(&totals.deliveries)),
     });
     println!("{line}");
     Ok(())
 }
 
-/// One client: connect (resuming), read a while, maybe post, disconnect, pause, again.
-async fn client(
+/// One client's settings: where it connects from and to, and for how long.
+struct Client {
     source: Ipv4Addr,
     server: SocketAddr,
-    endpoint: &Endpoint,
-    room: &str,
+    endpoint: Arc<Endpoint>,
+    room: String,
     post_every: Duration,
     deadline: Instant,
-    totals: &Totals,
-) {
-    // The last id seen; `None` until the first message.
-    let mut last: Option<u64> = None;
-    while Instant::now() < deadline {
-        let resume = last.map(|id| format!("last-event-id: {id}\r\n")).unwrap_or_default();
-        let request = format!(
-            "GET {} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n{resume}\r\n",
-            endpoint.stream_path(crate::Target::Ssechat, room),
-            endpoint.authority
-        );
-        let (stream, first_bytes) = match open_stream(source, server, &request).await {
-            Ok(opened) => opened,
-            Err(_) => {
-                totals.connect_errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
+    warm: bool,
+}
+
+impl Client {
+    /// Connect (resuming), read a while, maybe post, disconnect, pause, again.
+    async fn run(&self, totals: &Totals) {
+        // The last id seen; `None` until the first message.
+        let mut last: Option<u64> = None;
+        while Instant::now() < self.deadline {
+            let requests = self.endpoint.stream_requests(Target::Ssechat, &self.room, self.warm, last);
+            let (stream, first_bytes) = match open_stream(self.source, self.server, &requests).await {
+                Ok(opened) => opened,
+                Err(_) => {
+                    totals.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            totals.connections.fetch_add(1, Ordering::Relaxed);
+            let stay = Duration::from_millis(fastrand::u64(1_000..=20_000));
+            let until = (Instant::now() + stay).min(self.deadline);
+            let reading = read_ids(stream, first_bytes, until, &mut last, totals);
+            tokio::join!(reading, self.maybe_post(stay, totals));
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..2_000))).await;
+        }
+    }
+
+    /// Posts about once every `post_every`, at a random point in the first half of `stay`.
+    async fn maybe_post(&self, stay: Duration, totals: &Totals) {
+        let chance = stay.as_secs_f64() / self.post_every.as_secs_f64();
+        if fastrand::f64() >= chance {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..stay.as_millis() as u64 / 2 + 1))).await;
+        match post(self.source, self.server, &self.endpoint, &self.room).await {
+            Ok(()) => totals.posted.fetch_add(1, Ordering::Relaxed),
+            Err(_) => totals.post_errors.fetch_add(1, Ordering::Relaxed),
         };
-        totals.connections.fetch_add(1, Ordering::Relaxed);
-        let stay = Duration::from_millis(fastrand::u64(1_000..=20_000));
-        let until = (Instant::now() + stay).min(deadline);
-        let reading = read_ids(stream, first_bytes, until, &mut last, totals);
-        let posting = async {
-            // Post about every `post_every`, from this client's address.
-            let chance = stay.as_secs_f64() / post_every.as_secs_f64();
-            if fastrand::f64() < chance {
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..stay.as_millis() as u64 / 2 + 1)))
-                    .await;
-                match post(source, server, endpoint, room).await {
-                    Ok(()) => totals.posted.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => totals.post_errors.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        };
-        tokio::join!(reading, posting);
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..2_000))).await;
     }
 }
 
@@ -218,12 +239,7 @@ fn scan(buf: &mut Vec<u8>, last: &mut Option<u64>, totals: &Totals) {
 
 /// One POST on its own connection, from `source`.
 async fn post(source: Ipv4Addr, server: SocketAddr, endpoint: &Endpoint, room: &str) -> Result<(), String> {
-    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    socket.bind(SocketAddr::from((source, 0))).map_err(|e| e.to_string())?;
-    let mut stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(server))
-        .await
-        .map_err(|_| "connect timed out")?
-        .map_err(|e| e.to_string())?;
+    let mut stream = connect_from(source, server).await?;
     let body = serde_json::json!({ "room": room, "author": "soak", "text": "still here" }).to_string();
     let request = format!(
         "POST {}/send HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

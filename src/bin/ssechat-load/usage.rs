@@ -40,3 +40,16 @@ impl ServerUsage {
         self.pids.iter().map(|&pid| read(pid)).sum()
     }
 }
+
+/// Server CPU time per delivery, in microseconds: what one delivered message costs.
+pub fn cpu_us_per_delivery(cpu_seconds: Option<f64>, deliveries: u64) -> Option<f64> {
+    cpu_seconds.filter(|_| deliveries > 0).map(|cpu| cpu * 1e6 / deliveries as f64)
+}
+
+/// `cpu_us_per_delivery` for the human summary.
+pub fn per_delivery_text(cpu_seconds: Option<f64>, deliveries: u64) -> String {
+    match cpu_us_per_delivery(cpu_seconds, deliveries) {
+        Some(us) => format!("{us:.1} µs per delivery"),
+        None => "- per delivery".to_owned(),
+    }
+}
