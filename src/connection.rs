@@ -42,7 +42,7 @@ const MAX_HEAD: usize = 8 * 1024;
 
 /// Serves `socket` until the client leaves, the connection fails, or shutdown.
 pub async fn serve(socket: TcpStream, peer: SocketAddr, state: AppState, app: Router) {
-    let mut connection = Connection { socket, buffered: BytesMut::new(), peer, state, app };
+    let mut connection = Connection { socket, buffered: BytesMut::with_capacity(1024), peer, state, app };
     loop {
         let head = tokio::time::timeout(HEADER_READ_TIMEOUT, connection.read_head()).await;
         let head = match head {
@@ -56,8 +56,10 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, state: AppState, app: Ro
         }
         let refused = match connection.open_stream(&head).await {
             Some(Ok(feed)) => {
-                let stall = connection.state.config.stall_timeout;
-                return fast_path::serve(&mut connection.socket, feed, stall).await;
+                // A stream lives long: keep nothing of the connection but its socket.
+                let Connection { mut socket, state, buffered, app, .. } = connection;
+                drop((buffered, app));
+                return fast_path::serve(&mut socket, feed, state.config.stall_timeout).await;
             }
             Some(Err(e)) => Some(e),
             None => None,
@@ -162,7 +164,8 @@ impl Connection {
         if outcome.is_err() || !keep_alive || !whole || !watch.wrote() {
             return None;
         }
-        let mut buffered = BytesMut::from(&parts.read_buf[..]);
+        let mut buffered = BytesMut::with_capacity(1024);
+        buffered.extend_from_slice(&parts.read_buf);
         buffered.extend_from_slice(&io.prefix);
         Some(Connection { socket: io.socket, buffered, peer, state, app })
     }
