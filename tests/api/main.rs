@@ -12,5 +12,6 @@ mod input;
 mod lifecycle;
 mod page;
 mod presence;
+mod proxy;
 mod resume;
 mod streams;
