@@ -14,4 +14,5 @@ mod page;
 mod presence;
 mod proxy;
 mod resume;
+mod shared_limits;
 mod streams;
