@@ -1,7 +1,10 @@
-//! Limits that keep one client (or a flood) from taking the server: who a client is, a token
-//! bucket per client for sends, and caps on open streams overall and per client.
+//! Limits that keep one client (or a flood) from taking the server: who a client is (behind
+//! trusted proxies too), a token bucket per client for sends (in Redis when nodes share it),
+//! typing signals per author, caps on open streams overall and per client; and the site a
+//! browser's post must come from.
 
 mod proxy;
+mod site;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,7 +16,8 @@ use crate::domain::{Author, RoomName};
 use crate::error::AppError;
 use crate::store::{RedisStore, SharedRateLimiter};
 
-pub use proxy::{Port, Site, TrustedProxies, parse_trusted_proxy};
+pub use proxy::{TrustedProxies, parse_trusted_proxy};
+pub use site::{Port, Site};
 
 /// The key a client's limits are kept under: its address, with IPv6 cut to its /64 (one
 /// host or home network usually holds a whole /64, so one address each would be a bucket
