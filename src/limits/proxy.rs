@@ -51,9 +51,9 @@ impl TrustedProxies {
     }
 
     /// The site the browser sent the request to. From a trusted proxy, the host and scheme
-    /// it reports (`Forwarded: host=;proto=`, else `X-Forwarded-Host`/`-Proto`, else `Host`),
-    /// with any port allowed when it names none (proxies often drop it); from anyone else,
-    /// `Host`, whose missing port means the default one.
+    /// it reports (`Forwarded: host=;proto=`, else `X-Forwarded-Host`/`-Proto`), else its
+    /// `Host` with any port allowed when it names none (proxies often drop it); from anyone
+    /// else, `Host`. Otherwise a missing port means the scheme's default.
     pub fn site(&self, peer: IpAddr, headers: &HeaderMap) -> Site {
         let host = header_text(headers, header::HOST.as_str()).unwrap_or_default();
         if !self.trusts(peer) {
@@ -67,7 +67,12 @@ impl TrustedProxies {
             let first = |name| list(headers, name).into_iter().next().map(str::to_owned);
             (first("x-forwarded-proto"), first("x-forwarded-host"))
         };
-        Site::new(proto.as_deref(), forwarded_host.as_deref().unwrap_or(host), Port::Any)
+        match forwarded_host {
+            // As the browser sent it: a missing port is the default one.
+            Some(forwarded_host) => Site::new(proto.as_deref(), &forwarded_host, Port::Default),
+            // Rewritten by the proxy, which may have dropped the port (nginx's `$host`).
+            None => Site::new(proto.as_deref(), host, Port::Any),
+        }
     }
 }
 
@@ -342,6 +347,7 @@ mod tests {
             headers(&[("host", "node:4000"), ("forwarded", "for=1.2.3.4;host=Chat.Example;proto=https")]);
         let site = p.site(ip("127.0.0.1"), &rfc);
         assert!(site.admits("https://chat.example") && !site.admits("http://chat.example"), "{site}");
+        assert!(!site.admits("https://chat.example:8443"), "a forwarded host is exact");
         // A proxy that dropped the port (nginx `Host $host`): any port of the host.
         let dropped = headers(&[("host", "127.0.0.1")]);
         assert!(p.site(ip("127.0.0.1"), &dropped).admits("http://127.0.0.1:8080"));
