@@ -5,8 +5,9 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use ssechat::config::StoreUrl;
 use ssechat::limits::parse_trusted_proxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, WAIT};
 use crate::process::RedisServer;
 
 /// A node on `redis` behind a trusted proxy at 127.0.0.1 (where our requests come from).
@@ -85,4 +86,20 @@ async fn without_redis_a_send_is_refused_with_503() {
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("nothing was saved, please retry"), "{body}");
+}
+
+#[tokio::test]
+async fn a_client_over_the_limit_is_refused_before_it_sends_its_body() {
+    let redis = RedisServer::start(false);
+    let app = node(&redis, 0.01, 1).await;
+    assert_eq!(post(&app, None).await.status(), 201);
+    // Headers that announce a body, and no body: only an answer that doesn't wait for it comes.
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head =
+        "POST /send HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 1024];
+    let read = tokio::time::timeout(WAIT, socket.read(&mut answer)).await.expect("answered without the body");
+    let answer = String::from_utf8_lossy(&answer[..read.unwrap()]).to_lowercase();
+    assert!(answer.starts_with("http/1.1 429") && answer.contains("retry-after: 100"), "{answer}");
 }
