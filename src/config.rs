@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
+use ipnet::IpNet;
 
+use crate::limits::{Port, Site, TrustedProxies, parse_trusted_proxy};
 use crate::store::Retention;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -63,9 +65,20 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_BUFFER", default_value_t = DEFAULT_BUFFER, value_parser = positive)]
     pub buffer: usize,
 
-    /// Trust `X-Forwarded-For` / `Forwarded` to name the client (only behind your own proxy).
+    /// A proxy whose `Forwarded` / `X-Forwarded-For` headers name the client: an address or a
+    /// CIDR range. Repeat the flag, or comma-separate (also in the env var).
+    #[arg(long, env = "SSECHAT_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = parse_trusted_proxy)]
+    pub trusted_proxy: Vec<IpNet>,
+
+    /// Deprecated: the same as `--trusted-proxy 127.0.0.0/8,::1`.
     #[arg(long, env = "SSECHAT_TRUST_PROXY")]
     pub trust_proxy: bool,
+
+    /// The address browsers use, as `scheme://host[:port][/path]` (for example
+    /// `https://chat.example`): posts must come from pages of this origin. By default the
+    /// `Host` header, or behind a trusted proxy the host it forwards.
+    #[arg(long, env = "SSECHAT_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<PublicUrl>,
 
     /// Sends per second each client may make on average (token bucket refill rate).
     #[arg(long, env = "SSECHAT_SEND_RATE", default_value_t = 5.0)]
@@ -120,7 +133,9 @@ impl Config {
             coalesce: Duration::from_millis(15),
             presence_grace: Duration::from_secs(5),
             buffer: DEFAULT_BUFFER,
+            trusted_proxy: Vec::new(),
             trust_proxy: false,
+            public_url: None,
             send_rate: 5.0,
             send_burst: 30,
             max_streams: None,
@@ -150,6 +165,70 @@ impl Config {
             StoreUrl::Sqlite(_) | StoreUrl::Redis(_) => DEFAULT_RETAIN_DURABLE,
         };
         Retention { count: self.retain.unwrap_or(default), age: self.retain_for }
+    }
+}
+
+/// What `--trust-proxy` stands for now.
+pub const TRUST_PROXY_ALIAS: &str = "127.0.0.0/8,::1";
+
+impl Config {
+    /// The proxies to believe: `--trusted-proxy`, and loopback if `--trust-proxy` is given.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        let alias = TRUST_PROXY_ALIAS.split(',').map(|net| parse_trusted_proxy(net).expect("valid"));
+        let alias = alias.filter(|_| self.trust_proxy);
+        TrustedProxies::new(self.trusted_proxy.iter().copied().chain(alias))
+    }
+
+    /// What to warn about at start: deprecated flags still in use.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.trust_proxy {
+            warnings.push(format!(
+                "--trust-proxy (SSECHAT_TRUST_PROXY) is deprecated: it now trusts only {TRUST_PROXY_ALIAS}; \
+                 use --trusted-proxy CIDR (SSECHAT_TRUSTED_PROXY) to name your proxies"
+            ));
+        }
+        warnings
+    }
+}
+
+/// The `--public-url` value: where browsers reach the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// Its scheme, host and port: what an `Origin` must name. (The path plays no part.)
+    site: Site,
+}
+
+impl PublicUrl {
+    /// The site posts must come from.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+}
+
+impl FromStr for PublicUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("{s:?} is not a public URL like https://chat.example or http://host:8080/chat: {why}")
+        };
+        if s.contains(['#', '?']) {
+            return Err(bad("no query or fragment"));
+        }
+        let uri: axum::http::Uri = s.parse().map_err(|e| bad(&format!("{e}")))?;
+        let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+        let Some(scheme @ ("http" | "https")) = scheme.as_deref() else {
+            return Err(bad("it must start with http:// or https://"));
+        };
+        let authority = uri.authority().ok_or_else(|| bad("it names no host"))?;
+        if authority.host().is_empty() || authority.as_str().contains('@') {
+            return Err(bad("it must name a host (and no user)"));
+        }
+        let port = authority.as_str().rsplit_once(':').map(|(_, port)| port).filter(|p| !p.contains(']'));
+        if port.is_some_and(|port| port.parse::<u16>().is_err()) {
+            return Err(bad("the port must be a number up to 65535"));
+        }
+        Ok(Self { site: Site::new(Some(scheme), authority.as_str(), Port::Default) })
     }
 }
 
@@ -212,8 +291,61 @@ mod tests {
         assert!(Config::try_parse_from(["ssechat", "--retain", "0"]).is_err());
         assert!(Config::try_parse_from(["ssechat", "--store", "sqlite:"]).is_err());
         assert!(Config::try_parse_from(["ssechat", "--store", "mongodb://x"]).is_err());
+        let bad =
+            Config::try_parse_from(["ssechat", "--trusted-proxy", "10.0.0.0/8,10.0.0.300"]).unwrap_err();
+        assert!(bad.to_string().contains("\"10.0.0.300\" is not an IP address or CIDR range"), "{bad}");
         let c = Config::try_parse_from(["ssechat", "--heartbeat", "2m", "--listen", "127.0.0.1:0"]).unwrap();
         assert_eq!(c.heartbeat, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn trusted_proxies_repeat_or_comma_separate_and_the_old_flag_means_loopback() {
+        let c = Config::try_parse_from(["ssechat", "--trusted-proxy", "10.0.0.0/8,192.0.2.1"]).unwrap();
+        let c2 = Config::try_parse_from([
+            "ssechat",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "192.0.2.1",
+        ]);
+        assert_eq!(c.trusted_proxy, c2.unwrap().trusted_proxy);
+        let trusted = c.trusted_proxies();
+        assert!(trusted.trusts("10.1.1.1".parse().unwrap()) && trusted.trusts("192.0.2.1".parse().unwrap()));
+        assert!(
+            !trusted.trusts("192.0.2.2".parse().unwrap()) && !trusted.trusts("127.0.0.1".parse().unwrap())
+        );
+        assert!(c.warnings().is_empty());
+
+        let old = Config::try_parse_from(["ssechat", "--trust-proxy"]).unwrap();
+        let trusted = old.trusted_proxies();
+        assert!(trusted.trusts("127.0.0.1".parse().unwrap()) && trusted.trusts("::1".parse().unwrap()));
+        assert!(!trusted.trusts("10.0.0.1".parse().unwrap()), "no longer every peer");
+        assert!(
+            old.warnings()[0].contains("deprecated") && old.warnings()[0].contains("--trusted-proxy CIDR")
+        );
+    }
+
+    #[test]
+    fn public_urls_are_checked() {
+        let url: PublicUrl = "https://Chat.Example/chat".parse().unwrap();
+        assert!(url.site().admits("https://chat.example") && !url.site().admits("http://chat.example"));
+        let url: PublicUrl = "http://127.0.0.1:8080".parse().unwrap();
+        assert!(url.site().admits("http://127.0.0.1:8080") && !url.site().admits("http://127.0.0.1"));
+        for bad in [
+            "chat.example",
+            "ftp://chat.example",
+            "https://",
+            "https://user@chat.example",
+            "https://chat.example:99999",
+            "https://chat.example/?a=b",
+            "https://chat.example/#x",
+            "/chat",
+        ] {
+            let err = bad.parse::<PublicUrl>().unwrap_err();
+            assert!(err.contains(&format!("{bad:?} is not a public URL")), "{err}");
+        }
+        let bad = Config::try_parse_from(["ssechat", "--public-url", "chat.example"]).unwrap_err();
+        assert!(bad.to_string().contains("must start with http:// or https://"), "{bad}");
     }
 
     #[test]

@@ -1,43 +1,78 @@
-//! Limits that keep one client (or a flood) from taking the server: who a client is, a token
-//! bucket per client for sends, and caps on open streams overall and per client.
+//! Limits that keep one client (or a flood) from taking the server: who a client is (behind
+//! trusted proxies too), a token bucket per client for sends (in Redis when nodes share it),
+//! typing signals per author, caps on open streams overall and per client; and the site a
+//! browser's post must come from.
+
+mod proxy;
+mod site;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
-
+use crate::domain::{Author, RoomName};
 use crate::error::AppError;
+use crate::store::{RedisStore, SharedRateLimiter};
 
-/// The client a request comes from: its peer address, or, behind a trusted proxy
-/// (`--trust-proxy`), the address that proxy reports. The last `X-Forwarded-For` entry is
-/// the one the proxy itself added; `Forwarded: for=` is read the same way.
-pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_proxy: bool) -> IpAddr {
-    if !trust_proxy {
-        return peer.ip();
+pub use proxy::{TrustedProxies, parse_trusted_proxy};
+pub use site::{Port, Site};
+
+/// The key a client's limits are kept under: its address, with IPv6 cut to its /64 (one
+/// host or home network usually holds a whole /64, so one address each would be a bucket
+/// per address an attacker cares to use). IPv4-mapped IPv6 counts as the IPv4 address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
-    let forwarded_for = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .next_back();
-    let forwarded = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split([',', ';']))
-        .filter_map(|part| part.trim().strip_prefix("for=").or_else(|| part.trim().strip_prefix("For=")))
-        .filter_map(|value| {
-            let value = value.trim_matches('"');
-            let host = value.strip_prefix('[').and_then(|v| v.split(']').next()).unwrap_or(value);
-            host.parse::<IpAddr>().ok().or_else(|| host.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        })
-        .next_back();
-    forwarded_for.or(forwarded).unwrap_or(peer.ip())
+}
+
+/// The `/send` limit: a token bucket per client, `--send-rate` a second, `--send-burst` at
+/// once. One node keeps its buckets itself; nodes sharing Redis keep them there, so the
+/// limit holds for a client however its posts are spread over the nodes.
+pub enum SendLimiter {
+    Local(RateLimiter),
+    Shared(SharedRateLimiter),
+}
+
+impl SendLimiter {
+    pub fn local(rate: f64, burst: u32) -> Self {
+        Self::Local(RateLimiter::new(rate, burst))
+    }
+
+    /// The limit kept in Redis, on `store`'s connection.
+    pub fn shared(store: &RedisStore, rate: f64, burst: u32) -> Self {
+        let (rate, burst) = sane_rate(rate, burst);
+        Self::Shared(store.rate_limiter(Duration::from_secs_f64(1.0 / rate), burst))
+    }
+
+    /// Takes a token for `client`. Refused: `RateLimited` with the wait. Redis unreachable:
+    /// the store's `503` (the send could not be stored either).
+    pub async fn check(&self, client: IpAddr) -> Result<(), AppError> {
+        let wait = match self {
+            Self::Local(local) => local.check(client).err(),
+            Self::Shared(shared) => shared.take(client).await?,
+        };
+        match wait {
+            None => Ok(()),
+            Some(wait) => Err(AppError::RateLimited {
+                message: "too many messages from this client; slow down".to_owned(),
+                retry_after: retry_after(wait),
+            }),
+        }
+    }
+}
+
+/// Whole seconds to wait, at least one: what `Retry-After` says.
+fn retry_after(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// A rate above zero and a burst of at least one.
+fn sane_rate(rate: f64, burst: u32) -> (f64, u32) {
+    (rate.max(0.001), burst.max(1))
 }
 
 /// A token bucket per client: `rate` tokens a second, at most `burst` saved up.
@@ -56,7 +91,8 @@ struct Bucket {
 
 impl RateLimiter {
     pub fn new(rate: f64, burst: u32) -> Self {
-        Self { rate: rate.max(0.001), burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+        let (rate, burst) = sane_rate(rate, burst);
+        Self { rate, burst: f64::from(burst), buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes a token for `client`, or says how long until one is there.
@@ -78,6 +114,36 @@ impl RateLimiter {
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
         }
+    }
+}
+
+/// The least time between two typing signals from one author in one room.
+pub const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Typing signals: one per author and room per second.
+#[derive(Default)]
+pub struct TypingLimiter {
+    /// When each (room, author) last signalled. A std mutex: held for one map update, never
+    /// across an `.await`.
+    last: Mutex<HashMap<(RoomName, String), Instant>>,
+}
+
+impl TypingLimiter {
+    /// Notes a signal, or refuses one that comes too soon after the last.
+    pub fn check(&self, room: &RoomName, author: &Author) -> Result<(), AppError> {
+        let mut last = self.last.lock().expect("typing limiter lock poisoned");
+        let now = Instant::now();
+        // Keep the map small: forget signals older than the interval.
+        last.retain(|_, at| now.duration_since(*at) < TYPING_INTERVAL);
+        let key = (room.clone(), author.as_str().to_owned());
+        if let Some(at) = last.get(&key) {
+            return Err(AppError::RateLimited {
+                message: "typing signals are limited to one per second".to_owned(),
+                retry_after: retry_after(TYPING_INTERVAL.saturating_sub(now.duration_since(*at))),
+            });
+        }
+        last.insert(key, now);
+        Ok(())
     }
 }
 
@@ -156,23 +222,26 @@ pub fn open_file_limit() -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, v.parse().unwrap());
-        }
-        h
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff::1"), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:3::1"), "2001:db8:1:2::");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
     }
 
     #[test]
-    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
-        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        let h = headers(&[("x-forwarded-for", "1.2.3.4, 5.6.7.8")]);
-        assert_eq!(client_ip(peer, &h, false), peer.ip());
-        assert_eq!(client_ip(peer, &h, true), "5.6.7.8".parse::<IpAddr>().unwrap());
-        let h = headers(&[("forwarded", "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"")]);
-        assert_eq!(client_ip(peer, &h, true), "2001:db8::1".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(peer, &headers(&[("x-forwarded-for", "garbage")]), true), peer.ip());
+    fn typing_is_limited_per_author_and_room() {
+        let typing = TypingLimiter::default();
+        let (general, other) = (RoomName::general(), RoomName::parse("other").unwrap());
+        let (ana, bob) = (Author::parse("ana").unwrap(), Author::parse("bob").unwrap());
+        assert!(typing.check(&general, &ana).is_ok());
+        let refused = typing.check(&general, &ana).unwrap_err();
+        assert!(matches!(refused, AppError::RateLimited { retry_after: 1, .. }), "{refused:?}");
+        assert!(refused.to_string().contains("one per second"), "{refused}");
+        assert!(typing.check(&general, &bob).is_ok() && typing.check(&other, &ana).is_ok());
     }
 
     #[test]

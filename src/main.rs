@@ -14,6 +14,9 @@ async fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
 
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreUrl};
-use crate::domain::RoomName;
 use crate::hub::Hub;
-use crate::limits::{RateLimiter, StreamLimits};
+use crate::limits::{SendLimiter, Site, StreamLimits, TrustedProxies, TypingLimiter, client_key};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::{MemoryStore, RedisStore, SqliteStore, Store};
@@ -21,14 +20,14 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Who has each room open, on every node.
     pub presence: Arc<Presence>,
-    /// When each (room, author) last sent a typing signal, for rate limiting. A std mutex:
-    /// held for one map update, never across an `.await`.
-    pub typing_limits:
-        Arc<std::sync::Mutex<std::collections::HashMap<(RoomName, String), std::time::Instant>>>,
+    /// Typing signals per author and room.
+    pub typing: Arc<TypingLimiter>,
     /// Caps on open streams, overall and per client.
     pub streams: Arc<StreamLimits>,
-    /// Sends per client (token buckets).
-    pub sends: Arc<RateLimiter>,
+    /// Sends per client (token buckets; in Redis when nodes share one).
+    pub sends: Arc<SendLimiter>,
+    /// Whose forwarding headers name the client and the site (`--trusted-proxy`).
+    pub proxies: Arc<TrustedProxies>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     /// Cancelled when shutdown starts: the server drains (streams end, answers say
@@ -50,6 +49,7 @@ impl AppState {
     pub async fn new(config: Config) -> Result<Self, StartError> {
         let hub = Hub::new(config.buffer);
         let retention = config.retention();
+        let mut shared_sends = None;
         let store: Arc<dyn Store> = match &config.store {
             StoreUrl::Memory => Arc::new(MemoryStore::new(Arc::clone(&hub), retention)),
             StoreUrl::Sqlite(path) => {
@@ -59,16 +59,33 @@ impl AppState {
                 Arc::new(store)
             }
             StoreUrl::Redis(url) => {
-                Arc::new(RedisStore::open(url, Arc::clone(&hub), retention).await.map_err(StartError::Store)?)
+                let store =
+                    RedisStore::open(url, Arc::clone(&hub), retention).await.map_err(StartError::Store)?;
+                shared_sends = Some(SendLimiter::shared(&store, config.send_rate, config.send_burst));
+                Arc::new(store)
             }
         };
-        Ok(Self::with_store(config, hub, store))
+        let mut state = Self::with_store(config, hub, store);
+        if let Some(sends) = shared_sends {
+            state.sends = Arc::new(sends);
+        }
+        Ok(state)
     }
 
-    /// The client a request comes from (see [`crate::limits::client_ip`]): the key of its
-    /// rate limits and stream caps.
+    /// The client a request comes from, as the key of its rate limits and stream caps: the
+    /// peer, or behind a trusted proxy the client it reports (see [`TrustedProxies::client`]);
+    /// IPv6 cut to its /64.
     pub fn client_of(&self, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
-        crate::limits::client_ip(peer, headers, self.config.trust_proxy)
+        client_key(self.proxies.client(peer.ip(), headers))
+    }
+
+    /// The site the browser sent the request to: `--public-url`, else what the request (or a
+    /// trusted proxy) says. A browser's post must come from a page of this site.
+    pub fn site_of(&self, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> Site {
+        match &self.config.public_url {
+            Some(url) => url.site().clone(),
+            None => self.proxies.site(peer.ip(), headers),
+        }
     }
 
     /// Wires a store that was opened elsewhere (it must publish to `hub`).
@@ -79,9 +96,10 @@ impl AppState {
             store,
             hub,
             presence,
-            typing_limits: Default::default(),
+            typing: Arc::default(),
             streams: StreamLimits::new(config.stream_cap(), config.max_streams_per_client),
-            sends: Arc::new(RateLimiter::new(config.send_rate, config.send_burst)),
+            sends: Arc::new(SendLimiter::local(config.send_rate, config.send_burst)),
+            proxies: Arc::new(config.trusted_proxies()),
             metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
             shutdown: CancellationToken::new(),

@@ -65,8 +65,25 @@ pub fn prefers_html(headers: &HeaderMap) -> bool {
     negotiate(headers, &["application/json", "text/html"]) == 1
 }
 
-/// The client a request comes from (see `AppState::client_of`). Without a socket (a
-/// `oneshot` test) it is the loopback address.
+/// The TCP peer of a request. Without a socket (a `oneshot` test) it is the loopback address.
+pub struct Peer(pub std::net::SocketAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+        Ok(Peer(peer))
+    }
+}
+
+/// The client a request comes from (see `AppState::client_of`).
 pub struct Client(pub std::net::IpAddr);
 
 impl axum::extract::FromRequestParts<AppState> for Client {
@@ -76,10 +93,7 @@ impl axum::extract::FromRequestParts<AppState> for Client {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+        let Peer(peer) = Peer::from_request_parts(parts, state).await?;
         Ok(Client(state.client_of(peer, &parts.headers)))
     }
 }
@@ -164,24 +178,37 @@ pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 }
 
 /// Refuses a browser's write request from another site (CSRF), judged by `Sec-Fetch-Site`
-/// or, from older browsers, `Origin`. Clients that send neither (curl, scripts) are not
-/// browsers being tricked, and pass. Origins named by `--cors-origin` pass too.
-pub fn same_origin(headers: &HeaderMap, cors: &[String]) -> Result<(), AppError> {
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if origin.is_some_and(|o| cors.iter().any(|c| c == o)) {
+/// or, from browsers that don't send it (any on a plain-http origin), by `Origin` against the
+/// site the browser used (`AppState::site_of`: behind a trusted proxy, what the proxy says).
+/// Clients that send neither (curl, scripts) are not browsers being tricked, and pass.
+/// Origins named by `--cors-origin` pass too.
+pub fn same_origin(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), AppError> {
+    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("(not text)"));
+    if origin.is_some_and(|o| state.config.cors_origin.iter().any(|c| c == o)) {
         return Ok(());
     }
-    let refused =
-        || AppError::Forbidden("cross-site request refused: post from a page of this site".to_owned());
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        return if matches!(site, "same-origin" | "none") { Ok(()) } else { Err(refused()) };
+    let refused = |why: String| {
+        AppError::Forbidden(format!("cross-site request refused: {why}; post from a page of this site"))
+    };
+    if let Some(site) = headers.get("sec-fetch-site").map(|v| v.to_str().unwrap_or("(not text)")) {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            other => Err(refused(format!("the browser says the post comes from a {other} page"))),
+        };
     }
     match origin {
         None => Ok(()),
         Some(origin) => {
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-            if !host.is_empty() && origin_host == host { Ok(()) } else { Err(refused()) }
+            let site = state.site_of(peer, headers);
+            if site.admits(origin) {
+                Ok(())
+            } else {
+                Err(refused(format!("the page is from {origin}, not from this site ({site})")))
+            }
         }
     }
 }

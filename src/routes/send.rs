@@ -4,6 +4,8 @@
 //! for a browser's form post, `303` back to the room page. A browser whose post was refused
 //! gets the room page again with the reason shown and what it typed kept.
 
+use std::net::SocketAddr;
+
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
@@ -11,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::index::{Draft, error_page, room_page, root_for};
-use super::{Client, Params, prefers_html, same_origin};
+use super::{Params, Peer, prefers_html, same_origin};
 use crate::domain::{FieldError, IdempotencyKey, NewMessage, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
@@ -33,62 +35,102 @@ pub struct SendFields {
 
 pub async fn send(
     State(state): State<AppState>,
-    Client(client): Client,
+    Peer(peer): Peer,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> Result<Response, Refusal> {
     let browser = prefers_html(&headers);
-    if let Err(e) = admit_send(&state, client, &headers) {
-        return if browser {
-            error_page(e.status(), &e.public_message(), &root_for(uri.path()))
-        } else {
-            e.into_response()
-        };
+    let early = |error| Refusal::early(browser, &uri, error);
+    admit_send(&state, peer, &headers).await.map_err(early)?;
+    let fields = decode(&uri, &headers, body).await.map_err(early)?;
+    match store(&state, &headers, &fields).await {
+        Ok(appended) => Ok(accepted(appended, browser)),
+        Err(error) => Err(Refusal::late(&state, browser, &uri, &fields, error).await),
     }
-    let fields = match decode(&uri, &headers, body).await {
-        Ok(fields) => fields,
-        Err(e) if browser => return error_page(e.status(), &e.public_message(), &root_for(uri.path())),
-        Err(e) => return e.into_response(),
-    };
+}
+
+/// Validates the fields and stores the message (or finds the one its key names).
+async fn store(state: &AppState, headers: &HeaderMap, fields: &SendFields) -> Result<Appended, AppError> {
     let room = fields.room.as_deref().unwrap_or(RoomName::DEFAULT);
-    let new = match NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref())
-        .and_then(|new| Ok(new.with_key(idempotency_key(&headers, &fields)?)))
-    {
-        Ok(new) => new,
-        Err(e) if browser => {
-            return refused_form(&state, &uri, &fields, StatusCode::BAD_REQUEST, &e.to_string()).await;
-        }
-        Err(e) => return AppError::from(e).into_response(),
-    };
-    let submitted = state.store.submit(new).await;
-    if submitted.as_ref().is_ok_and(|s| !s.replayed) {
+    let new = NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref())?
+        .with_key(idempotency_key(headers, fields)?);
+    let appended = state.store.submit(new).await?;
+    if !appended.replayed {
         state.metrics.stored();
     }
-    match submitted {
-        Ok(Appended { message, .. }) if browser => {
-            let location = if message.room == RoomName::general() {
-                "./".to_owned()
-            } else {
-                format!("rooms/{}", message.room)
-            };
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            let location = HeaderValue::from_str(&location).expect("room names are URL-safe");
-            response.headers_mut().insert(header::LOCATION, location);
-            response
-        }
-        Ok(Appended { message, replayed: false }) => (StatusCode::CREATED, Json(message)).into_response(),
+    Ok(appended)
+}
+
+/// `201` with the message; `200` for a replayed key; a browser goes back to the room (`303`).
+fn accepted(Appended { message, replayed }: Appended, browser: bool) -> Response {
+    if browser {
+        let location = if message.room == RoomName::general() {
+            "./".to_owned()
+        } else {
+            format!("rooms/{}", message.room)
+        };
+        let location = HeaderValue::from_str(&location).expect("room names are URL-safe");
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+    }
+    if replayed {
         // A retry of a message already stored: the original, and nothing new.
-        Ok(Appended { message, replayed: true }) => {
-            (StatusCode::OK, [("idempotent-replayed", "true")], Json(message)).into_response()
+        (StatusCode::OK, [("idempotent-replayed", "true")], Json(message)).into_response()
+    } else {
+        (StatusCode::CREATED, Json(message)).into_response()
+    }
+}
+
+/// A refused send, said the way its client reads it: JSON for scripts; for a browser the
+/// error page (nothing to go back to) or, once the fields were read, the room page again
+/// with the reason shown and what was typed kept.
+pub enum Refusal {
+    Json(AppError),
+    ErrorPage {
+        error: AppError,
+        root: String,
+    },
+    /// Already rendered: it takes reads from the store, which `into_response` can't await.
+    RoomPage(Response),
+}
+
+impl Refusal {
+    /// Refused before the fields could be read.
+    fn early(browser: bool, uri: &Uri, error: AppError) -> Self {
+        if browser { Self::ErrorPage { error, root: root_for(uri.path()) } } else { Self::Json(error) }
+    }
+
+    /// Refused once the fields were read: a browser gets its draft back.
+    async fn late(state: &AppState, browser: bool, uri: &Uri, fields: &SendFields, error: AppError) -> Self {
+        if !browser {
+            return Self::Json(error);
         }
-        Err(e) => {
-            let e = AppError::from(e);
-            if browser {
-                refused_form(&state, &uri, &fields, e.status(), &e.public_message()).await
-            } else {
-                e.into_response()
+        let root = root_for(uri.path());
+        let Ok(room) = RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)) else {
+            return Self::ErrorPage { error, root };
+        };
+        let message = error.public_message();
+        let draft = Draft {
+            author: fields.author.as_deref().unwrap_or(""),
+            text: fields.text.as_deref().unwrap_or(""),
+            error: Some(&message),
+        };
+        Self::RoomPage(room_page(state, &room, &root, error.status(), draft).await)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Json(error) => error.into_response(),
+            Self::ErrorPage { error, root } => {
+                let mut page = error_page(error.status(), &error.public_message(), &root);
+                if let AppError::RateLimited { retry_after, .. } = error {
+                    page.headers_mut().insert(header::RETRY_AFTER, retry_after.into());
+                }
+                page
             }
+            Self::RoomPage(page) => page,
         }
     }
 }
@@ -104,39 +146,15 @@ fn idempotency_key(headers: &HeaderMap, fields: &SendFields) -> Result<Option<Id
     }
 }
 
-/// A write from this client may go ahead: same site (no CSRF), within its send rate.
-pub fn admit_send(state: &AppState, client: std::net::IpAddr, headers: &HeaderMap) -> Result<(), AppError> {
-    same_origin(headers, &state.config.cors_origin)?;
-    state.sends.check(client).map_err(|wait| {
-        state.metrics.limited(Limited::Send);
-        AppError::RateLimited {
-            message: "too many messages from this client; slow down".to_owned(),
-            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+/// A write from this peer may go ahead: same site (no CSRF), and its client within its send
+/// rate. Runs before the body is read, so a refused client costs no more than its headers.
+pub async fn admit_send(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), AppError> {
+    same_origin(state, peer, headers)?;
+    state.sends.check(state.client_of(peer, headers)).await.inspect_err(|e| {
+        if matches!(e, AppError::RateLimited { .. }) {
+            state.metrics.limited(Limited::Send);
         }
     })
-}
-
-/// The room page again, with the reason and the typed fields (or, for a bad room, the
-/// error page).
-async fn refused_form(
-    state: &AppState,
-    uri: &Uri,
-    fields: &SendFields,
-    status: StatusCode,
-    message: &str,
-) -> Response {
-    let root = root_for(uri.path());
-    match RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)) {
-        Ok(room) => {
-            let draft = Draft {
-                author: fields.author.as_deref().unwrap_or(""),
-                text: fields.text.as_deref().unwrap_or(""),
-                error: Some(message),
-            };
-            room_page(state, &room, &root, status, draft).await
-        }
-        Err(_) => error_page(status, message, &root),
-    }
 }
 
 /// Reads the body by its content type and merges in `?room=`.

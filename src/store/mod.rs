@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{RedisStore, SharedRateLimiter};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use serde::Serialize;

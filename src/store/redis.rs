@@ -14,6 +14,9 @@
 //! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`).
 //! Keys are `ssechat:{room}:seq`, `ssechat:{room}:log` and `ssechat:rooms`; one Redis
 //! primary (with replicas or Sentinel) is supported, not Redis Cluster.
+//!
+//! The `/send` rate limit of every node lives here too ([`SharedRateLimiter`]): one key
+//! per client, `ssechat:{client:ADDRESS}:send`, its own Cluster slot.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,6 +71,25 @@ redis.call('ZADD', KEYS[3], ms, ARGV[1])
 redis.call('PUBLISH', ARGV[5], payload)
 if ARGV[6] == '1' then redis.call('SET', KEYS[4], payload, 'EX', tonumber(ARGV[7])) end
 return {0, payload}
+"#;
+
+/// GCRA, the token bucket as one number: the key holds the bucket's "theoretical arrival
+/// time" (TAT, microseconds, Redis clock). A send is allowed when, after adding one
+/// interval, the TAT is at most `burst` intervals ahead of now. The key expires when the
+/// bucket would be full again, since then it says nothing. Returns 0, or the wait in µs.
+/// ARGV: interval (µs), tolerance (interval × burst, µs).
+const TAKE_TOKEN: &str = r#"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local next_tat = tat + interval
+local wait = next_tat - tolerance - now
+if wait > 0 then return math.ceil(wait) end
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000))
+return 0
 "#;
 
 pub struct RedisStore {
@@ -171,7 +193,20 @@ impl RedisStore {
     }
 
     fn unavailable(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Unavailable(format!("Redis at {}: {e}", self.url))
+        unavailable(&self.url, e)
+    }
+
+    /// A send limit of one every `interval`, `burst` at once, per client, on this store's
+    /// connection: the same buckets for every node.
+    pub fn rate_limiter(&self, interval: Duration, burst: u32) -> SharedRateLimiter {
+        let interval = interval.as_micros().max(1) as f64;
+        SharedRateLimiter {
+            conn: self.conn.clone(),
+            url: self.url.clone(),
+            script: Script::new(TAKE_TOKEN),
+            interval,
+            tolerance: interval * f64::from(burst.max(1)),
+        }
     }
 
     /// The oldest id retention still shows, given the room's newest id.
@@ -199,6 +234,38 @@ impl RedisStore {
                 from = *score as MessageId;
             }
         }
+    }
+}
+
+fn unavailable(url: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("Redis at {url}: {e}"))
+}
+
+/// The `/send` token buckets of all nodes, one Redis key per client (see [`TAKE_TOKEN`]).
+pub struct SharedRateLimiter {
+    conn: ConnectionManager,
+    url: String,
+    script: Script,
+    /// Microseconds between two tokens.
+    interval: f64,
+    /// Microseconds a bucket may run ahead: the burst.
+    tolerance: f64,
+}
+
+impl SharedRateLimiter {
+    /// Takes a token for `client` (already cut to its /64 if IPv6): `None`, or how long
+    /// until there is one. Redis unreachable: an error, as a send would get from the store.
+    pub async fn take(&self, client: std::net::IpAddr) -> Result<Option<Duration>, StoreError> {
+        let mut conn = self.conn.clone();
+        let wait: u64 = self
+            .script
+            .key(format!("ssechat:{{client:{client}}}:send"))
+            .arg(self.interval)
+            .arg(self.tolerance)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable(&self.url, e))?;
+        Ok((wait > 0).then(|| Duration::from_micros(wait)))
     }
 }
 
@@ -484,6 +551,25 @@ pub mod tests {
             async move { Arc::new(RedisStore::open(&url, hub, retention).await.unwrap()) as Arc<dyn Store> }
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn the_shared_rate_limit_is_one_bucket_per_client_for_every_connection() {
+        let server = RedisServer::start();
+        let open = || RedisStore::open(&server.url, Hub::new(4), Retention::count(5));
+        let (a, b) = (open().await.unwrap(), open().await.unwrap());
+        let (on_a, on_b) =
+            (a.rate_limiter(Duration::from_secs(2), 3), b.rate_limiter(Duration::from_secs(2), 3));
+        let client: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        for limiter in [&on_a, &on_b, &on_a] {
+            assert_eq!(limiter.take(client).await.unwrap(), None);
+        }
+        let wait = on_b.take(client).await.unwrap().expect("the burst is spent, on every node");
+        assert!(wait <= Duration::from_secs(2), "at most one interval: {wait:?}");
+        assert_eq!(on_a.take("192.0.2.8".parse().unwrap()).await.unwrap(), None, "another client");
+        let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
+        let ttl: i64 = redis::cmd("PTTL").arg("ssechat:{client:192.0.2.7}:send").query(&mut conn).unwrap();
+        assert!(ttl > 0 && ttl <= 6_000, "the key lives until the bucket is full again: {ttl}");
     }
 
     #[tokio::test]

@@ -12,5 +12,7 @@ mod input;
 mod lifecycle;
 mod page;
 mod presence;
+mod proxy;
 mod resume;
+mod shared_limits;
 mod streams;
