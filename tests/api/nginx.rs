@@ -1,0 +1,551 @@
+//! The shipped nginx configs (`deploy/`), run by a real nginx through `deploy/run-nginx.sh`
+//! in front of the real binary: what browsers behind a proxy get.
+//!
+//! Nodes run with `--trusted-proxy 127.0.0.1`, as the README says, in the tests whose
+//! behaviour needs it (who a client is, and the CSRF check against X-Forwarded-Host). The
+//! others start nodes without it, so they run on any build.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::json;
+use ssechat::domain::Message;
+
+use crate::helpers::{EventStream, WAIT};
+use crate::process::{RedisServer, Server};
+
+/// How nodes behind the shipped configs are started (README: "Behind a proxy").
+const BEHIND_PROXY: &[&str] = &["--trusted-proxy", "127.0.0.1"];
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real nginx, started by `deploy/run-nginx.sh CONFIG PREFIX 127.0.0.1:PORT NODE...` (the
+/// documented way to give a config its ports), stopped on drop.
+struct Nginx {
+    child: std::process::Child,
+    base: String,
+    prefix: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts `deploy/CONFIG` on a free port in front of `nodes`; returns once it listens.
+    async fn start(config: &str, nodes: &[&Server]) -> Nginx {
+        let prefix = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(repo_file("deploy/run-nginx.sh"))
+            .arg(repo_file(&format!("deploy/{config}")))
+            .arg(prefix.path())
+            .arg(&listen)
+            .args(nodes.iter().map(|node| node.addr()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("deploy/run-nginx.sh runs");
+        let mut nginx = Nginx { child, base: format!("http://{listen}"), prefix };
+        nginx.wait_until_listening().await;
+        nginx
+    }
+
+    /// The master writes its pid file once its sockets listen; if it exits instead, says why.
+    async fn wait_until_listening(&mut self) {
+        let pid_file = self.prefix.path().join("nginx.pid");
+        let outcome = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    let mut stderr = String::new();
+                    std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut stderr)
+                        .unwrap();
+                    panic!("nginx exited ({status}): {stderr}");
+                }
+                if let Ok(pid) = std::fs::read_to_string(&pid_file).unwrap_or_default().trim().parse::<u32>()
+                {
+                    return pid;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let pid = outcome.expect("nginx starts or exits");
+        assert_eq!(pid, self.child.id(), "run-nginx.sh execs nginx, so stopping it stops nginx");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.path().join("error.log")).unwrap()
+    }
+
+    /// nginx's own complaints: none may be critical (a temp file it could not write), an
+    /// alert (a limit it could not set) or an emergency.
+    fn assert_no_alerts(&self) {
+        let log = self.error_log();
+        let serious = ["[crit]", "[alert]", "[emerg]"];
+        let alerts: Vec<&str> = log.lines().filter(|l| serious.iter().any(|s| l.contains(s))).collect();
+        assert!(alerts.is_empty(), "nginx error log: {alerts:#?}");
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM: the master stops its workers, then exits (a SIGKILL would leave the workers
+    /// serving). SIGKILL only if it has not gone after `WAIT`.
+    fn drop(&mut self) {
+        if self.child.try_wait().unwrap().is_some() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid, not yet reaped, so it is still ours.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + WAIT;
+        while self.child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The README's "Running several nodes": one Redis, two nodes, `deploy/nginx.conf` in front.
+/// Dropped in field order: nginx first, then the nodes, then Redis.
+struct Deployment {
+    nginx: Nginx,
+    nodes: Vec<Server>,
+    _redis: RedisServer,
+}
+
+impl Deployment {
+    async fn start(node_args: &[&str]) -> Deployment {
+        let redis = RedisServer::start(false);
+        let args = [&["--store", redis.url.as_str()], node_args].concat();
+        let nodes = vec![Server::start_deployed(&args).await, Server::start_deployed(&args).await];
+        let nginx = Nginx::start("nginx.conf", &nodes.iter().collect::<Vec<_>>()).await;
+        Deployment { nginx, nodes, _redis: redis }
+    }
+}
+
+/// A client whose connections come from 127.0.0.`n`: to the proxy, another person.
+fn client_from(n: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, n]))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn client() -> reqwest::Client {
+    client_from(1)
+}
+
+/// Posts the room's form the way a browser does on a plain-http page: `Origin`, no
+/// `Sec-Fetch-Site`, HTML preferred.
+async fn post_as_browser(client: &reqwest::Client, url: &str, origin: &str, text: &str) -> reqwest::Response {
+    client
+        .post(url)
+        .header("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+        .header("origin", origin)
+        .form(&[("author", "ana"), ("text", text)])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_json(client: &reqwest::Client, url: &str, text: &str) -> reqwest::Response {
+    let body = json!({ "room": "general", "author": "ana", "text": text });
+    client.post(url).json(&body).send().await.unwrap()
+}
+
+/// Posts as the page's script does: one `Idempotency-Key`, retried while no node answers
+/// (nginx answers 502 when a node dies with the post on its socket: a POST is never replayed).
+async fn send(client: &reqwest::Client, url: &str, text: &str) -> Message {
+    let body = json!({ "room": "general", "author": "ana", "text": text });
+    let key = text.replace(' ', "-");
+    let attempt = || client.post(url).header("idempotency-key", &key).json(&body).send();
+    let outcome = tokio::time::timeout(WAIT, async {
+        loop {
+            match attempt().await {
+                Ok(r) if r.status().is_success() => return r.json::<Message>().await.unwrap(),
+                Ok(r) if [502, 503].contains(&r.status().as_u16()) => {}
+                Ok(r) => panic!("send refused: {} {:?}", r.status(), r.text().await),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    outcome.expect("a send gets through")
+}
+
+/// Opens a stream (resuming after `last_id`) and reads its preamble, so it is subscribed.
+async fn open_stream(client: &reqwest::Client, url: &str, last_id: Option<u64>) -> EventStream {
+    let mut request = client.get(url);
+    if let Some(id) = last_id {
+        request = request.header("last-event-id", id.to_string());
+    }
+    let response = tokio::time::timeout(WAIT, request.send()).await.expect("stream opens").unwrap();
+    let status = response.status();
+    assert_eq!(status, 200, "stream refused: {:?}", response.text().await);
+    let mut stream = EventStream::new(response);
+    let preamble = stream.next_block().await.expect("preamble");
+    assert!(preamble.retry.is_some(), "stream opens with retry: {preamble:?}");
+    stream
+}
+
+/// A reader that behaves like EventSource: when its stream ends, it reconnects with
+/// `Last-Event-ID` (at once: waiting `retry:` proves nothing here).
+struct Reader {
+    client: reqwest::Client,
+    url: String,
+    stream: EventStream,
+    last_id: Option<u64>,
+    reconnects: u32,
+}
+
+impl Reader {
+    async fn open(client: reqwest::Client, url: String) -> Reader {
+        let stream = open_stream(&client, &url, None).await;
+        Reader { client, url, stream, last_id: None, reconnects: 0 }
+    }
+
+    async fn next_message(&mut self) -> Message {
+        loop {
+            match self.stream.next_block().await {
+                Some(block) if block.data.is_some() => {
+                    let message = block.message();
+                    self.last_id = Some(message.id);
+                    return message;
+                }
+                Some(_) => continue,
+                None => {
+                    self.stream = open_stream(&self.client, &self.url, self.last_id).await;
+                    self.reconnects += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Streams open on a node, from its `/metrics`.
+async fn open_streams(node: &Server) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", node.base)).await.unwrap().text().await.unwrap();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("ssechat_open_streams{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until the nodes hold `total` streams between them, each at least one.
+async fn wait_for_streams_on_every_node(nodes: &[Server], total: u64) {
+    crate::helpers::eventually("streams on every node", || async {
+        let counts = join_all(nodes.iter().map(open_streams)).await;
+        counts.iter().sum::<u64>() == total && counts.iter().all(|&c| c > 0)
+    })
+    .await;
+}
+
+/// Loads a page and every stylesheet and script it links to, as a browser resolves them.
+async fn assert_page_and_assets_load(client: &reqwest::Client, page_url: &str) {
+    let page = client.get(page_url).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{page_url}");
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    let base = reqwest::Url::parse(page_url).unwrap();
+    let assets: Vec<&str> = ["href=\"", "src=\""]
+        .iter()
+        .flat_map(|attr| html.split(attr).skip(1))
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|link| link.contains("assets/"))
+        .collect();
+    assert_eq!(assets.len(), 2, "the page links its stylesheet and script: {assets:?}");
+    for link in assets {
+        let url = base.join(link).unwrap();
+        let response = client.get(url.clone()).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        assert!(!response.bytes().await.unwrap().is_empty(), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_load_through_the_proxy() {
+    let deployment = Deployment::start(&[]).await;
+    assert_page_and_assets_load(&client(), &deployment.nginx.url("/")).await;
+    assert_page_and_assets_load(&client(), &deployment.nginx.url("/rooms/lobby")).await;
+    deployment.nginx.assert_no_alerts();
+}
+
+/// The bug this config once had: `Host $host` dropped the port, so a browser's
+/// `Origin: http://host:8080` never matched and every form post got 403.
+#[tokio::test]
+async fn a_browsers_form_post_through_the_proxy_on_its_own_port_is_same_origin() {
+    let deployment = Deployment::start(BEHIND_PROXY).await;
+    let (nginx, client) = (&deployment.nginx, client());
+    let response = post_as_browser(&client, &nginx.url("/send?room=general"), &nginx.base, "hi").await;
+    assert_eq!(response.status(), 303, "{:?}", response.text().await);
+    assert_eq!(response.headers()["location"], "./");
+    let other_port = format!("http://127.0.0.1:{}", free_port());
+    for origin in ["http://evil.example", other_port.as_str()] {
+        let response = post_as_browser(&client, &nginx.url("/send?room=general"), origin, "no").await;
+        assert_eq!(response.status(), 403, "Origin {origin} is another site");
+    }
+    let history: Vec<Message> =
+        client.get(nginx.url("/history?room=general")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(history.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["hi"]);
+    nginx.assert_no_alerts();
+}
+
+#[tokio::test]
+async fn a_message_reaches_a_stream_through_the_proxy_within_a_second() {
+    let deployment = Deployment::start(&[]).await;
+    let (nginx, client) = (&deployment.nginx, client());
+    let mut stream = open_stream(&client, &nginx.url("/events?room=general"), None).await;
+    for text in ["one", "two"] {
+        let sent = send(&client, &nginx.url("/send"), text).await;
+        let received = tokio::time::timeout(Duration::from_secs(1), stream.next_message()).await;
+        assert_eq!(received.expect("delivered within 1 s: the proxy buffers nothing"), sent);
+    }
+}
+
+/// 30 people chatting through one nginx once shared one bucket: the proxy's address.
+#[tokio::test]
+async fn each_client_behind_the_proxy_has_its_own_send_bucket() {
+    let limits = ["--send-burst", "3", "--send-rate", "0.01"];
+    let deployment = Deployment::start(&[BEHIND_PROXY, &limits].concat()).await;
+    let url = deployment.nginx.url("/send");
+    let (greedy, polite) = (client_from(2), client_from(3));
+    // Refused several times in a row: its bucket is empty on both nodes.
+    let (mut posts, mut refused_in_a_row) = (0, 0);
+    while refused_in_a_row < 4 {
+        posts += 1;
+        assert!(posts <= 50, "a client over its burst is refused");
+        let response = post_json(&greedy, &url, &format!("greedy {posts}")).await;
+        match response.status().as_u16() {
+            429 => refused_in_a_row += 1,
+            201 => refused_in_a_row = 0,
+            other => panic!("unexpected {other}: {:?}", response.text().await),
+        }
+    }
+    for i in 1..=3 {
+        let response = post_json(&polite, &url, &format!("polite {i}")).await;
+        assert_eq!(response.status(), 201, "another client keeps its own bucket");
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_streams_resume_on_the_other_node_through_the_proxy() {
+    let mut deployment = Deployment::start(&[]).await;
+    let (events, send_url) = (deployment.nginx.url("/events?room=general"), deployment.nginx.url("/send"));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        readers.push(Reader::open(client(), events.clone()).await);
+    }
+    wait_for_streams_on_every_node(&deployment.nodes, 4).await;
+    let before = send(&client(), &send_url, "before").await;
+    for reader in &mut readers {
+        assert_eq!(reader.next_message().await, before);
+    }
+
+    deployment.nodes.remove(0).kill9().await;
+    let mut missed = Vec::new();
+    for text in ["m1", "m2", "m3"] {
+        missed.push(send(&client(), &send_url, text).await);
+    }
+    for reader in &mut readers {
+        for expected in &missed {
+            assert_eq!(&reader.next_message().await, expected, "in order, nothing lost");
+        }
+        reader.stream.expect_quiet().await;
+    }
+    assert!(readers.iter().any(|r| r.reconnects > 0), "some streams were on the killed node");
+    deployment.nginx.assert_no_alerts();
+}
+
+/// 240 readers from 240 addresses, as through one office's proxy: after a node dies they
+/// all land on the other, which sees 240 clients, not one client with 240 streams.
+#[tokio::test]
+async fn two_hundred_forty_readers_all_reconnect_to_the_surviving_node() {
+    let mut deployment = Deployment::start(BEHIND_PROXY).await;
+    let events = deployment.nginx.url("/events?room=general");
+    let mut readers = Vec::new();
+    for n in 0..240u8 {
+        readers.push(Reader::open(client_from(10 + n), events.clone()).await);
+    }
+    wait_for_streams_on_every_node(&deployment.nodes, 240).await;
+    let send_url = deployment.nginx.url("/send");
+    let before = send(&client(), &send_url, "before").await;
+    let received = join_all(readers.iter_mut().map(|r| r.next_message())).await;
+    assert!(received.iter().all(|m| *m == before), "every reader got the first message");
+
+    deployment.nodes.remove(0).kill9().await;
+    let sent = send(&client(), &send_url, "still here").await;
+    let received = join_all(readers.iter_mut().map(|r| r.next_message())).await;
+    assert!(received.iter().all(|m| *m == sent), "every reader got the message sent meanwhile");
+    let moved = readers.iter().filter(|r| r.reconnects > 0).count();
+    assert!(moved > 0, "some readers were on the killed node");
+    let survivor = &deployment.nodes[0];
+    crate::helpers::eventually("all 240 open on the survivor", || async {
+        open_streams(survivor).await == 240
+    })
+    .await;
+    deployment.nginx.assert_no_alerts();
+}
+
+/// A body over ssechat's limit is refused by nginx with ssechat's answer, every time (a node
+/// refusing it mid-upload would make nginx answer 502 now and then).
+#[tokio::test]
+async fn a_body_over_the_limit_gets_ssechats_413_through_the_proxy() {
+    let deployment = Deployment::start(&[]).await;
+    for _ in 0..5 {
+        let response = post_json(&client(), &deployment.nginx.url("/send"), &"x".repeat(100_000)).await;
+        assert_eq!(response.status(), 413);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "request body is larger than the limit of 65536 bytes");
+    }
+}
+
+/// As root, nginx's workers run as nobody: a response the client does not read fast enough
+/// goes through the temp directory in the prefix, and must still arrive whole.
+#[tokio::test]
+async fn a_response_buffered_to_a_temp_file_in_the_prefix_arrives_whole() {
+    let node = Server::start(&["--store", "memory"]).await;
+    let posts = (0..8).map(|task| {
+        let url = format!("{}/send", node.base);
+        async move {
+            let client = reqwest::Client::new();
+            for i in 0..125 {
+                let text = format!("{task}-{i} {}", "x".repeat(3_990));
+                assert_eq!(post_json(&client, &url, &text).await.status(), 201);
+            }
+        }
+    });
+    join_all(posts).await;
+    let nginx = Nginx::start("nginx.conf", &[&node]).await;
+
+    let mut socket =
+        tokio::net::TcpStream::connect(nginx.base.strip_prefix("http://").unwrap()).await.unwrap();
+    let request =
+        "GET /history?room=general&since=0&limit=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut socket, request.as_bytes()).await.unwrap();
+    // Not reading: nginx has to put the rest of the 4 MB answer somewhere.
+    crate::helpers::eventually("nginx buffers the answer to a temp file", || async {
+        nginx.error_log().contains("buffered to a temporary file")
+    })
+    .await;
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut response))
+        .await
+        .expect("the answer arrives")
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let history: Vec<Message> = serde_json::from_str(body).expect("the whole JSON array");
+    assert_eq!(history.len(), 1000);
+    nginx.assert_no_alerts();
+}
+
+/// The README's "Behind a proxy" block is `deploy/nginx-chat.conf`, run as is.
+#[tokio::test]
+async fn the_readmes_proxy_block_serves_the_chat_under_a_path_prefix() {
+    let node = Server::start_deployed(&["--store", "memory"]).await;
+    let nginx = Nginx::start("nginx-chat.conf", &[&node]).await;
+    assert_page_and_assets_load(&client(), &nginx.url("/chat/")).await;
+    assert_page_and_assets_load(&client(), &nginx.url("/chat/rooms/lobby")).await;
+    let client = client();
+    let mut stream = open_stream(&client, &nginx.url("/chat/events?room=general"), None).await;
+    let sent = send(&client, &nginx.url("/chat/send"), "under a prefix").await;
+    assert_eq!(stream.next_message().await, sent);
+    nginx.assert_no_alerts();
+}
+
+#[tokio::test]
+async fn a_browsers_form_post_under_the_path_prefix_is_same_origin() {
+    let node = Server::start_deployed(&[&["--store", "memory"], BEHIND_PROXY].concat()).await;
+    let nginx = Nginx::start("nginx-chat.conf", &[&node]).await;
+    let client = client();
+    let url = nginx.url("/chat/send?room=general");
+    let response = post_as_browser(&client, &url, &nginx.base, "hi").await;
+    assert_eq!(response.status(), 303, "{:?}", response.text().await);
+    let back =
+        reqwest::Url::parse(&url).unwrap().join(response.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(back.path(), "/chat/", "back to the room, under the prefix");
+    let page = client.get(back).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("hi"));
+    nginx.assert_no_alerts();
+}
+
+/// The README shows the single-node config whole; it must be the file that is tested.
+#[test]
+fn the_readmes_proxy_block_is_deploy_nginx_chat_conf() {
+    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+    let section = readme.split("\n## Behind a proxy\n").nth(1).expect("a Behind a proxy section");
+    let block =
+        section.split("```nginx\n").nth(1).and_then(|b| b.split("```\n").next()).expect("an nginx block");
+    let file = std::fs::read_to_string(repo_file("deploy/nginx-chat.conf")).unwrap();
+    assert_eq!(block, file, "README.md's block and deploy/nginx-chat.conf differ");
+}
+
+/// The README's node commands trust the proxy, and start nginx the tested way.
+#[test]
+fn the_readmes_recipes_start_the_nodes_behind_the_proxy() {
+    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+    for (section, config) in
+        [("Behind a proxy", "deploy/nginx-chat.conf"), ("Running several nodes", "deploy/nginx.conf")]
+    {
+        let text = readme.split(&format!("\n## {section}\n")).nth(1).unwrap().split("\n## ").next().unwrap();
+        let nodes: Vec<&str> = text.lines().filter(|l| l.contains("ssechat --listen")).collect();
+        assert!(!nodes.is_empty(), "{section}: a node command");
+        for node in nodes {
+            assert!(node.contains("--trusted-proxy 127.0.0.1"), "{section}: {node}");
+        }
+        assert!(text.contains(&format!("deploy/run-nginx.sh {config} ")), "{section}: starts {config}");
+    }
+}
+
+/// `nginx -t` on the files as shipped, under the usual open-file limit of 1024: nothing to
+/// warn about, and everything it writes (pid, logs, temp directories) lands in the prefix.
+#[test]
+fn the_shipped_configs_pass_nginx_t_and_write_only_in_their_prefix() {
+    for config in ["deploy/nginx.conf", "deploy/nginx-chat.conf"] {
+        let prefix = tempfile::tempdir().unwrap();
+        let output = Command::new("sh")
+            .args(["-c", "ulimit -n 1024 && exec nginx -t -p \"$1\" -e stderr -c \"$2\"", "sh"])
+            .arg(prefix.path())
+            .arg(repo_file(config))
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .expect("nginx is installed (apt-get install nginx)");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() && said.contains("test is successful"), "{config}: {said}");
+        for complaint in ["[warn]", "[alert]", "[emerg]"] {
+            assert!(!said.contains(complaint), "{config}: {said}");
+        }
+        let mut written: Vec<String> = std::fs::read_dir(prefix.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        written.sort();
+        let expected = [
+            "access.log",
+            "client_body_temp",
+            "error.log",
+            "fastcgi_temp",
+            "nginx.pid",
+            "proxy_temp",
+            "scgi_temp",
+            "uwsgi_temp",
+        ];
+        assert_eq!(written, expected, "{config}");
+    }
+}
