@@ -520,7 +520,7 @@ fn the_shipped_configs_pass_nginx_t_and_write_only_in_their_prefix() {
     for config in ["deploy/nginx.conf", "deploy/nginx-chat.conf"] {
         let prefix = tempfile::tempdir().unwrap();
         let output = Command::new("sh")
-            .args(["-c", "ulimit -n 1024 && exec nginx -t -p \"$1\" -e stderr -c \"$2\"", "sh"])
+            .args(["-c", "ulimit -S -n 1024 2>/dev/null; exec nginx -t -p \"$1\" -e stderr -c \"$2\"", "sh"])
             .arg(prefix.path())
             .arg(repo_file(config))
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
