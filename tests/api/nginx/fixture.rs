@@ -32,7 +32,9 @@ pub struct Nginx {
 impl Nginx {
     /// Starts `deploy/CONFIG` on a free port in front of `nodes`; returns once it listens.
     pub async fn start(config: &str, nodes: &[&Server]) -> Nginx {
-        let prefix = tempfile::tempdir().unwrap();
+        // Private, as `mktemp -d` makes it: as root, run-nginx.sh must open it to the workers.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+        let prefix = tempfile::Builder::new().permissions(private).tempdir().unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
         let child = Command::new(repo_file("deploy/run-nginx.sh"))
             .arg(repo_file(&format!("deploy/{config}")))
