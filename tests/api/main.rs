@@ -10,6 +10,7 @@ mod durable;
 mod fast_path;
 mod input;
 mod lifecycle;
+mod nginx;
 mod page;
 mod presence;
 mod proxy;

@@ -23,17 +23,37 @@ impl Server {
 
     /// Starts `ssechat`, or returns what it printed on stderr when it exits instead.
     pub async fn try_start(args: &[&str]) -> Result<Server, String> {
+        Self::spawn(&["--send-rate", "1000000", "--send-burst", "1000000"], args).await
+    }
+
+    /// Starts `ssechat` as it is deployed: the real send limits and stream caps, only `args`
+    /// added. What it logs is read and dropped (a full pipe would stall it), or shown with
+    /// `TEST_LOG`.
+    pub async fn start_deployed(args: &[&str]) -> Server {
+        let mut server = match Self::spawn(&[], args).await {
+            Ok(server) => server,
+            Err(stderr) => panic!("ssechat did not start: {stderr}"),
+        };
+        let mut stderr = server.child.stderr.take().unwrap();
+        tokio::spawn(async move {
+            if std::env::var_os("TEST_LOG").is_some() {
+                let _ = tokio::io::copy(&mut stderr, &mut tokio::io::stderr()).await;
+            } else {
+                let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+            }
+        });
+        server
+    }
+
+    /// The address it listens on, as `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        self.base.strip_prefix("http://").unwrap_or(&self.base)
+    }
+
+    async fn spawn(limits: &[&str], args: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssechat"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log",
-                "warn",
-                "--send-rate",
-                "1000000",
-                "--send-burst",
-                "1000000",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(limits)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
