@@ -6,101 +6,10 @@
 use std::collections::BTreeMap;
 
 use ssechat::domain::RoomName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tower::ServiceExt;
 
-use crate::helpers::{TestApp, WAIT, eventually};
-
-/// One raw HTTP/1.1 connection, read response by response.
-struct Raw {
-    socket: TcpStream,
-    /// Read and not yet used.
-    buffered: Vec<u8>,
-}
-
-/// A response: status, headers (lower-case names), and the body read so far.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl Raw {
-    async fn connect(app: &TestApp) -> Self {
-        Raw { socket: TcpStream::connect(app.addr).await.unwrap(), buffered: Vec::new() }
-    }
-
-    async fn send(&mut self, request: &str) {
-        self.socket.write_all(request.as_bytes()).await.unwrap();
-    }
-
-    /// Reads until `until` is in the buffer; false if the connection closed first.
-    async fn fill_until(&mut self, until: &[u8]) -> bool {
-        tokio::time::timeout(WAIT, async {
-            let mut buf = [0u8; 4096];
-            while !self.buffered.windows(until.len()).any(|w| w == until) {
-                match self.socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => self.buffered.extend_from_slice(&buf[..n]),
-                }
-            }
-            true
-        })
-        .await
-        .expect("the server answers")
-    }
-
-    /// The next response's head, and its whole body unless it is a stream.
-    async fn response(&mut self) -> Answer {
-        assert!(self.fill_until(b"\r\n\r\n").await, "closed before a response: {:?}", self.text());
-        let end = self.buffered.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let head: Vec<u8> = self.buffered.drain(..end).collect();
-        let head = String::from_utf8(head).unwrap();
-        let mut lines = head.lines();
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-        let headers: BTreeMap<String, String> = lines
-            .filter_map(|l| l.split_once(": "))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
-            .collect();
-        let body = self.body(&headers).await;
-        Answer { status, headers, body }
-    }
-
-    async fn body(&mut self, headers: &BTreeMap<String, String>) -> String {
-        if let Some(len) = headers.get("content-length") {
-            let len: usize = len.parse().unwrap();
-            tokio::time::timeout(WAIT, async {
-                while self.buffered.len() < len {
-                    let mut buf = [0u8; 4096];
-                    let n = self.socket.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "closed inside a body");
-                    self.buffered.extend_from_slice(&buf[..n]);
-                }
-            })
-            .await
-            .unwrap();
-            return String::from_utf8(self.buffered.drain(..len).collect()).unwrap();
-        }
-        let stream = headers.get("content-type").is_some_and(|t| t.starts_with("text/event-stream"));
-        if stream {
-            return String::new(); // read on with `fill_until`
-        }
-        assert!(self.fill_until(b"0\r\n\r\n").await, "closed inside a chunked body");
-        let end = self.buffered.windows(5).position(|w| w == b"0\r\n\r\n").unwrap() + 5;
-        String::from_utf8(self.buffered.drain(..end).collect()).unwrap()
-    }
-
-    /// True once the server has closed the connection (after anything still buffered).
-    async fn closed(&mut self) -> bool {
-        !self.fill_until(b"\0never\0").await
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buffered).into_owned()
-    }
-}
+use crate::helpers::{TestApp, eventually};
+use crate::raw::{Answer, Raw};
 
 const STREAM: &str = "GET /events?room=general HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n";
 
@@ -115,19 +24,19 @@ fn stream_head(answer: &Answer) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn every_way_in_gets_the_same_stream_on_the_fast_path() {
     let app = TestApp::spawn().await;
-    let mut fresh = Raw::connect(&app).await;
+    let mut fresh = Raw::connect(app.addr).await;
     fresh.send(STREAM).await;
     let fresh = fresh.response().await;
 
     // A browser: the page, then the EventSource on the same connection.
-    let mut reused = Raw::connect(&app).await;
+    let mut reused = Raw::connect(app.addr).await;
     reused.send("GET /rooms/general HTTP/1.1\r\nhost: x\r\naccept: text/html\r\n\r\n").await;
     assert_eq!(reused.response().await.status, 200);
     reused.send(STREAM).await;
     let after_page = reused.response().await;
 
     // After a post with a body, on the same connection.
-    let mut posted = Raw::connect(&app).await;
+    let mut posted = Raw::connect(app.addr).await;
     let form = "room=general&author=ana&text=hi";
     posted
         .send(&format!(
@@ -166,7 +75,7 @@ async fn every_way_in_gets_the_same_stream_on_the_fast_path() {
 #[tokio::test]
 async fn one_connection_serves_page_assets_post_and_stream_like_a_browser() {
     let app = TestApp::spawn().await;
-    let mut browser = Raw::connect(&app).await;
+    let mut browser = Raw::connect(app.addr).await;
     for (request, status) in [
         ("GET /rooms/general HTTP/1.1\r\nhost: x\r\naccept: text/html\r\n\r\n", 200),
         ("GET /assets/chat.css HTTP/1.1\r\nhost: x\r\n\r\n", 200),
@@ -192,14 +101,14 @@ fn metric(text: &str, name: &str) -> u64 {
 #[tokio::test]
 async fn streams_and_refusals_are_counted_once_whichever_way_they_come_in() {
     let app = TestApp::spawn_with(|c| c.max_streams_per_client = 1).await;
-    let mut first = Raw::connect(&app).await;
+    let mut first = Raw::connect(app.addr).await;
     first.send(STREAM).await;
     assert_eq!(first.response().await.status, 200);
 
-    let mut fresh = Raw::connect(&app).await;
+    let mut fresh = Raw::connect(app.addr).await;
     fresh.send(STREAM).await;
     assert_eq!(fresh.response().await.status, 429);
-    let mut reused = Raw::connect(&app).await;
+    let mut reused = Raw::connect(app.addr).await;
     reused.send("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(reused.response().await.status, 200);
     reused.send(STREAM).await;
@@ -218,12 +127,12 @@ async fn streams_and_refusals_are_counted_once_whichever_way_they_come_in() {
 #[tokio::test]
 async fn pipelined_and_old_requests_are_each_answered() {
     let app = TestApp::spawn().await;
-    let mut pipelined = Raw::connect(&app).await;
+    let mut pipelined = Raw::connect(app.addr).await;
     pipelined.send("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /readyz HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(pipelined.response().await.body, "ok");
     assert_eq!(pipelined.response().await.body, "ready");
 
-    let mut old = Raw::connect(&app).await;
+    let mut old = Raw::connect(app.addr).await;
     old.send("GET /healthz HTTP/1.0\r\n\r\n").await;
     assert_eq!(old.response().await.body, "ok");
     assert!(old.closed().await, "HTTP/1.0 without keep-alive closes");
@@ -232,7 +141,7 @@ async fn pipelined_and_old_requests_are_each_answered() {
 #[tokio::test]
 async fn a_client_asking_to_close_gets_its_answer_then_the_close() {
     let app = TestApp::spawn().await;
-    let mut raw = Raw::connect(&app).await;
+    let mut raw = Raw::connect(app.addr).await;
     raw.send("GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
     let answer = raw.response().await;
     assert_eq!(answer.body, "ok");
@@ -243,7 +152,7 @@ async fn a_client_asking_to_close_gets_its_answer_then_the_close() {
 #[tokio::test]
 async fn a_body_the_handler_never_read_is_never_taken_for_a_request() {
     let app = TestApp::spawn().await;
-    let mut raw = Raw::connect(&app).await;
+    let mut raw = Raw::connect(app.addr).await;
     // Refused before the body is read (415); the body holds what looks like a request.
     let sneaky = "GET /events HTTP/1.1\r\nhost: x\r\n\r\n";
     raw.send(&format!(
@@ -263,7 +172,7 @@ async fn a_body_the_handler_never_read_is_never_taken_for_a_request() {
 #[tokio::test]
 async fn a_chunked_post_leaves_the_connection_to_hyper_which_still_streams() {
     let app = TestApp::spawn().await;
-    let mut raw = Raw::connect(&app).await;
+    let mut raw = Raw::connect(app.addr).await;
     let form = "author=ana&text=chunked";
     raw.send(&format!(
         "POST /send HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{form}\r\n0\r\n\r\n",
@@ -280,7 +189,7 @@ async fn a_chunked_post_leaves_the_connection_to_hyper_which_still_streams() {
 #[tokio::test]
 async fn a_bad_stream_request_gets_the_routers_error() {
     let app = TestApp::spawn().await;
-    let mut raw = Raw::connect(&app).await;
+    let mut raw = Raw::connect(app.addr).await;
     raw.send("GET /events?room=Bad HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let answer = raw.response().await;
     assert_eq!(answer.status, 400);
@@ -291,7 +200,7 @@ async fn a_bad_stream_request_gets_the_routers_error() {
 async fn a_client_that_leaves_frees_its_subscription_at_once() {
     let app = TestApp::spawn().await;
     let room = RoomName::general();
-    let mut raw = Raw::connect(&app).await;
+    let mut raw = Raw::connect(app.addr).await;
     raw.send("GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
     raw.response().await;
     raw.send(STREAM).await;
@@ -305,7 +214,7 @@ async fn a_client_that_leaves_frees_its_subscription_at_once() {
 #[tokio::test]
 async fn messages_arrive_as_chunks_on_the_fast_path() {
     let app = TestApp::spawn().await;
-    let mut raw = Raw::connect(&app).await;
+    let mut raw = Raw::connect(app.addr).await;
     raw.send("GET /events HTTP/1.1\r\nhost: x\r\n\r\n").await;
     raw.response().await;
     assert!(raw.fill_until(b"retry: 3000\n\n\r\n").await);

@@ -2,9 +2,11 @@
 
 mod helpers;
 mod process;
+mod raw;
 
 mod abuse;
 mod browser;
+mod capacity;
 mod cluster;
 mod durable;
 mod fast_path;

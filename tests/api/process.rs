@@ -45,6 +45,11 @@ impl Server {
         server
     }
 
+    /// Its process id, to read its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// The address it listens on, as `127.0.0.1:PORT`.
     pub fn addr(&self) -> &str {
         self.base.strip_prefix("http://").unwrap_or(&self.base)
