@@ -22,16 +22,16 @@ const MAX_ANSWER: usize = 16 * 1024;
 
 /// An idle socket: sends nothing, and waits for the server to close it.
 pub async fn idle(ctx: Arc<Ctx>, tally: Arc<Tally>, source: Ipv4Addr) {
-    reconnecting(&ctx, &tally, source, |stream| read_to_close(stream, Vec::new())).await;
+    reconnecting(&ctx, &tally, source, |stream| read_to_close(stream, Answer::new(&tally))).await;
 }
 
 /// A slow body: the head, then a byte at a time, until the server closes.
 pub async fn slow(ctx: Arc<Ctx>, tally: Arc<Tally>, source: Ipv4Addr, slow: Arc<Slow>) {
-    reconnecting(&ctx, &tally, source, |stream| slow.drip(stream)).await;
+    reconnecting(&ctx, &tally, source, |stream| slow.drip(stream, Answer::new(&tally))).await;
 }
 
 /// Opens a connection from `source` and runs `session` on it until the server closes it
-/// (the session returns the status of the server's first answer, if any); again and again
+/// (the session returns the status of the server's answer, if one came); again and again
 /// until the attack ends.
 async fn reconnecting<F, Fut>(ctx: &Ctx, tally: &Tally, source: Ipv4Addr, mut session: F)
 where
@@ -44,31 +44,47 @@ where
         }
         if let Some(stream) = ctx.connect(source, tally).await {
             let Some(first) = ctx.until_end(session(stream)).await else { return };
-            if let Some(status) = first {
-                tally.answer(status);
-            }
             tally.server_closed(first);
         }
         ctx.pause().await;
     }
 }
 
-/// Reads until the server closes (or resets), after `answer` already read: the status of
-/// the answer's head, if one came.
-async fn read_to_close(mut stream: TcpStream, mut answer: Vec<u8>) -> Option<u16> {
+/// What the server answered on one connection: counted as soon as its head is in.
+struct Answer<'a> {
+    bytes: Vec<u8>,
+    status: Option<u16>,
+    tally: &'a Tally,
+}
+
+impl<'a> Answer<'a> {
+    fn new(tally: &'a Tally) -> Self {
+        Self { bytes: Vec::new(), status: None, tally }
+    }
+
+    /// Keeps what was read until the head is complete, then counts its status.
+    fn add(&mut self, read: &[u8]) {
+        if self.status.is_some() || self.bytes.len() >= MAX_ANSWER {
+            return;
+        }
+        self.bytes.extend_from_slice(read);
+        self.status = parse_head(&self.bytes).ok().flatten().map(|(head, _)| head.status);
+        if let Some(status) = self.status {
+            self.tally.answer(status);
+        }
+    }
+}
+
+/// Reads until the server closes (or resets): the status of its answer, if one came.
+async fn read_to_close(mut stream: TcpStream, mut answer: Answer<'_>) -> Option<u16> {
     let mut scratch = [0u8; 512];
     for _ in 0..MAX_ANSWER {
         match stream.read(&mut scratch).await {
             Ok(0) | Err(_) => break,
-            Ok(n) if answer.len() < MAX_ANSWER => answer.extend_from_slice(&scratch[..n]),
-            Ok(_) => {}
+            Ok(n) => answer.add(&scratch[..n]),
         }
     }
-    first_status(&answer)
-}
-
-fn first_status(answer: &[u8]) -> Option<u16> {
-    parse_head(answer).ok().flatten().map(|(head, _)| head.status)
+    answer.status
 }
 
 /// Where the slow bodies go: both read a body the same way.
@@ -98,23 +114,21 @@ impl Slow {
         Self { head, length, every }
     }
 
-    /// Sends the head, then a space (JSON whitespace) every `every` while the server reads;
-    /// returns the status of the server's answer once it closes.
-    async fn drip(&self, mut stream: TcpStream) -> Option<u16> {
-        let mut answer = Vec::new();
+    /// Sends the head, then a space (JSON whitespace) every `every` while the server reads,
+    /// and on after it answers, until it closes: the status of its answer, if one came.
+    async fn drip(&self, mut stream: TcpStream, mut answer: Answer<'_>) -> Option<u16> {
         if stream.write_all(self.head.as_bytes()).await.is_err() {
             return read_to_close(stream, answer).await;
         }
         let mut tick = tokio::time::interval(self.every);
         tick.tick().await;
-        let mut sent = 0;
+        let (mut sent, mut scratch) = (0, [0u8; 512]);
         // Each turn either reads something or sends a byte: bounded by both.
         for _ in 0..self.length + MAX_ANSWER {
             tokio::select! {
-                read = stream.read_buf(&mut answer) => match read {
-                    Ok(0) | Err(_) => return first_status(&answer),
-                    Ok(_) if answer.len() >= MAX_ANSWER => break,
-                    Ok(_) => {}
+                read = stream.read(&mut scratch) => match read {
+                    Ok(0) | Err(_) => return answer.status,
+                    Ok(n) => answer.add(&scratch[..n]),
                 },
                 _ = tick.tick(), if sent < self.length => {
                     if stream.write_all(b" ").await.is_err() {
@@ -131,7 +145,12 @@ impl Slow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attack::sources::Sources;
     use tokio::net::TcpListener;
+
+    fn tally() -> Tally {
+        Tally::new("test", 1, Sources::new(Ipv4Addr::LOCALHOST, 1).unwrap())
+    }
 
     #[test]
     fn a_slow_body_announces_its_length_and_a_json_body() {
@@ -169,8 +188,11 @@ mod tests {
         let slow = Slow::new(&endpoint, SlowPath::Typing, 100, Duration::from_millis(1));
         let serving = tokio::spawn(impatient_server(listener, 3));
         let stream = TcpStream::connect(server).await.unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(10), slow.drip(stream)).await.unwrap();
-        assert_eq!(status, Some(408));
+        let tally = tally();
+        let status =
+            tokio::time::timeout(Duration::from_secs(10), slow.drip(stream, Answer::new(&tally))).await;
+        assert_eq!(status.unwrap(), Some(408));
+        assert_eq!(tally.counts().statuses, [(408, 1)]);
         let got = serving.await.unwrap();
         let text = String::from_utf8(got).unwrap();
         assert!(text.starts_with(&slow.head) && text.ends_with("   "), "{text:?}");
@@ -187,8 +209,11 @@ mod tests {
             socket.write_all(refusal).await.unwrap();
         });
         let stream = TcpStream::connect(server).await.unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(10), read_to_close(stream, Vec::new())).await;
+        let tally = tally();
+        let status =
+            tokio::time::timeout(Duration::from_secs(10), read_to_close(stream, Answer::new(&tally))).await;
         assert_eq!(status.unwrap(), Some(429));
+        assert_eq!(tally.counts().statuses, [(429, 1)]);
         refusing.await.unwrap();
     }
 }
