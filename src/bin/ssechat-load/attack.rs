@@ -53,11 +53,13 @@ pub struct AttackArgs {
     /// Idle sockets: connections that send nothing.
     #[arg(long, default_value_t = 5000)]
     idle: usize,
+    /// The address the idle sockets come from.
     #[arg(long, default_value = "127.0.0.200")]
     idle_from: Ipv4Addr,
     /// Slow bodies: a request head, then one body byte per `--slow-interval`.
     #[arg(long, default_value_t = 500)]
     slow_bodies: usize,
+    /// The address the slow bodies come from.
     #[arg(long, default_value = "127.0.0.201")]
     slow_from: Ipv4Addr,
     /// Where the slow bodies go.
@@ -66,6 +68,7 @@ pub struct AttackArgs {
     /// The `content-length` the slow bodies announce (the server reads up to 64 KiB).
     #[arg(long, default_value_t = 65536)]
     slow_length: usize,
+    /// How long a slow body waits between two of its bytes.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     slow_interval: Duration,
     /// Typing flooders, each on its own keep-alive connection, as fast as they can.
@@ -74,6 +77,7 @@ pub struct AttackArgs {
     /// The first of `--typing-sources` addresses the typing flood comes from.
     #[arg(long, default_value = "127.0.0.202")]
     typing_from: Ipv4Addr,
+    /// How many addresses the typing flood comes from.
     #[arg(long, default_value_t = 4)]
     typing_sources: u8,
     /// Room flooders: each message to a new room.
@@ -82,6 +86,7 @@ pub struct AttackArgs {
     /// The first of `--room-sources` addresses the room flood comes from.
     #[arg(long, default_value = "127.0.0.210")]
     room_from: Ipv4Addr,
+    /// How many addresses the room flood comes from.
     #[arg(long, default_value_t = 41)]
     room_sources: u8,
     /// Messages per second per room flooder (the server allows 5 per client by default);
