@@ -212,7 +212,7 @@ impl Connection {
         buffered.extend_from_slice(&parts.read_buf);
         buffered.extend_from_slice(&io.prefix);
         let mut socket = io.socket;
-        let reusable = outcome.is_ok() && keep_alive && !close && watch.wrote();
+        let reusable = outcome.is_ok() && keep_alive && !watch.closing() && watch.wrote();
         if !reusable || !refusal::skip(&mut socket, &mut buffered, unread, state.config.body_timeout).await {
             refusal::linger(socket).await;
             return None;
@@ -277,15 +277,14 @@ type Answer = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infal
 struct RouterService {
     app: Router,
     peer: SocketAddr,
-    stalled: StallWatch,
+    watch: Watch,
     refused: Option<Refused>,
     close: bool,
 }
 
 impl RouterService {
     fn new(app: Router, peer: SocketAddr, watch: &Watch, refused: Option<AppError>, close: bool) -> Self {
-        let stalled = StallWatch(Arc::clone(&watch.0.stalled));
-        Self { app, peer, stalled, refused: refused.map(Refused), close }
+        Self { app, peer, watch: watch.clone(), refused: refused.map(Refused), close }
     }
 }
 
@@ -296,17 +295,20 @@ impl hyper::service::Service<hyper::Request<Incoming>> for RouterService {
 
     fn call(&self, mut request: hyper::Request<Incoming>) -> Answer {
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        request.extensions_mut().insert(self.stalled.clone());
+        request.extensions_mut().insert(StallWatch(Arc::clone(&self.watch.0.stalled)));
         if let Some(refused) = &self.refused {
             request.extensions_mut().insert(refused.clone());
         }
         let answer = self.app.clone().oneshot(request);
-        let close = self.close;
+        let (close, watch) = (self.close, self.watch.clone());
         Box::pin(async move {
             let mut response = answer.await?;
             if close {
                 response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            // An answer that says close (a timeout, a body too large) ends the connection.
+            let closing = response.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
+            watch.0.closing.store(closing, std::sync::atomic::Ordering::Relaxed);
             Ok(response)
         })
     }

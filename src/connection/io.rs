@@ -22,6 +22,8 @@ pub struct Watch(pub Arc<WatchFlags>);
 pub struct WatchFlags {
     /// Something was written: the answer has started.
     pub wrote: AtomicBool,
+    /// The answer says `connection: close`.
+    pub closing: AtomicBool,
     /// The client stopped reading for the stall timeout.
     pub stalled: Arc<AtomicBool>,
 }
@@ -29,6 +31,10 @@ pub struct WatchFlags {
 impl Watch {
     pub fn wrote(&self) -> bool {
         self.0.wrote.load(Ordering::Relaxed)
+    }
+
+    pub fn closing(&self) -> bool {
+        self.0.closing.load(Ordering::Relaxed)
     }
 }
 

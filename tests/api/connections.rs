@@ -141,7 +141,10 @@ async fn a_body_that_does_not_arrive_in_time_gets_408_and_the_connection_closes(
     assert_eq!(answer.status, 408, "{answer:?}");
     assert_eq!(answer.headers["connection"], "close");
     assert!(answer.body.contains("took longer than"), "{}", answer.body);
+    // It means it: the rest of the body and another request get nothing more.
+    raw.send(&format!("{}GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n", "x".repeat(90))).await;
     assert!(raw.closed().await);
+    assert!(!raw.text().contains("ok"), "{}", raw.text());
 }
 
 #[tokio::test]
