@@ -36,6 +36,9 @@ pub enum AppError {
     Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
+    /// For a host this server does not answer for (`--allowed-host`): DNS rebinding.
+    #[error("{0}")]
+    MisdirectedRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -51,6 +54,7 @@ impl AppError {
             AppError::TooManyRequests(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
