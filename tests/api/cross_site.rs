@@ -160,3 +160,27 @@ async fn behind_a_trusted_proxy_the_forwarded_host_is_judged() {
     let claims = [("host", "localhost"), ("x-forwarded-host", "evil.example")];
     assert_eq!(get(&untrusted, "/healthz", &claims).await.status, 200);
 }
+
+/// The real binary, as started by default on loopback, with hosts named in the environment.
+#[tokio::test]
+async fn the_binary_takes_allowed_hosts_comma_separated_from_the_environment() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechat"))
+        .args(["--listen", "127.0.0.1:0", "--store", "memory", "--log", "error"])
+        .env("SSECHAT_ALLOWED_HOST", "a.example,B.example")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(crate::helpers::WAIT, out.read_line(&mut line)).await.unwrap().unwrap();
+    let addr = line.trim().strip_prefix("listening on http://").unwrap().to_owned();
+    for (host, status) in
+        [("a.example", 200), ("b.example:3000", 200), ("localhost", 200), ("c.example", 421)]
+    {
+        let mut raw = Raw::connect(addr.as_str()).await;
+        raw.send(&format!("GET /healthz HTTP/1.1\r\nhost: {host}\r\n\r\n")).await;
+        assert_eq!(raw.response().await.status, status, "{host}");
+    }
+}
