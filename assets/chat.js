@@ -114,30 +114,45 @@
     lastId = oldest - 1;
   };
 
+  // Every presence and typing event costs the same however busy the room: lists are
+  // bounded, and a text is only written when it changes (aria-live reads each change out).
+  const setText = (node, s) => {
+    if (node.textContent !== s) node.textContent = s;
+  };
+  const others = (n) => `${n} other${n === 1 ? "" : "s"}`;
+
+  const MAX_NAMES = 50; // the server lists at most --presence-names (20); never more here
   const presence = (view) => {
-    const names = view.names.map((n) => {
+    const names = view.names.slice(0, MAX_NAMES);
+    const items = names.map((n) => {
       const li = document.createElement("li");
       li.textContent = n;
       if (n === me()) li.className = "mine";
       return li;
     });
-    $("presence").replaceChildren(...names);
-    $("anonymous").textContent = view.anonymous ? `${view.anonymous} reading anonymously` : "";
+    $("presence").replaceChildren(...items);
+    const rest = view.anonymous + view.names.length - names.length;
+    setText($("anonymous"), !rest ? "" : names.length ? `and ${others(rest)}` : `${rest} reading`);
   };
 
+  // Who is typing, in order of arrival: at most MAX_TYPISTS at once (a flood adds nobody
+  // past that), the first two by name and the rest counted.
+  const MAX_TYPISTS = 50;
   const typists = new Map(); // author -> timer
   const showTyping = () => {
-    const who = [...typists.keys()];
-    $("typing").textContent = !who.length ? ""
-      : who.length === 1 ? `${who[0]} is typing…`
-      : `${who.slice(0, -1).join(", ")} and ${who.at(-1)} are typing…`;
+    const [first, second] = typists.keys();
+    const rest = typists.size - 2;
+    setText($("typing"), !first ? ""
+      : !second ? `${first} is typing…`
+      : rest <= 0 ? `${first} and ${second} are typing…`
+      : `${first}, ${second} and ${others(rest)} are typing…`);
   };
   const stopTyping = (who) => {
     clearTimeout(typists.get(who));
     if (typists.delete(who)) showTyping();
   };
   const typing = (who) => {
-    if (who === me()) return;
+    if (who === me() || (!typists.has(who) && typists.size >= MAX_TYPISTS)) return;
     clearTimeout(typists.get(who));
     typists.set(who, setTimeout(() => stopTyping(who), 4000));
     showTyping();

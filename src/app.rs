@@ -33,8 +33,10 @@ pub fn router(state: AppState) -> Router {
                 .on_eos(())
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .layer(axum::middleware::map_response(routes::security_headers))
         .layer(tower::util::MapRequestLayer::new(body_deadline::limit(state.config.body_timeout)))
         .layer(tower::util::option_layer(routes::cors(&state.config.cors_origin)))
+        // Every request, CORS preflights too, is for a host this server answers for.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::host_allowed))
+        .layer(axum::middleware::map_response(routes::security_headers))
         .with_state(state)
 }

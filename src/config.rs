@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 
-use crate::limits::{Port, Site, TrustedProxies, parse_trusted_proxy};
+use crate::limits::{Port, Site, TrustedProxies, parse_allowed_host, parse_trusted_proxy};
 use crate::store::Retention;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -138,6 +138,32 @@ pub struct Config {
     /// Log filter, in `tracing` syntax (for example `info` or `ssechat=debug`). Logs go to stderr.
     #[arg(long, env = "SSECHAT_LOG", default_value = "info")]
     pub log: String,
+
+    /// Typing signals per second each client may send on average, whatever author and room
+    /// they name (token bucket refill rate).
+    #[arg(long, env = "SSECHAT_TYPING_RATE", default_value_t = 2.0)]
+    pub typing_rate: f64,
+
+    /// Typing signals a client may send in a burst (token bucket size).
+    #[arg(long, env = "SSECHAT_TYPING_BURST", default_value_t = 10)]
+    pub typing_burst: u32,
+
+    /// Names a presence view lists; readers under further names are counted with the
+    /// anonymous ones, so a change of presence costs a bounded number of bytes.
+    #[arg(long, env = "SSECHAT_PRESENCE_NAMES", default_value_t = 20, value_parser = positive)]
+    pub presence_names: usize,
+
+    /// Distinct names one client may read a room under; its streams under further names
+    /// count as anonymous readers.
+    #[arg(long, env = "SSECHAT_NAMES_PER_CLIENT", default_value_t = 5, value_parser = positive)]
+    pub names_per_client: usize,
+
+    /// A host name the server answers for, besides localhost and loopback addresses (and
+    /// the host of --public-url). While listening on a loopback address only those are
+    /// answered (others get 421: DNS rebinding); on any other address every host is,
+    /// unless this names some. Repeat the flag, or comma-separate (also in the env var).
+    #[arg(long, env = "SSECHAT_ALLOWED_HOST", value_name = "NAME", value_delimiter = ',', value_parser = parse_allowed_host)]
+    pub allowed_host: Vec<String>,
 }
 
 impl Config {
@@ -171,6 +197,11 @@ impl Config {
             cors_origin: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),
             log: "info".to_owned(),
+            typing_rate: 2.0,
+            typing_burst: 10,
+            presence_names: 20,
+            names_per_client: 5,
+            allowed_host: Vec::new(),
         }
     }
 }
@@ -380,6 +411,20 @@ mod tests {
         }
         let bad = Config::try_parse_from(["ssechat", "--public-url", "chat.example"]).unwrap_err();
         assert!(bad.to_string().contains("must start with http:// or https://"), "{bad}");
+    }
+
+    #[test]
+    fn allowed_hosts_repeat_or_comma_separate() {
+        let c = Config::try_parse_from([
+            "ssechat",
+            "--allowed-host",
+            "Chat.Example,[::1]",
+            "--allowed-host",
+            "b.example",
+        ]);
+        assert_eq!(c.unwrap().allowed_host, ["chat.example", "::1", "b.example"]);
+        let bad = Config::try_parse_from(["ssechat", "--allowed-host", "https://chat.example"]).unwrap_err();
+        assert!(bad.to_string().contains("is not a host name like chat.example"), "{bad}");
     }
 
     #[test]

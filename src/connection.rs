@@ -171,8 +171,7 @@ impl Connection {
         if self.buffered.len() != head.len {
             return None;
         }
-        let client = self.state.client_of(self.peer, &headers);
-        let request = feed_request(&uri, &headers, client).ok()?;
+        let request = feed_request(&self.state, self.peer, &uri, &headers).ok()?;
         Some(Feed::open(&self.state, request).await)
     }
 

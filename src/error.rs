@@ -39,6 +39,9 @@ pub enum AppError {
     /// The client took too long to send its request (head or body); the connection closes.
     #[error("{0}")]
     RequestTimeout(String),
+    /// For a host this server does not answer for (`--allowed-host`): DNS rebinding.
+    #[error("{0}")]
+    MisdirectedRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -55,6 +58,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

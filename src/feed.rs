@@ -173,9 +173,9 @@ impl Feed {
             Some(id) => id,
             None => state.store.read(&room, Range::Latest, 0).await?.last_id,
         };
-        let reader = state.presence.join(&room, reader.as_ref());
+        let reader = state.presence.join(&room, reader.as_ref(), client);
         let here = match presence {
-            true => Some(state.store.presence(&room, state.presence.local(&room)).await?),
+            true => Some(state.presence.view(&room).await?),
             false => None,
         };
         Ok(Self {

@@ -1,8 +1,9 @@
 //! Limits that keep one client (or a flood) from taking the server: who a client is (behind
 //! trusted proxies too), a token bucket per client for sends (in Redis when nodes share it),
-//! typing signals per author, caps on open streams overall and per client; and the site a
-//! browser's post must come from.
+//! typing signals per client and per author, caps on open streams overall and per client;
+//! the site a browser's post must come from; and the hosts the server answers for.
 
+mod host;
 mod proxy;
 mod site;
 
@@ -16,6 +17,7 @@ use crate::domain::{Author, RoomName};
 use crate::error::AppError;
 use crate::store::{RedisStore, SharedRateLimiter};
 
+pub use host::{AllowedHosts, parse_allowed_host};
 pub use proxy::{TrustedProxies, parse_trusted_proxy};
 pub use site::{Port, Site};
 
@@ -120,15 +122,28 @@ impl RateLimiter {
 /// The least time between two typing signals from one author in one room.
 pub const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Typing signals: one per author and room per second.
-#[derive(Default)]
+/// Typing signals: a token bucket per client (`--typing-rate`, `--typing-burst`), whatever
+/// the author and room it claims, and one per author and room per second.
 pub struct TypingLimiter {
+    clients: RateLimiter,
     /// When each (room, author) last signalled. A std mutex: held for one map update, never
     /// across an `.await`.
     last: Mutex<HashMap<(RoomName, String), Instant>>,
 }
 
 impl TypingLimiter {
+    pub fn new(rate: f64, burst: u32) -> Self {
+        Self { clients: RateLimiter::new(rate, burst), last: Mutex::default() }
+    }
+
+    /// Takes a token for `client`: checked before the body is read, so a flood costs no reads.
+    pub fn admit(&self, client: IpAddr) -> Result<(), AppError> {
+        self.clients.check(client).map_err(|wait| AppError::RateLimited {
+            message: "too many typing signals from this client; slow down".to_owned(),
+            retry_after: retry_after(wait),
+        })
+    }
+
     /// Notes a signal, or refuses one that comes too soon after the last.
     pub fn check(&self, room: &RoomName, author: &Author) -> Result<(), AppError> {
         let mut last = self.last.lock().expect("typing limiter lock poisoned");
@@ -243,7 +258,7 @@ mod tests {
 
     #[test]
     fn typing_is_limited_per_author_and_room() {
-        let typing = TypingLimiter::default();
+        let typing = TypingLimiter::new(1000.0, 1000);
         let (general, other) = (RoomName::general(), RoomName::parse("other").unwrap());
         let (ana, bob) = (Author::parse("ana").unwrap(), Author::parse("bob").unwrap());
         assert!(typing.check(&general, &ana).is_ok());
@@ -251,6 +266,17 @@ mod tests {
         assert!(matches!(refused, AppError::RateLimited { retry_after: 1, .. }), "{refused:?}");
         assert!(refused.to_string().contains("one per second"), "{refused}");
         assert!(typing.check(&general, &bob).is_ok() && typing.check(&other, &ana).is_ok());
+    }
+
+    #[test]
+    fn typing_is_limited_per_client_whatever_the_author() {
+        let typing = TypingLimiter::new(0.5, 2);
+        let (me, other): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        assert!(typing.admit(me).is_ok() && typing.admit(me).is_ok());
+        let refused = typing.admit(me).unwrap_err();
+        assert!(matches!(refused, AppError::RateLimited { retry_after: 2, .. }), "{refused:?}");
+        assert!(refused.to_string().contains("typing signals from this client"), "{refused}");
+        assert!(typing.admit(other).is_ok());
     }
 
     #[test]

@@ -8,8 +8,15 @@
 //! This node's readers are counted here; the store shares them with other nodes (Redis) or
 //! not at all (one node), and merges everyone's on request. Whenever the room's presence may
 //! have changed, a single task recomputes it and broadcasts `event: presence` to the room.
+//!
+//! What a view costs is bounded whatever the number of readers: it lists at most
+//! `--presence-names` names (those that arrived first, so a flood of new names cannot push
+//! out the people already there) and counts readers under the other names with the
+//! anonymous ones. One client may be listed under at most `--names-per-client` names per
+//! room; its streams under further names read anonymously.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -18,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::domain::PresenceView;
 use crate::domain::{Author, RoomName};
 use crate::hub::Hub;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::wire::Event;
 
 /// How often this node re-shares its readers (a node silent for 30 s counts as gone).
@@ -26,12 +33,25 @@ const REFRESH: Duration = Duration::from_secs(10);
 /// How long changes to presence gather before a room is recomputed and told.
 const SETTLE: Duration = Duration::from_millis(100);
 
+/// How presence is kept and shown.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceRules {
+    /// How long a reader who left still counts (`--presence-grace`).
+    pub grace: Duration,
+    /// Names a view lists (`--presence-names`); readers under the others count as anonymous.
+    pub names: usize,
+    /// Distinct names one client may be listed under in a room (`--names-per-client`).
+    pub names_per_client: usize,
+}
+
 /// Readers under one name (or the anonymous ones) in one room on this node.
 #[derive(Debug, Default, Clone, Copy)]
 struct Count {
     live: usize,
     /// Left, but still inside the grace period.
     leaving: usize,
+    /// When the name arrived (the room's arrival counter): views list the earliest names.
+    since: u64,
 }
 
 impl Count {
@@ -44,28 +64,89 @@ impl Count {
 struct RoomReaders {
     names: HashMap<String, Count>,
     anonymous: Count,
+    /// The names each client is listed under here, with its readers under each (live or in
+    /// the grace period): what the per-client cap counts.
+    clients: HashMap<IpAddr, HashMap<String, usize>>,
+    /// Names that arrived so far, for [`Count::since`].
+    arrivals: u64,
 }
 
 impl RoomReaders {
-    fn view(&self) -> PresenceView {
-        let mut names: Vec<String> =
-            self.names.iter().filter(|(_, c)| c.present() > 0).map(|(n, _)| n.clone()).collect();
+    /// At most `shown` names (the earliest to arrive), sorted; readers under the others are
+    /// counted with the anonymous ones.
+    fn view(&self, shown: usize) -> PresenceView {
+        let mut present: Vec<(&String, u64)> =
+            self.names.iter().filter(|(_, c)| c.present() > 0).map(|(n, c)| (n, c.since)).collect();
+        let hidden = present.len().saturating_sub(shown);
+        if hidden > 0 {
+            present.select_nth_unstable_by_key(shown, |&(_, since)| since);
+            present.truncate(shown);
+        }
+        let mut names: Vec<String> = present.into_iter().map(|(n, _)| n.clone()).collect();
         names.sort();
-        PresenceView { names, anonymous: self.anonymous.present() as u64 }
+        PresenceView { names, anonymous: (self.anonymous.present() + hidden) as u64 }
     }
 
+    /// The count `reader` is kept under; a name new here is stamped with its arrival.
     fn count(&mut self, reader: &Option<String>) -> &mut Count {
         match reader {
-            Some(name) => self.names.entry(name.clone()).or_default(),
+            Some(name) => {
+                let arrivals = &mut self.arrivals;
+                self.names.entry(name.clone()).or_insert_with(|| {
+                    *arrivals += 1;
+                    Count { since: *arrivals, ..Count::default() }
+                })
+            }
             None => &mut self.anonymous,
         }
     }
+
+    /// Whether `client` may be listed as `name`: a name it is already listed under, or a
+    /// new one while it has fewer than `cap`. Held until [`RoomReaders::release`].
+    fn hold(&mut self, client: IpAddr, name: &str, cap: usize) -> bool {
+        let held = self.clients.entry(client).or_default();
+        if let Some(readers) = held.get_mut(name) {
+            *readers += 1;
+        } else if held.len() < cap {
+            held.insert(name.to_owned(), 1);
+        } else {
+            return false;
+        }
+        true
+    }
+
+    fn release(&mut self, client: IpAddr, name: &str) {
+        let Some(held) = self.clients.get_mut(&client) else { return };
+        if let Some(readers) = held.get_mut(name) {
+            *readers -= 1;
+            if *readers == 0 {
+                held.remove(name);
+            }
+        }
+        if held.is_empty() {
+            self.clients.remove(&client);
+        }
+    }
+
+    /// Nobody left, not even within the grace period.
+    fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.anonymous.present() == 0 && self.clients.is_empty()
+    }
+}
+
+/// `view` with at most `shown` names (the first ones); the others count as anonymous. For
+/// views merged from several nodes, each of which lists at most `shown`.
+fn capped(mut view: PresenceView, shown: usize) -> PresenceView {
+    let hidden = view.names.len().saturating_sub(shown);
+    view.names.truncate(shown);
+    view.anonymous += hidden as u64;
+    view
 }
 
 pub struct Presence {
     /// This node's readers. A std mutex: held for counting only, never across an `.await`.
     rooms: Mutex<HashMap<RoomName, RoomReaders>>,
-    grace: Duration,
+    rules: PresenceRules,
     /// Weak, like every reference presence keeps: presence must never keep a store (and its
     /// file lock) alive after the app is gone.
     store: Weak<dyn Store>,
@@ -75,11 +156,11 @@ pub struct Presence {
 
 impl Presence {
     /// Starts the task that keeps every room's presence up to date for its readers.
-    pub fn start(store: &Arc<dyn Store>, hub: &Arc<Hub>, grace: Duration) -> Arc<Self> {
+    pub fn start(store: &Arc<dyn Store>, hub: &Arc<Hub>, rules: PresenceRules) -> Arc<Self> {
         let (changed, mut rooms_changed) = mpsc::unbounded_channel();
         let presence = Arc::new(Self {
             rooms: Mutex::new(HashMap::new()),
-            grace,
+            rules,
             store: Arc::downgrade(store),
             changed,
         });
@@ -123,10 +204,11 @@ impl Presence {
                     }
                 }
                 let (Some(presence), Some(hub)) = (weak.upgrade(), hub.upgrade()) else { return };
-                let Some(store) = presence.store.upgrade() else { return };
+                if presence.store.strong_count() == 0 {
+                    return;
+                }
                 for room in rooms {
-                    let local = presence.local(&room);
-                    match store.presence(&room, local).await {
+                    match presence.view(&room).await {
                         Ok(view) if told.get(&room) != Some(&view) => {
                             told.insert(room.clone(), view.clone());
                             hub.broadcast(&room, Event::Presence(view));
@@ -140,31 +222,42 @@ impl Presence {
         presence
     }
 
-    /// Counts a reader in `room` until the returned guard is dropped (plus the grace).
-    pub fn join(self: &Arc<Self>, room: &RoomName, reader: Option<&Author>) -> Reader {
-        let reader = reader.map(|a| a.as_str().to_owned());
-        let changed = {
+    /// Counts a reader from `client` in `room` until the returned guard is dropped (plus the
+    /// grace): under its name, unless the client is listed under too many names already.
+    pub fn join(self: &Arc<Self>, room: &RoomName, reader: Option<&Author>, client: IpAddr) -> Reader {
+        let (reader, changed) = {
             let mut rooms = self.rooms.lock().expect("presence lock poisoned");
             let readers = rooms.entry(room.clone()).or_default();
-            let before = readers.view();
+            let cap = self.rules.names_per_client;
+            let reader = reader.map(Author::as_str).filter(|name| readers.hold(client, name, cap));
+            let reader = reader.map(str::to_owned);
             let count = readers.count(&reader);
+            let before = count.present();
             // A reader back within the grace period takes its own place again.
             if count.leaving > 0 {
                 count.leaving -= 1;
             }
             count.live += 1;
-            readers.view() != before
+            (reader, count.present() != before)
         };
         if changed {
             self.share(room);
         }
-        Reader { presence: Arc::downgrade(self), room: room.clone(), reader }
+        Reader { presence: Arc::downgrade(self), room: room.clone(), reader, client }
     }
 
     /// This node's readers of `room`.
     pub fn local(&self, room: &RoomName) -> PresenceView {
         let rooms = self.rooms.lock().expect("presence lock poisoned");
-        rooms.get(room).map(RoomReaders::view).unwrap_or_default()
+        rooms.get(room).map_or_else(PresenceView::default, |r| r.view(self.rules.names))
+    }
+
+    /// Everyone reading `room`, on every node, as readers are told it.
+    pub async fn view(&self, room: &RoomName) -> Result<PresenceView, StoreError> {
+        let closed = || StoreError::Unavailable("the store is closed".to_owned());
+        let store = self.store.upgrade().ok_or_else(closed)?;
+        let merged = store.presence(room, self.local(room)).await?;
+        Ok(capped(merged, self.rules.names))
     }
 
     /// Tells the other nodes (if any) and this node's task that `room` changed.
@@ -180,7 +273,7 @@ impl Presence {
         });
     }
 
-    fn leave(self: &Arc<Self>, room: &RoomName, reader: &Option<String>) {
+    fn leave(self: &Arc<Self>, room: &RoomName, reader: &Option<String>, client: IpAddr) {
         {
             let mut rooms = self.rooms.lock().expect("presence lock poisoned");
             let Some(readers) = rooms.get_mut(room) else { return };
@@ -189,23 +282,26 @@ impl Presence {
             count.leaving += 1;
         }
         let (presence, room, reader) = (Arc::downgrade(self), room.clone(), reader.clone());
-        let grace = self.grace;
+        let grace = self.rules.grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             let Some(presence) = presence.upgrade() else { return };
             let changed = {
                 let mut rooms = presence.rooms.lock().expect("presence lock poisoned");
                 let Some(readers) = rooms.get_mut(&room) else { return };
-                let before = readers.view();
+                if let Some(name) = &reader {
+                    readers.release(client, name);
+                }
                 let count = readers.count(&reader);
+                let before = count.present();
                 count.leaving = count.leaving.saturating_sub(1);
-                let after = readers.view();
+                let changed = count.present() != before;
                 // Forget what is gone, so the map only holds rooms with readers.
                 readers.names.retain(|_, c| c.present() > 0);
-                if readers.names.is_empty() && readers.anonymous.present() == 0 {
+                if readers.is_empty() {
                     rooms.remove(&room);
                 }
-                after != before
+                changed
             };
             if changed {
                 presence.share(&room);
@@ -218,13 +314,15 @@ impl Presence {
 pub struct Reader {
     presence: Weak<Presence>,
     room: RoomName,
+    /// The name it is listed under, if any.
     reader: Option<String>,
+    client: IpAddr,
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
         if let Some(presence) = self.presence.upgrade() {
-            presence.leave(&self.room, &self.reader);
+            presence.leave(&self.room, &self.reader, self.client);
         }
     }
 }
@@ -244,5 +342,39 @@ mod tests {
         assert_eq!(merged.describe(), "ana, bob, cy and 3 others");
         assert_eq!(view(&[], 1).describe(), "1 other");
         assert_eq!(view(&[], 0).describe(), "nobody");
+        assert_eq!(capped(view(&["a", "b", "c"], 2), 2), view(&["a", "b"], 3));
+    }
+
+    /// Joins `name` from `client` the way [`Presence::join`] does.
+    fn join(readers: &mut RoomReaders, client: &str, name: &str, cap: usize) -> Option<String> {
+        let reader = Some(name.to_owned()).filter(|n| readers.hold(client.parse().unwrap(), n, cap));
+        readers.count(&reader).live += 1;
+        reader
+    }
+
+    #[test]
+    fn a_view_lists_the_earliest_names_and_counts_the_rest() {
+        let mut readers = RoomReaders::default();
+        for name in ["zoe", "yan", "xu", "bob", "ana"] {
+            join(&mut readers, "127.0.0.1", name, 100);
+        }
+        readers.count(&None).live += 1;
+        assert_eq!(readers.view(3), view(&["xu", "yan", "zoe"], 3), "the first three, sorted");
+        assert_eq!(readers.view(20), view(&["ana", "bob", "xu", "yan", "zoe"], 1));
+        readers.count(&Some("yan".into())).live -= 1;
+        assert_eq!(readers.view(3), view(&["bob", "xu", "zoe"], 2), "the next one moves up");
+    }
+
+    #[test]
+    fn a_client_is_listed_under_a_few_names_at_most() {
+        let mut readers = RoomReaders::default();
+        assert_eq!(join(&mut readers, "10.0.0.1", "ana", 2).as_deref(), Some("ana"));
+        assert_eq!(join(&mut readers, "10.0.0.1", "bob", 2).as_deref(), Some("bob"));
+        assert_eq!(join(&mut readers, "10.0.0.1", "cy", 2), None, "a third name reads anonymously");
+        assert_eq!(join(&mut readers, "10.0.0.1", "ana", 2).as_deref(), Some("ana"), "a name it holds");
+        assert_eq!(join(&mut readers, "10.0.0.2", "cy", 2).as_deref(), Some("cy"), "another client");
+        readers.release("10.0.0.1".parse().unwrap(), "bob");
+        assert_eq!(join(&mut readers, "10.0.0.1", "dee", 2).as_deref(), Some("dee"), "bob's place is free");
+        assert_eq!(readers.view(20), view(&["ana", "bob", "cy", "dee"], 1));
     }
 }

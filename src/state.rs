@@ -5,10 +5,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreUrl};
+use crate::error::AppError;
 use crate::hub::Hub;
-use crate::limits::{Caps, SendLimiter, Site, TrustedProxies, TypingLimiter, client_key};
+use crate::limits::{AllowedHosts, Caps, SendLimiter, Site, TrustedProxies, TypingLimiter, client_key};
 use crate::metrics::Metrics;
-use crate::presence::Presence;
+use crate::presence::{Presence, PresenceRules};
 use crate::store::{MemoryStore, RedisStore, SqliteStore, Store};
 
 /// Shared by every request; cheap to clone.
@@ -20,7 +21,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Who has each room open, on every node.
     pub presence: Arc<Presence>,
-    /// Typing signals per author and room.
+    /// Typing signals per client and per author and room: a flood of signals under many
+    /// names from one client is refused before its bodies are read.
     pub typing: Arc<TypingLimiter>,
     /// Caps on open streams, overall and per client.
     pub streams: Arc<Caps>,
@@ -31,6 +33,9 @@ pub struct AppState {
     /// Whose forwarding headers name the client and the site (`--trusted-proxy`).
     pub proxies: Arc<TrustedProxies>,
     pub metrics: Arc<Metrics>,
+    /// The hosts requests may be for (`--allowed-host`), so a DNS-rebinding page cannot
+    /// reach a server on loopback.
+    pub hosts: Arc<AllowedHosts>,
     pub config: Arc<Config>,
     /// Cancelled when shutdown starts: the server drains (streams end, answers say
     /// `connection: close`) but still answers.
@@ -90,20 +95,42 @@ impl AppState {
         }
     }
 
+    /// Refuses (`421`) a request for a host this server does not answer for: judged by the
+    /// `Host` header, or from a trusted proxy by the host it forwards. Every request passes
+    /// here: the router's middleware and, for streams served on their socket, `feed_request`.
+    pub fn host_allowed(
+        &self,
+        peer: std::net::SocketAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), AppError> {
+        self.hosts.check(self.proxies.site(peer.ip(), headers).host())
+    }
+
     /// Wires a store that was opened elsewhere (it must publish to `hub`).
     pub fn with_store(config: Config, hub: Arc<Hub>, store: Arc<dyn Store>) -> Self {
         hub.start_heartbeat(config.heartbeat);
-        let presence = Presence::start(&store, &hub, config.presence_grace);
+        let presence = Presence::start(
+            &store,
+            &hub,
+            PresenceRules {
+                grace: config.presence_grace,
+                names: config.presence_names,
+                names_per_client: config.names_per_client,
+            },
+        );
+        let public_host = config.public_url.as_ref().map(|url| url.site().host());
+        let hosts = AllowedHosts::new(&config.listen, &config.allowed_host, public_host);
         Self {
             store,
             hub,
             presence,
-            typing: Arc::default(),
+            typing: Arc::new(TypingLimiter::new(config.typing_rate, config.typing_burst)),
             streams: Caps::new("streams", config.stream_cap(), config.max_streams_per_client),
             connections: Caps::new("connections", config.connection_cap(), config.max_connections_per_client),
             sends: Arc::new(SendLimiter::local(config.send_rate, config.send_burst)),
             proxies: Arc::new(config.trusted_proxies()),
             metrics: Arc::new(Metrics::default()),
+            hosts: Arc::new(hosts),
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),

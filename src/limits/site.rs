@@ -49,6 +49,11 @@ impl Site {
             .then(|| Site::new(Some(scheme), rest, Port::Default))
     }
 
+    /// The host, lower case, without the port (IPv6 in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// True when `origin` (an `Origin` header) is this site.
     pub fn admits(&self, origin: &str) -> bool {
         let Some(other) = Site::of_origin(origin) else { return false };

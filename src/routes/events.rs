@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Client, Params, SECURITY_HEADERS, negotiate, parse_id};
+use super::{Params, Peer, SECURITY_HEADERS, cross_site, negotiate, parse_id};
 use crate::domain::{Author, FieldError, RoomName};
 use crate::error::AppError;
 use crate::feed::{Feed, FeedRequest, Refused, StallWatch};
@@ -37,7 +37,7 @@ pub fn stream_headers(format: Format) -> HeaderMap {
 
 pub async fn events(
     State(state): State<AppState>,
-    Client(client): Client,
+    Peer(peer): Peer,
     uri: Uri,
     headers: HeaderMap,
     refused: Option<Extension<Refused>>,
@@ -47,7 +47,7 @@ pub async fn events(
     if let Some(Extension(Refused(e))) = refused {
         return Err(e);
     }
-    let mut feed = Feed::open(&state, feed_request(&uri, &headers, client)?).await?;
+    let mut feed = Feed::open(&state, feed_request(&state, peer, &uri, &headers)?).await?;
     if let Some(Extension(StallWatch(flag))) = stall {
         feed.watch_stall(flag);
     }
@@ -57,12 +57,19 @@ pub async fn events(
     Ok(response)
 }
 
-/// What a stream request asks for: room, resume point and format.
+/// What a stream request asks for: room, resume point, format, and who reads.
+///
+/// A reader is named in presence only when a page of this site (or no browser) opened the
+/// stream: any site can point an `EventSource` here, but what it names its visitors counts
+/// as anonymous. A request for a host this server does not answer for is refused here too,
+/// so the fast path leaves it to the router, which answers it (`421`).
 pub fn feed_request(
+    state: &AppState,
+    peer: std::net::SocketAddr,
     uri: &Uri,
     headers: &HeaderMap,
-    client: std::net::IpAddr,
 ) -> Result<FeedRequest, AppError> {
+    state.host_allowed(peer, headers)?;
     let params = Params::from_uri(uri)?;
     let room = RoomName::parse(params.get("room").unwrap_or(RoomName::DEFAULT))?;
     // What EventSource sends on reconnect is newer than the `since` the page started with.
@@ -79,6 +86,8 @@ pub fn feed_request(
         None | Some("") => None,
         Some(name) => Some(Author::parse(name).map_err(|e| FieldError::new("name", e.problem))?),
     };
+    let reader = reader.filter(|_| cross_site(state, peer, headers).is_none());
     let presence = matches!(params.get("presence"), Some("1" | "true" | "yes"));
+    let client = state.client_of(peer, headers);
     Ok(FeedRequest { room, resume_from, format, reader, presence, client })
 }

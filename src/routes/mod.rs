@@ -179,39 +179,57 @@ pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(layer)
 }
 
-/// Refuses a browser's write request from another site (CSRF), judged by `Sec-Fetch-Site`
-/// or, from browsers that don't send it (any on a plain-http origin), by `Origin` against the
-/// site the browser used (`AppState::site_of`: behind a trusted proxy, what the proxy says).
-/// Clients that send neither (curl, scripts) are not browsers being tricked, and pass.
-/// Origins named by `--cors-origin` pass too.
+/// Refuses a browser's write request from another site (CSRF): see [`cross_site`].
 pub fn same_origin(
     state: &AppState,
     peer: std::net::SocketAddr,
     headers: &HeaderMap,
 ) -> Result<(), AppError> {
+    match cross_site(state, peer, headers) {
+        None => Ok(()),
+        Some(why) => Err(AppError::Forbidden(format!(
+            "cross-site request refused: {why}; post from a page of this site"
+        ))),
+    }
+}
+
+/// Why a browser's request comes from a page of another site, or `None` when it comes from
+/// this site (or from no browser). Judged by `Sec-Fetch-Site` or, from browsers that don't
+/// send it (any on a plain-http origin), by `Origin` against the site the browser used
+/// (`AppState::site_of`: behind a trusted proxy, what the proxy says). Clients that send
+/// neither (curl, scripts) are not browsers being tricked. Origins named by
+/// `--cors-origin` count as this site.
+pub fn cross_site(state: &AppState, peer: std::net::SocketAddr, headers: &HeaderMap) -> Option<String> {
     let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("(not text)"));
     if origin.is_some_and(|o| state.config.cors_origin.iter().any(|c| c == o)) {
-        return Ok(());
+        return None;
     }
-    let refused = |why: String| {
-        AppError::Forbidden(format!("cross-site request refused: {why}; post from a page of this site"))
-    };
     if let Some(site) = headers.get("sec-fetch-site").map(|v| v.to_str().unwrap_or("(not text)")) {
         return match site {
-            "same-origin" | "none" => Ok(()),
-            other => Err(refused(format!("the browser says the post comes from a {other} page"))),
+            "same-origin" | "none" => None,
+            other => Some(format!("the browser says the request comes from a {other} page")),
         };
     }
-    match origin {
-        None => Ok(()),
-        Some(origin) => {
-            let site = state.site_of(peer, headers);
-            if site.admits(origin) {
-                Ok(())
-            } else {
-                Err(refused(format!("the page is from {origin}, not from this site ({site})")))
-            }
-        }
+    let origin = origin?;
+    let site = state.site_of(peer, headers);
+    (!site.admits(origin)).then(|| format!("the page is from {origin}, not from this site ({site})"))
+}
+
+/// Answers `421` to a request for a host this server does not answer for
+/// (`AppState::host_allowed`), before any route sees it.
+pub async fn host_allowed(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Peer(peer): Peer,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Err(refused) = state.host_allowed(peer, request.headers()) else {
+        return next.run(request).await;
+    };
+    if prefers_html(request.headers()) {
+        index::error_page(refused.status(), &refused.to_string(), "")
+    } else {
+        refused.into_response()
     }
 }
 

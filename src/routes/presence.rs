@@ -6,36 +6,40 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 
 use super::send::decode;
-use super::{Peer, same_origin};
+use super::{Client, Peer, same_origin};
 use crate::domain::PresenceView;
 use crate::domain::{Author, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
 use crate::state::AppState;
 
+/// The room's presence as its streams are told it: at most `--presence-names` names.
 pub async fn presence(
     State(state): State<AppState>,
     Path(room): Path<String>,
 ) -> Result<Json<PresenceView>, AppError> {
     let room = RoomName::parse(&room)?;
-    let local = state.presence.local(&room);
-    Ok(Json(state.store.presence(&room, local).await?))
+    Ok(Json(state.presence.view(&room).await?))
 }
 
 /// A form or JSON body with `room` and `author`. `204` when sent on; `429` with
-/// `Retry-After` when the same author typed in the same room under a second ago.
+/// `Retry-After` when the client is over its typing bucket (checked before the body is
+/// read) or the same author typed in the same room under a second ago.
 pub async fn typing(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    Client(client): Client,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, AppError> {
     same_origin(&state, peer, &headers)?;
+    let counted = |_: &AppError| state.metrics.limited(Limited::Typing);
+    state.typing.admit(client).inspect_err(counted)?;
     let fields = decode(&uri, &headers, body).await?;
     let room = RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT))?;
     let author = Author::parse(fields.author.as_deref().unwrap_or(""))?;
-    state.typing.check(&room, &author).inspect_err(|_| state.metrics.limited(Limited::Typing))?;
+    state.typing.check(&room, &author).inspect_err(counted)?;
     state.store.typing(&room, &author).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,6 +11,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use ssechat::AppState;
 use ssechat::config::StoreUrl;
+use ssechat::domain::{Author, RoomName};
 
 use crate::helpers::{TestApp, WAIT};
 
@@ -360,5 +361,42 @@ async fn a_hidden_tab_counts_unread_messages_in_its_title() {
     .await
     .unwrap();
     wait_until(&page, &format!("document.title === {title}")).await;
+    page.close().await.unwrap();
+}
+
+/// The measured freeze: 19,000 typing events rebuilt the whole line each time (2 GB of
+/// strings). Now the line names two and counts the rest, tracking at most 50 typists.
+#[tokio::test]
+async fn a_flood_of_typists_shows_a_capped_line_and_the_page_keeps_up() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = TestApp::spawn().await;
+    let chrome = Chrome::start().await;
+    let page = chrome.session(true).await;
+    open(&page, &app.base, "/rooms/flood").await;
+    let room = RoomName::parse("flood").unwrap();
+    let typist = |i: usize| Author::parse(&format!("typist{i}")).unwrap();
+    for i in 0..3 {
+        app.state.store.typing(&room, &typist(i)).await.unwrap();
+    }
+    wait_until(
+        &page,
+        "document.getElementById('typing').textContent === 'typist0, typist1 and 1 other are typing…'",
+    )
+    .await;
+    // 2,000 authors at once, as straight from the store as a flood across many clients.
+    for i in 3..2_000 {
+        app.state.store.typing(&room, &typist(i)).await.unwrap();
+    }
+    // Which two are named depends on which events arrived in time; the count does not.
+    let capped = "/^typist\\d+, typist\\d+ and 48 others are typing…$/";
+    wait_until(&page, &format!("{capped}.test(document.getElementById('typing').textContent)")).await;
+    app.say("flood", "ana", "still keeping up").await;
+    wait_until(
+        &page,
+        "document.querySelector('#messages .msg:last-child .text')?.textContent === 'still keeping up'",
+    )
+    .await;
+    // Every typist expires, and the line with them.
+    wait_until(&page, "document.getElementById('typing').textContent === ''").await;
     page.close().await.unwrap();
 }

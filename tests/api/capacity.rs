@@ -22,10 +22,11 @@ fn rss_kib(pid: u32) -> f64 {
 async fn open_stream(addr: &str, warm: bool) -> Raw {
     let mut raw = Raw::connect(addr).await;
     if warm {
-        raw.send("GET /rooms/capacity HTTP/1.1\r\nhost: x\r\naccept: text/html\r\n\r\n").await;
+        raw.send("GET /rooms/capacity HTTP/1.1\r\nhost: localhost\r\naccept: text/html\r\n\r\n").await;
         assert_eq!(raw.response().await.status, 200);
     }
-    raw.send("GET /events?room=capacity HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n").await;
+    raw.send("GET /events?room=capacity HTTP/1.1\r\nhost: localhost\r\naccept: text/event-stream\r\n\r\n")
+        .await;
     assert_eq!(raw.response().await.status, 200);
     assert!(raw.fill_until(b"retry:").await, "the stream starts");
     raw

@@ -36,11 +36,13 @@ where
 }
 
 /// The defaults, with the memory store and no send or per-client stream limit: tests post
-/// fast from one address, and the limits have tests of their own.
+/// fast from one address, and the limits have tests of their own. Raw requests say
+/// `host: x`, so `x` is an allowed host besides loopback (the host check has its tests).
 pub fn test_config() -> Config {
     init_logs();
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".into();
+    config.allowed_host = vec!["x".into()];
     config.store = StoreUrl::Memory;
     config.send_rate = 1_000_000.0;
     config.send_burst = 1_000_000;

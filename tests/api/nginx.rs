@@ -86,6 +86,24 @@ async fn a_browsers_form_post_through_the_proxy_on_its_own_port_is_same_origin()
     nginx.assert_no_alerts();
 }
 
+/// DNS rebinding through the proxy: nginx passes the browser's `Host` on (`$http_host`), and
+/// nodes on a loopback address answer only for loopback names and those they are told.
+#[tokio::test]
+async fn a_foreign_host_through_the_proxy_is_misdirected_and_the_sites_own_passes() {
+    let deployment = Deployment::start(&[BEHIND_PROXY, &["--allowed-host", "chat.example"]].concat()).await;
+    let nginx = &deployment.nginx;
+    let own = nginx.base.strip_prefix("http://").unwrap();
+    for (host, status) in [("evil.example:8080", 421), ("chat.example", 200), (own, 200)] {
+        for path in ["/healthz", "/events?room=general"] {
+            let mut raw = crate::raw::Raw::connect(own).await;
+            raw.send(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+            let answer = raw.response().await;
+            assert_eq!(answer.status, status, "Host {host}, {path}: {answer:?}");
+        }
+    }
+    nginx.assert_no_alerts();
+}
+
 #[tokio::test]
 async fn a_message_reaches_a_stream_through_the_proxy_within_a_second() {
     let deployment = Deployment::start(&[]).await;
@@ -218,8 +236,7 @@ async fn a_response_buffered_to_a_temp_file_in_the_prefix_arrives_whole() {
     socket.set_recv_buffer_size(4096).unwrap();
     let mut socket =
         socket.connect(nginx.base.strip_prefix("http://").unwrap().parse().unwrap()).await.unwrap();
-    let request =
-        "GET /history?room=general&since=0&limit=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let request = "GET /history?room=general&since=0&limit=1000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     tokio::io::AsyncWriteExt::write_all(&mut socket, request.as_bytes()).await.unwrap();
     // Not reading: nginx has to put the rest of the 4 MB answer somewhere.
     crate::helpers::eventually("nginx buffers the answer to a temp file", || async {
