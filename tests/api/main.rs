@@ -17,5 +17,6 @@ mod page;
 mod presence;
 mod proxy;
 mod resume;
+mod rooms;
 mod shared_limits;
 mod streams;
