@@ -22,7 +22,7 @@ cargo build --release --quiet --bins
 bin=$PWD/target/release
 # The load tool is one client posting fast and holding thousands of streams: lift the
 # per-client limits that exist for real clients.
-unlimited="--send-rate 1000000000 --send-burst 1000000000 --max-streams-per-client 1000000 --max-streams 1000000"
+unlimited="--send-rate 1000000000 --send-burst 1000000000 --max-streams-per-client 1000000 --max-streams 1000000 --max-connections-per-client 1000000"
 work=$(mktemp -d)
 nchan_run=${NCHAN_RUN:-$PWD/../shared/peers/nchan/run.sh}
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -4,8 +4,8 @@ use axum::Router;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
-use crate::routes;
 use crate::state::AppState;
+use crate::{body_deadline, routes};
 
 /// Every route, in one place.
 pub fn router(state: AppState) -> Router {
@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .layer(axum::middleware::map_response(routes::security_headers))
-        .layer(routes::cors(&state.config.cors_origin))
+        .layer(tower::util::MapRequestLayer::new(body_deadline::limit(state.config.body_timeout)))
+        .layer(tower::util::option_layer(routes::cors(&state.config.cors_origin)))
         .with_state(state)
 }

@@ -98,6 +98,27 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_MAX_STREAMS_PER_CLIENT", default_value_t = 100, value_parser = positive)]
     pub max_streams_per_client: usize,
 
+    /// Open connections at most, of every kind [default: the open-file limit minus 64, a
+    /// reserve for the store and logs]. Streams are refused before this (--max-streams).
+    #[arg(long, env = "SSECHAT_MAX_CONNECTIONS", value_parser = positive)]
+    pub max_connections: Option<usize>,
+
+    /// Open connections at most per client (streams included; a trusted proxy is exempt).
+    #[arg(long, env = "SSECHAT_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256, value_parser = positive)]
+    pub max_connections_per_client: usize,
+
+    /// The most time a client may take to send a whole request head.
+    #[arg(long, env = "SSECHAT_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+
+    /// The most time a client may take to send a whole request body.
+    #[arg(long, env = "SSECHAT_BODY_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub body_timeout: Duration,
+
+    /// How long a keep-alive connection may wait, idle, for its next request.
+    #[arg(long, env = "SSECHAT_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub idle_timeout: Duration,
+
     /// A stream whose client reads nothing for this long is cut off (it resumes on reconnect).
     #[arg(long, env = "SSECHAT_STALL_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub stall_timeout: Duration,
@@ -147,6 +168,11 @@ impl Config {
             send_burst: 30,
             max_streams: None,
             max_streams_per_client: 100,
+            max_connections: None,
+            max_connections_per_client: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(2),
             cors_origin: Vec::new(),
@@ -163,6 +189,14 @@ impl Config {
     pub fn stream_cap(&self) -> usize {
         self.max_streams.unwrap_or_else(|| {
             crate::limits::open_file_limit().map_or(10_000, |n| n.saturating_sub(256).max(16))
+        })
+    }
+
+    /// The cap on open connections: as asked, or just under the open-file limit, so that
+    /// `accept` never runs out of descriptors while the store still has some.
+    pub fn connection_cap(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            crate::limits::open_file_limit().map_or(10_000, |n| n.saturating_sub(64).max(32))
         })
     }
 

@@ -7,68 +7,88 @@
 //! comes back afterwards for the next one. A connection this loop can't follow (an oversized
 //! head, HTTP/1.0, a chunked request body, pipelining) is left to hyper for the rest of its
 //! life, which answers it as it always would.
+//!
+//! Deadlines: a whole request head within `--header-timeout` (from accept, or from the first
+//! byte of a later request), an idle keep-alive connection's next request within
+//! `--idle-timeout`, a whole body within `--body-timeout` (the router's body layer). Every
+//! connection is counted against `--max-connections` and `--max-connections-per-client`
+//! from the moment it is accepted.
+
+mod head;
+mod io;
+mod refusal;
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use bytes::{Bytes, BytesMut};
+use axum::http::{HeaderValue, header};
+use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tower::ServiceExt;
+
+pub use head::RequestHead;
+use io::{Rewind, Watch};
 
 use crate::error::AppError;
 use crate::fast_path;
 use crate::feed::{Feed, Refused, StallWatch};
+use crate::limits::{Permit, client_key};
+use crate::metrics::Limited;
 use crate::routes::events::feed_request;
+use crate::routes::send::MAX_BODY;
 use crate::state::AppState;
 
-/// How long a client may take to send a request head, and how long an idle keep-alive
-/// connection waits for the next one.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest request head read here; a larger one is left to hyper.
 const MAX_HEAD: usize = 8 * 1024;
 
 /// Serves `socket` until the client leaves, the connection fails, or shutdown.
 pub async fn serve(socket: TcpStream, peer: SocketAddr, state: AppState, app: Router) {
-    let mut connection = Connection { socket, buffered: BytesMut::with_capacity(1024), peer, state, app };
+    let permit = match admit(&state, peer) {
+        Ok(permit) => permit,
+        Err(e) => return Box::pin(refusal::refuse(socket, &e)).await,
+    };
+    let buffered = BytesMut::with_capacity(1024);
+    let mut connection = Connection { socket, buffered, peer, state, app, _permit: permit };
+    let mut first = true;
     loop {
-        let head = tokio::time::timeout(HEADER_READ_TIMEOUT, connection.read_head()).await;
-        let head = match head {
-            Ok(Head::Complete(head)) => head,
-            // Idle too long, closed, or shutting down while idle.
-            Err(_) | Ok(Head::Closed) => return,
-            Ok(Head::TooLarge) => return connection.hand_over_rest().await,
+        let head = match connection.next_head(first).await {
+            Head::Complete(head) => head,
+            Head::Closed => return,
+            Head::TimedOut => return Box::pin(connection.time_out()).await,
+            Head::TooLarge => return Box::pin(connection.hand_over_rest()).await,
         };
+        first = false;
         if !head.one_at_a_time {
-            return connection.hand_over_rest().await;
+            return Box::pin(connection.hand_over_rest()).await;
         }
         let refused = match connection.open_stream(&head).await {
-            Some(Ok(feed)) => {
-                // A stream lives long: keep nothing of the connection but its socket.
-                let Connection { mut socket, state, buffered, app, .. } = connection;
-                drop((buffered, app));
-                return fast_path::serve(&mut socket, feed, state.config.stall_timeout).await;
-            }
+            Some(Ok(feed)) => return connection.stream(feed).await,
             Some(Err(e)) => Some(e),
             None => None,
         };
-        match connection.hand_over_one(&head, refused).await {
+        // Boxed, like every path but the stream's: the task of a connection that turns into a
+        // long-lived stream is no larger than the stream needs.
+        match Box::pin(connection.hand_over_one(&head, refused)).await {
             Some(next) => connection = next,
             None => return,
         }
     }
+}
+
+/// Counts a new connection against the caps, or refuses it. A trusted proxy speaks for many
+/// clients: only the total counts for it.
+fn admit(state: &AppState, peer: SocketAddr) -> Result<Permit, AppError> {
+    let client = (!state.proxies.trusts(peer.ip())).then(|| client_key(peer.ip()));
+    state.connections.admit(client).inspect_err(|_| state.metrics.limited(Limited::Connections))
 }
 
 struct Connection {
@@ -78,33 +98,39 @@ struct Connection {
     peer: SocketAddr,
     state: AppState,
     app: Router,
+    /// Counted in the connection caps while it lives.
+    _permit: Permit,
 }
 
 /// What reading a request head gave.
 enum Head {
     Complete(RequestHead),
+    /// Closed by the client, idle too long, or idle at the end of a shutdown.
     Closed,
+    /// Part of a head came, the rest not within `--header-timeout`.
+    TimedOut,
     TooLarge,
 }
 
-/// A request head at the front of the buffer, as far as this loop needs to know it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct RequestHead {
-    /// Its length in bytes.
-    pub len: usize,
-    /// The body that follows it, by `Content-Length`.
-    pub body: u64,
-    /// HTTP/1.1 with a known body length: after its response the connection can come
-    /// back here for the next request.
-    pub one_at_a_time: bool,
-    /// The client asked to close after this request.
-    pub close: bool,
-}
-
 impl Connection {
-    /// Reads until the buffer holds a whole request head. While the connection is idle
-    /// (nothing of the next request read yet), the end of draining closes it; during the
-    /// drain it still gets an answer (with `connection: close`), not a reset.
+    /// The next request's head. A later request first gets `--idle-timeout` to start; the
+    /// head itself (the first one: from accept) gets `--header-timeout`, whole.
+    async fn next_head(&mut self, first: bool) -> Head {
+        let config = Arc::clone(&self.state.config);
+        if !first && self.buffered.is_empty() {
+            let started = tokio::time::timeout(config.idle_timeout, self.fill()).await;
+            if !matches!(started, Ok(true)) {
+                return Head::Closed;
+            }
+        }
+        match tokio::time::timeout(config.header_timeout, self.read_head()).await {
+            Ok(head) => head,
+            Err(_) if self.buffered.is_empty() => Head::Closed,
+            Err(_) => Head::TimedOut,
+        }
+    }
+
+    /// Reads until the buffer holds a whole request head.
     async fn read_head(&mut self) -> Head {
         loop {
             if let Some(head) = RequestHead::parse(&self.buffered) {
@@ -113,15 +139,27 @@ impl Connection {
             if self.buffered.len() >= MAX_HEAD {
                 return Head::TooLarge;
             }
-            let idle = self.buffered.is_empty();
-            let read = tokio::select! {
-                read = self.socket.read_buf(&mut self.buffered) => read,
-                _ = self.state.stopped.cancelled(), if idle => return Head::Closed,
-            };
-            if matches!(read, Ok(0) | Err(_)) {
+            if !self.fill().await {
                 return Head::Closed;
             }
         }
+    }
+
+    /// Reads what the client sent next; false once it closed. While the connection is idle
+    /// (nothing of the next request read yet), the end of draining closes it; during the
+    /// drain it still gets an answer (with `connection: close`), not a reset.
+    async fn fill(&mut self) -> bool {
+        let idle = self.buffered.is_empty();
+        tokio::select! {
+            read = self.socket.read_buf(&mut self.buffered) => matches!(read, Ok(n) if n > 0),
+            _ = self.state.stopped.cancelled(), if idle => false,
+        }
+    }
+
+    /// A head that did not arrive in time gets `408` and the connection closes.
+    async fn time_out(self) {
+        let message = format!("the request head took longer than {:?}", self.state.config.header_timeout);
+        refusal::refuse(self.socket, &AppError::RequestTimeout(message)).await;
     }
 
     /// The feed for a plain stream request (`None`: not one), opened or refused. A refusal
@@ -138,17 +176,27 @@ impl Connection {
         Some(Feed::open(&self.state, request).await)
     }
 
+    /// Serves the stream to its end. A stream lives long: it keeps nothing of the
+    /// connection but its socket and its place in the caps.
+    async fn stream(self, feed: Feed) {
+        let Connection { mut socket, state, buffered, app, _permit, .. } = self;
+        drop((buffered, app));
+        fast_path::serve(&mut socket, feed, state.config.stall_timeout).await;
+    }
+
     /// Lets hyper and the router answer the request at the front of the buffer, then takes
     /// the socket back with whatever the client sent after it. `None`: the connection is over.
     async fn hand_over_one(self, head: &RequestHead, refused: Option<AppError>) -> Option<Self> {
-        let Connection { socket, buffered, peer, state, app } = self;
+        let Connection { socket, buffered, peer, state, app, _permit } = self;
         let keep_alive = !head.close && !state.shutdown.is_cancelled();
         let watch = Watch::default();
         let io = Rewind::new(socket, buffered.freeze(), state.config.stall_timeout, watch.clone());
-        let service = RouterService::new(app.clone(), peer, &watch, refused);
+        // A body larger than any this server reads is not skipped afterwards: say close.
+        let close = head.body > MAX_BODY as u64;
+        let service = RouterService::new(app.clone(), peer, &watch, refused, close);
         let mut http = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(state.config.header_timeout)
             .keep_alive(keep_alive)
             .serve_connection(TokioIo::new(io), service);
         let outcome = one_response(&mut http, &watch).await;
@@ -157,30 +205,32 @@ impl Connection {
         }
         let parts = http.into_parts();
         let io = parts.io.into_inner();
-        // Reusable only if hyper read exactly this request and its body, and wrote its answer
-        // without saying it would close.
+        // What hyper left unread of this request's body, if it answered without reading it all.
         let consumed = io.fed - parts.read_buf.len() as u64;
-        let whole = consumed == head.len as u64 + head.body;
-        if outcome.is_err() || !keep_alive || !whole || !watch.wrote() {
-            return None;
-        }
+        let unread = (head.len as u64 + head.body).saturating_sub(consumed);
         let mut buffered = BytesMut::with_capacity(1024);
         buffered.extend_from_slice(&parts.read_buf);
         buffered.extend_from_slice(&io.prefix);
-        Some(Connection { socket: io.socket, buffered, peer, state, app })
+        let mut socket = io.socket;
+        let reusable = outcome.is_ok() && keep_alive && !watch.closing() && watch.wrote();
+        if !reusable || !refusal::skip(&mut socket, &mut buffered, unread, state.config.body_timeout).await {
+            refusal::linger(socket).await;
+            return None;
+        }
+        Some(Connection { socket, buffered, peer, state, app, _permit })
     }
 
     /// Lets hyper serve the rest of the connection: for what this loop can't follow.
     async fn hand_over_rest(self) {
-        let Connection { socket, buffered, peer, state, app } = self;
+        let Connection { socket, buffered, peer, state, app, _permit } = self;
         let watch = Watch::default();
         let io = Rewind::new(socket, buffered.freeze(), state.config.stall_timeout, watch.clone());
         let draining = state.shutdown.is_cancelled();
         let http = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(state.config.header_timeout)
             .keep_alive(!draining)
-            .serve_connection(TokioIo::new(io), RouterService::new(app, peer, &watch, None));
+            .serve_connection(TokioIo::new(io), RouterService::new(app, peer, &watch, None, false));
         tokio::pin!(http);
         let result = tokio::select! {
             result = http.as_mut() => result,
@@ -221,18 +271,20 @@ async fn one_response(
 type Answer = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
 
 /// The router as a hyper service for one connection: each request learns its peer, the
-/// connection's stall flag, and a refusal already decided on the fast path.
+/// connection's stall flag, and a refusal already decided on the fast path; with `close`,
+/// the answer says `connection: close`.
 #[derive(Clone)]
 struct RouterService {
     app: Router,
     peer: SocketAddr,
-    stalled: StallWatch,
+    watch: Watch,
     refused: Option<Refused>,
+    close: bool,
 }
 
 impl RouterService {
-    fn new(app: Router, peer: SocketAddr, watch: &Watch, refused: Option<AppError>) -> Self {
-        Self { app, peer, stalled: StallWatch(Arc::clone(&watch.0.stalled)), refused: refused.map(Refused) }
+    fn new(app: Router, peer: SocketAddr, watch: &Watch, refused: Option<AppError>, close: bool) -> Self {
+        Self { app, peer, watch: watch.clone(), refused: refused.map(Refused), close }
     }
 }
 
@@ -243,182 +295,21 @@ impl hyper::service::Service<hyper::Request<Incoming>> for RouterService {
 
     fn call(&self, mut request: hyper::Request<Incoming>) -> Answer {
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        request.extensions_mut().insert(self.stalled.clone());
+        request.extensions_mut().insert(StallWatch(Arc::clone(&self.watch.0.stalled)));
         if let Some(refused) = &self.refused {
             request.extensions_mut().insert(refused.clone());
         }
-        Box::pin(self.app.clone().oneshot(request))
-    }
-}
-
-impl RequestHead {
-    /// The head at the front of `buffered`, once it is all there.
-    pub fn parse(buffered: &[u8]) -> Option<RequestHead> {
-        let mut raw = [httparse::EMPTY_HEADER; 64];
-        let mut request = httparse::Request::new(&mut raw);
-        let len = match request.parse(buffered) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return None,
-            // Malformed, or more headers than fit: hyper gives the answer.
-            Err(_) => return Some(RequestHead::unusual(buffered)),
-        };
-        let mut body = 0;
-        let mut known_length = true;
-        let mut close = false;
-        for header in request.headers.iter() {
-            if header.name.eq_ignore_ascii_case("content-length") {
-                match std::str::from_utf8(header.value).ok().and_then(|v| v.trim().parse().ok()) {
-                    Some(n) if body == 0 || body == n => body = n,
-                    _ => known_length = false,
-                }
-            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-                known_length = false;
-            } else if header.name.eq_ignore_ascii_case("connection") {
-                close |=
-                    header.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        let answer = self.app.clone().oneshot(request);
+        let (close, watch) = (self.close, self.watch.clone());
+        Box::pin(async move {
+            let mut response = answer.await?;
+            if close {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-        }
-        let one_at_a_time = request.version == Some(1) && known_length;
-        Some(RequestHead { len, body, one_at_a_time, close })
-    }
-
-    fn unusual(buffered: &[u8]) -> RequestHead {
-        RequestHead { len: buffered.len(), body: 0, one_at_a_time: false, close: true }
-    }
-}
-
-/// What the connection learns from the socket while hyper has it.
-#[derive(Clone, Default)]
-struct Watch(Arc<WatchFlags>);
-
-#[derive(Default)]
-struct WatchFlags {
-    /// Something was written: the answer has started.
-    wrote: AtomicBool,
-    /// The client stopped reading for the stall timeout.
-    stalled: Arc<AtomicBool>,
-}
-
-impl Watch {
-    fn wrote(&self) -> bool {
-        self.0.wrote.load(Ordering::Relaxed)
-    }
-}
-
-/// A socket with bytes already read from it put back in front, for hyper. It also gives
-/// up on a client that takes more than the stall timeout to accept what is written, which
-/// hyper itself never would.
-struct Rewind {
-    prefix: Bytes,
-    socket: TcpStream,
-    /// Bytes given to hyper, prefix included.
-    fed: u64,
-    stall: Duration,
-    /// Armed while a write is waiting for the socket.
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
-    watch: Watch,
-}
-
-impl Rewind {
-    fn new(socket: TcpStream, prefix: Bytes, stall: Duration, watch: Watch) -> Self {
-        Self { prefix, socket, fed: 0, stall, stalled: None, watch }
-    }
-
-    /// Passes a write's outcome through, turning a wait longer than the stall timeout
-    /// into an error that closes the connection.
-    fn watch_write<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if poll.is_ready() {
-            self.stalled = None;
-            return poll;
-        }
-        let stall = self.stall;
-        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.watch.0.stalled.store(true, Ordering::Relaxed);
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix.split_to(n));
-            Poll::Ready(Ok(()))
-        } else {
-            Pin::new(&mut self.socket).poll_read(cx, buf)
-        };
-        self.fed += (buf.filled().len() - before) as u64;
-        poll
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.watch.0.wrote.store(true, Ordering::Relaxed);
-        let poll = Pin::new(&mut self.socket).poll_write(cx, buf);
-        self.watch_write(cx, poll)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.watch.0.wrote.store(true, Ordering::Relaxed);
-        let poll = Pin::new(&mut self.socket).poll_write_vectored(cx, bufs);
-        self.watch_write(cx, poll)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.socket).poll_flush(cx);
-        self.watch_write(cx, poll)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RequestHead;
-
-    #[test]
-    fn heads_tell_whether_the_connection_can_come_back() {
-        let get = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
-        assert_eq!(
-            RequestHead::parse(get),
-            Some(RequestHead { len: get.len(), body: 0, one_at_a_time: true, close: false })
-        );
-        let post = b"POST /send HTTP/1.1\r\ncontent-length: 5\r\nconnection: keep-alive, Close\r\n\r\nhello";
-        assert_eq!(
-            RequestHead::parse(post),
-            Some(RequestHead { len: post.len() - 5, body: 5, one_at_a_time: true, close: true })
-        );
-        assert_eq!(RequestHead::parse(b"GET / HTTP/1.1\r\nhost:"), None, "not all there yet");
-        for unusual in [
-            &b"GET / HTTP/1.0\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
-            b"POST / HTTP/1.1\r\ncontent-length: x\r\n\r\n",
-            b"\x00\x01garbage\r\n\r\n",
-        ] {
-            let head = RequestHead::parse(unusual).unwrap();
-            assert!(!head.one_at_a_time, "{}", String::from_utf8_lossy(unusual));
-        }
+            // An answer that says close (a timeout, a body too large) ends the connection.
+            let closing = response.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
+            watch.0.closing.store(closing, std::sync::atomic::Ordering::Relaxed);
+            Ok(response)
+        })
     }
 }

@@ -36,6 +36,9 @@ pub enum AppError {
     Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The client took too long to send its request (head or body); the connection closes.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -51,7 +54,16 @@ impl AppError {
             AppError::TooManyRequests(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// How many seconds a refused client should wait before trying again, if it says.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            AppError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -74,8 +86,13 @@ impl IntoResponse for AppError {
             body["field"] = json!(e.field);
         }
         let mut response = (self.status(), Json(body)).into_response();
-        if let AppError::RateLimited { retry_after, .. } = self {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after.into());
+        if let Some(seconds) = self.retry_after() {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        if let AppError::RequestTimeout(_) = self {
+            // What is left of the request can't be told from the next one.
+            let close = axum::http::HeaderValue::from_static("close");
+            response.headers_mut().insert(axum::http::header::CONNECTION, close);
         }
         response
     }

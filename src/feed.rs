@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::domain::{Author, MessageId, PresenceView, RoomName};
 use crate::error::AppError;
 use crate::hub::Subscription;
-use crate::limits::StreamPermit;
+use crate::limits::Permit;
 use crate::metrics::{Disconnect, Limited, Metrics, Reset as ResetReason};
 use crate::presence::Reader;
 use crate::state::AppState;
@@ -139,7 +139,7 @@ pub struct Feed {
     stalled: Option<Arc<AtomicBool>>,
     /// Counted in the room's presence and in the stream caps for as long as it lives.
     _reader: Reader,
-    _permit: StreamPermit,
+    _permit: Permit,
 }
 
 /// What the room's channel gave.
@@ -164,7 +164,8 @@ impl Feed {
                 "the server is shutting down; reconnect in a moment".to_owned(),
             ));
         }
-        let permit = state.streams.admit(client).inspect_err(|_| state.metrics.limited(Limited::Streams))?;
+        let permit =
+            state.streams.admit(Some(client)).inspect_err(|_| state.metrics.limited(Limited::Streams))?;
         // Subscribe before reading anything, so nothing published from here on is missed.
         let subscription = state.hub.subscribe(&room);
         // A fresh reader starts after the newest message; everything newer reaches it.

@@ -9,6 +9,7 @@
 //! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
 //! - [`state`]: [`state::AppState`], what every handler shares, built from the config.
 //! - [`app`]: the router.
+//! - [`body_deadline`]: one deadline for a whole request body.
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
 //! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
 //! - [`limits`]: client identity, send rate limits, caps on open streams.
@@ -24,6 +25,7 @@
 //! - [`error`]: the error type that decides status codes.
 
 pub mod app;
+pub mod body_deadline;
 pub mod config;
 pub mod connection;
 pub mod domain;

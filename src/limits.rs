@@ -147,18 +147,22 @@ impl TypingLimiter {
     }
 }
 
-/// Caps on open streams: all together (kept under the open-file limit) and per client.
-pub struct StreamLimits {
+/// Caps on open things (streams, connections): all together (kept under the open-file
+/// limit) and per client.
+pub struct Caps {
+    /// What is counted, for the refusal's message.
+    what: &'static str,
     max_total: usize,
     max_per_client: usize,
     open: AtomicUsize,
-    /// A std mutex: one count per stream open or close, never held across an `.await`.
+    /// A std mutex: one count per open or close, never held across an `.await`.
     per_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
-impl StreamLimits {
-    pub fn new(max_total: usize, max_per_client: usize) -> Arc<Self> {
+impl Caps {
+    pub fn new(what: &'static str, max_total: usize, max_per_client: usize) -> Arc<Self> {
         Arc::new(Self {
+            what,
             max_total,
             max_per_client,
             open: AtomicUsize::new(0),
@@ -166,25 +170,28 @@ impl StreamLimits {
         })
     }
 
-    /// Counts a stream for `client` until the permit is dropped; refuses one over a cap.
-    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<StreamPermit, AppError> {
-        let mut per_client = self.per_client.lock().expect("stream limits lock poisoned");
+    /// Counts one for `client` until the permit is dropped; refuses one over a cap. Without
+    /// a client (a trusted proxy, which speaks for many), only the total counts.
+    pub fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Permit, AppError> {
+        let mut per_client = self.per_client.lock().expect("caps lock poisoned");
         if self.open.load(Ordering::Relaxed) >= self.max_total {
             return Err(AppError::Unavailable(format!(
-                "the server is at its limit of {} open streams; retry shortly",
-                self.max_total
+                "the server is at its limit of {} open {}; retry shortly",
+                self.max_total, self.what
             )));
         }
-        let mine = per_client.entry(client).or_insert(0);
-        if *mine >= self.max_per_client {
-            return Err(AppError::TooManyRequests(format!(
-                "this client already has {} open streams, the most allowed; close one first",
-                self.max_per_client
-            )));
+        if let Some(client) = client {
+            let mine = per_client.entry(client).or_insert(0);
+            if *mine >= self.max_per_client {
+                return Err(AppError::TooManyRequests(format!(
+                    "this client already has {} open {}, the most allowed; close one first",
+                    self.max_per_client, self.what
+                )));
+            }
+            *mine += 1;
         }
-        *mine += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(StreamPermit { limits: Arc::clone(self), client })
+        Ok(Permit { caps: Arc::clone(self), client })
     }
 
     pub fn open(&self) -> usize {
@@ -192,22 +199,24 @@ impl StreamLimits {
     }
 }
 
-/// One admitted stream.
-pub struct StreamPermit {
-    limits: Arc<StreamLimits>,
-    client: IpAddr,
+/// One admitted stream or connection, counted until dropped.
+pub struct Permit {
+    caps: Arc<Caps>,
+    client: Option<IpAddr>,
 }
 
-impl Drop for StreamPermit {
+impl Drop for Permit {
     fn drop(&mut self) {
-        let mut per_client = self.limits.per_client.lock().expect("stream limits lock poisoned");
-        if let Some(count) = per_client.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                per_client.remove(&self.client);
+        if let Some(client) = self.client {
+            let mut per_client = self.caps.per_client.lock().expect("caps lock poisoned");
+            if let Some(count) = per_client.get_mut(&client) {
+                *count -= 1;
+                if *count == 0 {
+                    per_client.remove(&client);
+                }
             }
         }
-        self.limits.open.fetch_sub(1, Ordering::Relaxed);
+        self.caps.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -258,15 +267,15 @@ mod tests {
 
     #[test]
     fn stream_caps_hold_and_release() {
-        let limits = StreamLimits::new(3, 2);
+        let limits = Caps::new("streams", 3, 2);
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
-        let a1 = limits.admit(a).unwrap();
-        let _a2 = limits.admit(a).unwrap();
-        assert_eq!(limits.admit(a).err().unwrap().status(), 429);
-        let _b1 = limits.admit(b).unwrap();
-        assert_eq!(limits.admit(b).err().unwrap().status(), 503);
+        let a1 = limits.admit(Some(a)).unwrap();
+        let _a2 = limits.admit(Some(a)).unwrap();
+        assert_eq!(limits.admit(Some(a)).err().unwrap().status(), 429);
+        let _b1 = limits.admit(Some(b)).unwrap();
+        assert_eq!(limits.admit(Some(b)).err().unwrap().status(), 503);
         drop(a1);
-        assert!(limits.admit(b).is_ok());
+        assert!(limits.admit(Some(b)).is_ok());
         assert!(open_file_limit().is_some());
     }
 }

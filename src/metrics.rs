@@ -33,6 +33,8 @@ pub enum Limited {
     Send = 0,
     Typing = 1,
     Streams = 2,
+    /// Connections refused at accept (over the per-client or the total cap).
+    Connections = 3,
 }
 
 /// Upper bounds of the publish-to-flush histogram, in seconds.
@@ -44,7 +46,7 @@ pub struct Metrics {
     deliveries: AtomicU64,
     resets: [AtomicU64; 2],
     disconnects: [AtomicU64; 3],
-    limited: [AtomicU64; 3],
+    limited: [AtomicU64; 4],
     /// Per bucket (not cumulative), plus one past the last bound.
     flush: [AtomicU64; BUCKETS.len() + 1],
     flush_sum_us: AtomicU64,
@@ -126,6 +128,7 @@ impl Metrics {
                     ("limit=\"send\"", self.limited[0].load(Relaxed)),
                     ("limit=\"typing\"", self.limited[1].load(Relaxed)),
                     ("limit=\"streams\"", self.limited[2].load(Relaxed)),
+                    ("limit=\"connections\"", self.limited[3].load(Relaxed)),
                 ],
             ),
         ];

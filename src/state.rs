@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreUrl};
 use crate::hub::Hub;
-use crate::limits::{SendLimiter, Site, StreamLimits, TrustedProxies, TypingLimiter, client_key};
+use crate::limits::{Caps, SendLimiter, Site, TrustedProxies, TypingLimiter, client_key};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::store::{MemoryStore, RedisStore, SqliteStore, Store};
@@ -23,7 +23,9 @@ pub struct AppState {
     /// Typing signals per author and room.
     pub typing: Arc<TypingLimiter>,
     /// Caps on open streams, overall and per client.
-    pub streams: Arc<StreamLimits>,
+    pub streams: Arc<Caps>,
+    /// Caps on open connections of every kind, overall and per peer (taken at accept).
+    pub connections: Arc<Caps>,
     /// Sends per client (token buckets; in Redis when nodes share one).
     pub sends: Arc<SendLimiter>,
     /// Whose forwarding headers name the client and the site (`--trusted-proxy`).
@@ -97,7 +99,8 @@ impl AppState {
             hub,
             presence,
             typing: Arc::default(),
-            streams: StreamLimits::new(config.stream_cap(), config.max_streams_per_client),
+            streams: Caps::new("streams", config.stream_cap(), config.max_streams_per_client),
+            connections: Caps::new("connections", config.connection_cap(), config.max_connections_per_client),
             sends: Arc::new(SendLimiter::local(config.send_rate, config.send_burst)),
             proxies: Arc::new(config.trusted_proxies()),
             metrics: Arc::new(Metrics::default()),

@@ -157,15 +157,16 @@ pub async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-/// CORS, off unless `--cors-origin` names origins.
-pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+/// CORS, off (no layer at all: `OPTIONS` is a method like any other, answered `405`)
+/// unless `--cors-origin` names origins.
+pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let allowed: Vec<axum::http::HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
-    // `Vary` is set with the security headers, the same on every response.
     if allowed.is_empty() {
-        return CorsLayer::new().vary([]); // adds nothing: browsers refuse cross-origin calls
+        return None;
     }
-    CorsLayer::new()
+    // `Vary` is set with the security headers, the same on every response.
+    let layer = CorsLayer::new()
         .vary([])
         .allow_origin(AllowOrigin::list(allowed))
         .allow_methods([Method::GET, Method::POST])
@@ -174,7 +175,8 @@ pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             header::ACCEPT,
             "last-event-id".parse().unwrap(),
             "idempotency-key".parse().unwrap(),
-        ])
+        ]);
+    Some(layer)
 }
 
 /// Refuses a browser's write request from another site (CSRF), judged by `Sec-Fetch-Site`

@@ -183,6 +183,8 @@ pub async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFi
     let bytes = to_bytes(body, MAX_BODY).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             AppError::TooLarge { limit: MAX_BODY }
+        } else if crate::body_deadline::timed_out(&e) {
+            AppError::RequestTimeout(e.to_string())
         } else {
             AppError::Malformed(format!("could not read the request body: {e}"))
         }

@@ -33,7 +33,15 @@ async fn open_stream(addr: &str, warm: bool) -> Raw {
 
 /// Server memory per idle stream, in KiB, with `STREAMS` of them open.
 async fn kib_per_stream(warm: bool) -> f64 {
-    let server = Server::start(&["--store", "memory", "--max-streams-per-client", "100000"]).await;
+    let server = Server::start(&[
+        "--store",
+        "memory",
+        "--max-streams-per-client",
+        "100000",
+        "--max-connections-per-client",
+        "100000",
+    ])
+    .await;
     // Whatever is made once (pools, lazy tables) is made before the first reading.
     drop(open_stream(server.addr(), true).await);
     let before = rss_kib(server.pid());

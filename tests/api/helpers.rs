@@ -45,6 +45,7 @@ pub fn test_config() -> Config {
     config.send_rate = 1_000_000.0;
     config.send_burst = 1_000_000;
     config.max_streams_per_client = 100_000;
+    config.max_connections_per_client = 100_000;
     config.drain_timeout = std::time::Duration::from_millis(200);
     config
 }

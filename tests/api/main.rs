@@ -8,6 +8,7 @@ mod abuse;
 mod browser;
 mod capacity;
 mod cluster;
+mod connections;
 mod durable;
 mod fast_path;
 mod input;

@@ -10,7 +10,7 @@ use crate::helpers::WAIT;
 
 /// One raw HTTP/1.1 connection, read response by response.
 pub struct Raw {
-    socket: TcpStream,
+    pub socket: TcpStream,
     /// Read and not yet used.
     pub buffered: Vec<u8>,
 }
@@ -26,6 +26,13 @@ pub struct Answer {
 impl Raw {
     pub async fn connect(addr: impl tokio::net::ToSocketAddrs) -> Self {
         Raw { socket: TcpStream::connect(addr).await.unwrap(), buffered: Vec::new() }
+    }
+
+    /// Connects from the loopback address `source` (127.0.0.2, ...): another client.
+    pub async fn connect_from(source: &str, addr: std::net::SocketAddr) -> std::io::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(format!("{source}:0").parse().unwrap())?;
+        Ok(Raw { socket: socket.connect(addr).await?, buffered: Vec::new() })
     }
 
     pub async fn send(&mut self, request: &str) {

@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::Target;
 use crate::http::{Endpoint, check_warm};
-use crate::open::open_stream;
+use crate::open::{connect_from, open_stream};
 use crate::stats::AtomicLatency;
 use crate::usage::{ServerUsage, cpu_us_per_delivery, per_delivery_text};
 
@@ -49,6 +49,10 @@ pub struct FanoutArgs {
     /// Keep-alive connections the publisher posts through.
     #[arg(long, default_value_t = 8)]
     publishers: usize,
+    /// The source address the publisher posts from (one of 127.0.0.x), so its sends count
+    /// for a client of their own [default: the system's choice, 127.0.0.1 on loopback].
+    #[arg(long)]
+    publish_from: Option<Ipv4Addr>,
     /// Source addresses to spread streams over: 127.0.0.1 up to 127.0.0.N.
     #[arg(long, default_value_t = 16)]
     sources: u8,
@@ -437,8 +441,14 @@ async fn publish(
     for _ in 0..args.publishers.max(1) {
         let (endpoint, shared, next, errors) =
             (Arc::clone(endpoint), Arc::clone(shared), Arc::clone(&next), Arc::clone(&errors));
-        let (target, rooms, messages, rate, padding) =
-            (args.target, args.rooms.max(1) as u64, args.messages, args.rate, padding.clone());
+        let (target, rooms, messages, rate, padding, source) = (
+            args.target,
+            args.rooms.max(1) as u64,
+            args.messages,
+            args.rate,
+            padding.clone(),
+            args.publish_from,
+        );
         let prefix = prefix.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut sender = None;
@@ -453,7 +463,7 @@ async fn publish(
                 // Per-room sequence numbers, so each stream's bitmap is dense.
                 let text = format!("@@{}.{}@@ {padding}", i / rooms, intended.as_micros());
                 if sender.is_none() {
-                    sender = connect(&endpoint).await;
+                    sender = connect(&endpoint, source).await;
                 }
                 let Some(s) = sender.as_mut() else {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -478,10 +488,15 @@ async fn publish(
     errors.load(Ordering::Relaxed)
 }
 
+/// A keep-alive connection to post through, from `source` if given.
 async fn connect(
     endpoint: &Endpoint,
+    source: Option<Ipv4Addr>,
 ) -> Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>> {
-    let tcp = TcpStream::connect(&endpoint.authority).await.ok()?;
+    let tcp = match source {
+        Some(source) => connect_from(source, endpoint.resolve().await.ok()?).await.ok()?,
+        None => TcpStream::connect(&endpoint.authority).await.ok()?,
+    };
     let _ = tcp.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.ok()?;
     tokio::spawn(conn);

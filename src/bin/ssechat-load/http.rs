@@ -52,6 +52,16 @@ impl Endpoint {
             ),
             Target::Nchan => (format!("{}/pub?room={room}", self.prefix), "text/plain", text.to_owned()),
         };
+        self.post(path, content_type, body)
+    }
+
+    /// The request that says `author` is typing in `room` (ssechat only).
+    pub fn typing(&self, room: &str, author: &str) -> Request<Full<Bytes>> {
+        let body = serde_json::json!({ "room": room, "author": author }).to_string();
+        self.post(format!("{}/typing", self.prefix), "application/json", body)
+    }
+
+    fn post(&self, path: String, content_type: &str, body: String) -> Request<Full<Bytes>> {
         Request::post(path)
             .header("host", &self.authority)
             .header("content-type", content_type)
@@ -367,6 +377,19 @@ mod tests {
             "GET /chat/events?room=lobby HTTP/1.1\r\nhost: 127.0.0.1:3000\r\naccept: text/event-stream\r\nlast-event-id: 7\r\n\r\n"
         );
         assert_eq!(warm.stream, endpoint.stream_requests(Target::Ssechat, "lobby", false, None).stream);
+    }
+
+    #[tokio::test]
+    async fn a_typing_signal_is_a_json_post_to_typing() {
+        use http_body_util::BodyExt;
+        let endpoint = Endpoint::parse("http://127.0.0.1:3000/chat").unwrap();
+        let request = endpoint.typing("lobby", "flood-7");
+        assert_eq!((request.method().as_str(), request.uri().path()), ("POST", "/chat/typing"));
+        assert_eq!(request.headers()["content-type"], "application/json");
+        assert_eq!(request.headers()["host"], "127.0.0.1:3000");
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let fields: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(fields, serde_json::json!({ "room": "lobby", "author": "flood-7" }));
     }
 
     #[test]

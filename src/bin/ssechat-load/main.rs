@@ -6,12 +6,15 @@
 //!   publish-to-deliver latency, lost messages, and the server's CPU time and memory.
 //! - `soak`: clients connecting, reading, posting and disconnecting for minutes; checks
 //!   nothing is lost across reconnects and that the server's memory and fds don't leak.
+//! - `attack`: abusive clients (idle sockets, slow bodies, a typing flood, a room flood) for
+//!   a while, each kind from its own loopback addresses; counts what the server refused.
 //!
 //! `fanout` and `soak` open each stream on a fresh connection, or with `--warm` the way a
 //! browser does: the room page first, then the stream on the same keep-alive connection.
 //!
 //! Every loop is bounded in count and in time, so a run always ends by itself.
 
+mod attack;
 mod fanout;
 mod http;
 mod open;
@@ -38,6 +41,9 @@ enum Command {
     /// Many clients connecting, reading, posting and leaving for a long while; checks no
     /// message is lost and watches the server's memory and open files.
     Soak(soak::SoakArgs),
+    /// Abusive clients for a while: idle sockets, slow bodies, a typing flood, a room flood;
+    /// reports what the server opened, refused and closed for each kind.
+    Attack(attack::AttackArgs),
 }
 
 /// Which server the tool talks to: their publish and subscribe URLs differ.
@@ -56,6 +62,7 @@ async fn main() -> std::process::ExitCode {
         Command::Post(args) => post::run(args).await,
         Command::Fanout(args) => fanout::run(args).await,
         Command::Soak(args) => soak::run(args).await,
+        Command::Attack(args) => attack::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
