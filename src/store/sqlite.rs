@@ -666,6 +666,17 @@ mod tests {
         assert_eq!(rows, 2);
     }
 
+    /// A history file as an older ssechat left it: schema `version`, no rows.
+    fn file_of_version(path: &Path, version: usize) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        for migration in &MIGRATIONS[..version] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.pragma_update(None, "user_version", version as i32).unwrap();
+        conn
+    }
+
     /// What SQLite plans for the room list: one line per step.
     fn plan_of_the_room_list(path: &Path) -> String {
         let conn = Connection::open(path).unwrap();
@@ -692,11 +703,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v2.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.execute_batch(MIGRATIONS[1]).unwrap();
-            conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
-            conn.pragma_update(None, "user_version", 2).unwrap();
+            let conn = file_of_version(&path, 2);
             conn.execute_batch(
                 "INSERT INTO rooms VALUES ('older', 1, 1764072062345), ('newer', 2, 1764072062999);
                  INSERT INTO messages VALUES ('older', 1, 'ana', 'a', 1764072062345, NULL),
@@ -719,10 +726,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
+            let conn = file_of_version(&path, 1);
             conn.execute_batch(
                 "INSERT INTO rooms VALUES ('general', 1, 1764072062345);
                  INSERT INTO messages VALUES ('general', 1, 'ana', 'from v1', 1764072062345);",
