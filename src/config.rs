@@ -17,6 +17,8 @@ pub const DEFAULT_RETAIN_MEMORY: usize = 1_000;
 /// Messages kept per room by durable stores, unless `--retain` says otherwise.
 pub const DEFAULT_RETAIN_DURABLE: usize = 10_000;
 pub const DEFAULT_BUFFER: usize = 1_024;
+/// Rooms the memory store holds at most, unless `--max-rooms` says otherwise.
+pub const DEFAULT_MAX_ROOMS_MEMORY: usize = 10_000;
 pub const DEFAULT_PAGE_MESSAGES: usize = 100;
 
 /// ssechat: a real-time chat server over plain HTTP and Server-Sent Events.
@@ -164,6 +166,10 @@ pub struct Config {
     /// unless this names some. Repeat the flag, or comma-separate (also in the env var).
     #[arg(long, env = "SSECHAT_ALLOWED_HOST", value_name = "NAME", value_delimiter = ',', value_parser = parse_allowed_host)]
     pub allowed_host: Vec<String>,
+    /// Rooms the memory store holds at most; over it, the idlest rooms are forgotten, messages
+    /// and all [default: 10000]. Only for `--store memory`: SQLite and Redis keep every room.
+    #[arg(long, env = "SSECHAT_MAX_ROOMS", value_parser = positive)]
+    pub max_rooms: Option<usize>,
 }
 
 impl Config {
@@ -202,6 +208,7 @@ impl Config {
             presence_names: 20,
             names_per_client: 5,
             allowed_host: Vec::new(),
+            max_rooms: None,
         }
     }
 }
@@ -225,11 +232,13 @@ impl Config {
 
     /// What each room keeps, with the default that suits the store.
     pub fn retention(&self) -> Retention {
-        let default = match self.store {
-            StoreUrl::Memory => DEFAULT_RETAIN_MEMORY,
-            StoreUrl::Sqlite(_) | StoreUrl::Redis(_) => DEFAULT_RETAIN_DURABLE,
+        let (default, max_rooms) = match self.store {
+            StoreUrl::Memory => {
+                (DEFAULT_RETAIN_MEMORY, Some(self.max_rooms.unwrap_or(DEFAULT_MAX_ROOMS_MEMORY)))
+            }
+            StoreUrl::Sqlite(_) | StoreUrl::Redis(_) => (DEFAULT_RETAIN_DURABLE, None),
         };
-        Retention { count: self.retain.unwrap_or(default), age: self.retain_for }
+        Retention { count: self.retain.unwrap_or(default), age: self.retain_for, max_rooms }
     }
 }
 
@@ -252,6 +261,12 @@ impl Config {
                 "--trust-proxy (SSECHAT_TRUST_PROXY) is deprecated: it now trusts only {TRUST_PROXY_ALIAS}; \
                  use --trusted-proxy CIDR (SSECHAT_TRUSTED_PROXY) to name your proxies"
             ));
+        }
+        if self.max_rooms.is_some() && self.store != StoreUrl::Memory {
+            warnings.push(
+                "--max-rooms (SSECHAT_MAX_ROOMS) applies to --store memory only: SQLite and Redis keep every room"
+                    .to_owned(),
+            );
         }
         warnings
     }
@@ -428,13 +443,27 @@ mod tests {
     }
 
     #[test]
+    fn the_room_cap_is_the_memory_stores_and_a_warning_elsewhere() {
+        let memory = Config::try_parse_from(["ssechat", "--store", "memory", "--max-rooms", "50"]).unwrap();
+        assert_eq!(memory.retention().max_rooms, Some(50));
+        assert!(memory.warnings().is_empty());
+        let durable = Config::try_parse_from(["ssechat", "--max-rooms", "50"]).unwrap();
+        assert_eq!(durable.retention().max_rooms, None);
+        assert!(
+            durable.warnings()[0].contains("--max-rooms (SSECHAT_MAX_ROOMS) applies to --store memory only")
+        );
+        assert!(Config::try_parse_from(["ssechat", "--max-rooms", "0"]).is_err());
+    }
+
+    #[test]
     fn retention_defaults_suit_the_store() {
         let durable = Config::try_parse_from(["ssechat", "--retain-for", "7d"]).unwrap();
         assert_eq!(durable.store, StoreUrl::Sqlite(PathBuf::from("ssechat.db")));
         let week = Some(Duration::from_secs(7 * 24 * 3600));
-        assert_eq!(durable.retention(), Retention { count: 10_000, age: week });
+        assert_eq!(durable.retention(), Retention { count: 10_000, age: week, max_rooms: None });
         let memory = Config::try_parse_from(["ssechat", "--store", "memory"]).unwrap();
         assert_eq!(memory.retention().count, 1_000);
+        assert_eq!(memory.retention().max_rooms, Some(10_000));
         let aliased = Config::try_parse_from(["ssechat", "--history", "5"]).unwrap();
         assert_eq!(aliased.retention().count, 5);
     }

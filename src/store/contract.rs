@@ -28,11 +28,13 @@ where
     let hub = Hub::new(1024);
     publishes_in_id_order(make(Arc::clone(&hub), Retention::count(1000)).await, hub).await;
     retention_keeps_the_newest(make(Hub::new(64), Retention::count(3)).await).await;
-    let young = Retention { count: 100, age: Some(Duration::from_secs(3600)) };
+    let young = Retention { age: Some(Duration::from_secs(3600)), ..Retention::count(100) };
     retention_by_age(make(Hub::new(64), young).await, false).await;
-    let old = Retention { count: 100, age: Some(Duration::from_millis(1)) };
+    let old = Retention { age: Some(Duration::from_millis(1)), ..Retention::count(100) };
     retention_by_age(make(Hub::new(64), old).await, true).await;
     rooms_list_active_rooms(make(Hub::new(64), Retention::count(100)).await).await;
+    rooms_are_listed_in_activity_order_with_their_counts(make(Hub::new(64), Retention::count(2)).await).await;
+    expired_rooms_are_forgotten_and_their_ids_go_on(make(Hub::new(64), old).await).await;
     let hub = Hub::new(64);
     a_key_is_stored_once(make(Arc::clone(&hub), Retention::count(100)).await, hub).await;
 }
@@ -165,4 +167,43 @@ async fn rooms_list_active_rooms(store: Arc<dyn Store>) {
     assert_eq!(summary, vec![("alpha", 3), ("beta", 2)], "most recently active first");
     assert!(rooms[0].last_activity >= last.time);
     assert_eq!(store.rooms(1).await.unwrap().len(), 1);
+}
+
+async fn rooms_are_listed_in_activity_order_with_their_counts(store: Arc<dyn Store>) {
+    // Retention 2: a room's count is what it holds, not what it was sent.
+    for n in 0..150 {
+        for m in 0..=(n % 3) {
+            store.append(new(&format!("r{n}"), &format!("m{m}"))).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await; // a distinct millisecond
+    store.append(new("r0", "again")).await.unwrap();
+    let all = store.rooms(1000).await.unwrap();
+    assert_eq!(all.len(), 150);
+    assert_eq!((all[0].name.as_str(), all[0].messages), ("r0", 2), "the newest first");
+    assert!(all.windows(2).all(|w| w[0].last_activity >= w[1].last_activity), "in activity order");
+    for room in &all[1..] {
+        let n: u64 = room.name.as_str()[1..].parse().unwrap();
+        assert_eq!(room.messages, (n % 3 + 1).min(2), "{}", room.name);
+    }
+    // A shorter list is the start of the longer one.
+    assert_eq!(store.rooms(10).await.unwrap(), all[..10]);
+    assert!(store.rooms(0).await.unwrap().is_empty());
+}
+
+/// With a 1 ms retention age: once pruned, a room whose messages all expired is neither
+/// listed nor held, yet reads as ending where it ended, and its ids go on.
+async fn expired_rooms_are_forgotten_and_their_ids_go_on(store: Arc<dyn Store>) {
+    for room in ["gone", "gone", "also-gone"] {
+        store.append(new(room, "x")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await; // past the 1 ms retention
+    // (A background pass may have been first: what counts is what is left.)
+    store.prune().await.unwrap();
+    assert!(store.rooms(10).await.unwrap().is_empty());
+    let page = store.read(&RoomName::parse("gone").unwrap(), Range::After(0), 10).await.unwrap();
+    assert!(page.messages.is_empty());
+    assert!(page.last_id >= 2 && page.first_held == page.last_id + 1, "{page:?}");
+    let next = store.append(new("gone", "back")).await.unwrap();
+    assert!(next.id > 2, "ids are not reused: {}", next.id);
 }

@@ -1,21 +1,52 @@
 //! The in-memory store: each room keeps what retention allows; all is gone on restart.
+//!
+//! Rooms are held in activity order (a linked hash map: a room moves to the back when it is
+//! written to), so the room list reads `limit` rooms from the back, and forgetting takes the
+//! idlest from the front: rooms whose messages all expired (`--retain-for`, in the background
+//! and in chunks) and, over `--max-rooms`, the idlest of all. A forgotten room holds no memory;
+//! its ids are not reused (see [`Rooms::forgotten_up_to`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use hashlink::LinkedHashMap;
+use hashlink::linked_hash_map::RawEntryMut;
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp};
 use crate::hub::Hub;
 use crate::wire::Event;
 
+/// Rooms forgotten per hold of the lock, so forgetting many never stalls the others.
+const FORGET_CHUNK: usize = 1024;
+/// How often rooms whose messages all expired are forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(10);
+
 pub struct MemoryStore {
-    /// Every room ever written to. A std mutex: nothing awaits while holding it, and
-    /// holding it across "assign id, push, publish" is what keeps publish order = id order.
-    rooms: Mutex<HashMap<RoomName, RoomLog>>,
+    /// A std mutex: nothing awaits while holding it, and holding it across "assign id, push,
+    /// publish" is what keeps publish order = id order. It is held for one room's work, or
+    /// `limit` rooms of a list, or `FORGET_CHUNK` forgotten rooms: never for every room.
+    /// Shared (weakly) with the background pass that forgets expired rooms.
+    rooms: Arc<Mutex<Rooms>>,
     hub: Arc<Hub>,
     retention: Retention,
+    /// Rooms the room lists have looked at, in total: the evidence that a list costs
+    /// O(limit), whatever the number of rooms.
+    examined: AtomicU64,
+}
+
+#[derive(Default)]
+struct Rooms {
+    /// Every room holding messages, idlest first.
+    logs: LinkedHashMap<RoomName, RoomLog>,
+    /// The highest id any forgotten room had given. A room the store does not hold reads as
+    /// ending there, and starts after it when written to again: so ids are never reused in a
+    /// room, and a reader resuming a forgotten room gets a `reset` (or, exactly at its end,
+    /// nothing to catch up), never a silent gap.
+    forgotten_up_to: MessageId,
 }
 
 #[derive(Default)]
@@ -29,6 +60,10 @@ struct RoomLog {
 }
 
 impl RoomLog {
+    fn starting_after(last_id: MessageId) -> Self {
+        Self { last_id, ..Self::default() }
+    }
+
     /// Drops what retention no longer keeps from the front.
     fn prune(&mut self, retention: Retention) {
         while self.messages.len() > retention.count {
@@ -44,6 +79,11 @@ impl RoomLog {
             let (_, key) = self.keyed.pop_front().expect("checked above");
             self.keys.remove(&key);
         }
+    }
+
+    /// Whether it holds nothing younger than `cutoff` (`None`: nothing at all).
+    fn expired(&self, cutoff: Option<Timestamp>) -> bool {
+        self.messages.back().is_none_or(|newest| cutoff.is_some_and(|cutoff| newest.time < cutoff))
     }
 
     fn held(&self, id: MessageId) -> Option<&Message> {
@@ -62,45 +102,137 @@ impl RoomLog {
             last_id: self.last_id,
         }
     }
+
+    /// Stores `new` as the next message, unless its key names a held one: that comes back.
+    fn submit(&mut self, new: NewMessage, retention: Retention) -> Appended {
+        self.prune(retention);
+        if let Some(original) = new.key.as_ref().and_then(|k| self.keys.get(k)).and_then(|&id| self.held(id))
+        {
+            return Appended { message: original.clone(), replayed: true };
+        }
+        let key = new.key.clone();
+        self.last_id += 1;
+        let message = Message::new(self.last_id, new, Timestamp::now());
+        if let Some(key) = key {
+            self.keys.insert(key.clone(), message.id);
+            self.keyed.push_back((message.id, key));
+        }
+        self.messages.push_back(message.clone());
+        self.prune(retention);
+        Appended { message, replayed: false }
+    }
+}
+
+impl Rooms {
+    /// The room's log, moved to the back as the most recently active; created if new.
+    fn touch(&mut self, room: &RoomName) -> &mut RoomLog {
+        let start = self.forgotten_up_to;
+        match self.logs.raw_entry_mut().from_key(room) {
+            RawEntryMut::Occupied(mut held) => {
+                held.to_back();
+                held.into_mut()
+            }
+            RawEntryMut::Vacant(new) => new.insert(room.clone(), RoomLog::starting_after(start)).1,
+        }
+    }
+
+    /// Forgets up to `at_most` of the idlest rooms, as long as `forget` says so. Returns them,
+    /// for the caller to drop once the lock is released.
+    fn forget_idlest(&mut self, at_most: usize, forget: impl Fn(&RoomLog) -> bool) -> Vec<RoomLog> {
+        let mut forgotten = Vec::new();
+        while forgotten.len() < at_most && self.logs.front().is_some_and(|(_, log)| forget(log)) {
+            let (_, log) = self.logs.pop_front().expect("checked above");
+            self.forgotten_up_to = self.forgotten_up_to.max(log.last_id);
+            forgotten.push(log);
+        }
+        forgotten
+    }
+
+    fn page(&self, room: &RoomName, range: Range, limit: usize) -> Page {
+        match self.logs.get(room) {
+            Some(log) => log.page(range, limit),
+            None => RoomLog::starting_after(self.forgotten_up_to).page(range, limit),
+        }
+    }
 }
 
 impl MemoryStore {
+    /// With `--retain-for`, also starts forgetting expired rooms every `FORGET_EVERY`, for as
+    /// long as the store lives (when made inside a Tokio runtime, as the server does).
     pub fn new(hub: Arc<Hub>, retention: Retention) -> Self {
-        Self { rooms: Mutex::new(HashMap::new()), hub, retention }
+        let rooms = Arc::new(Mutex::new(Rooms::default()));
+        if retention.age.is_some()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(forget_expired_every(Arc::downgrade(&rooms), retention));
+        }
+        Self { rooms, hub, retention, examined: AtomicU64::new(0) }
+    }
+
+    /// Rooms held now.
+    pub fn held_rooms(&self) -> usize {
+        self.lock().logs.len()
+    }
+
+    /// Rooms looked at by all room lists so far: at most `limit` per list.
+    pub fn rooms_examined(&self) -> u64 {
+        self.examined.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Rooms> {
+        self.rooms.lock().expect("store lock poisoned")
+    }
+}
+
+/// Forgets every room whose messages all expired, `FORGET_CHUNK` rooms per hold of the lock,
+/// yielding in between. Expired rooms are the idlest, so they are all at the front.
+async fn forget_expired(rooms: &Mutex<Rooms>, retention: Retention) -> u64 {
+    let (mut total, cutoff) = (0, retention.cutoff());
+    loop {
+        let forgotten =
+            rooms.lock().expect("store lock poisoned").forget_idlest(FORGET_CHUNK, |log| log.expired(cutoff));
+        total += forgotten.len() as u64;
+        if forgotten.len() < FORGET_CHUNK {
+            return total;
+        }
+        drop(forgotten);
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn forget_expired_every(rooms: Weak<Mutex<Rooms>>, retention: Retention) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + FORGET_EVERY, FORGET_EVERY);
+    loop {
+        tick.tick().await;
+        // The store is gone when its rooms are.
+        let Some(rooms) = rooms.upgrade() else { return };
+        forget_expired(&rooms, retention).await;
     }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
     async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        let mut rooms = self.rooms.lock().expect("store lock poisoned");
-        let log = rooms.entry(new.room.clone()).or_default();
-        log.prune(self.retention);
-        if let Some(original) = new.key.as_ref().and_then(|k| log.keys.get(k)).and_then(|&id| log.held(id)) {
-            return Ok(Appended { message: original.clone(), replayed: true });
-        }
-        let key = new.key.clone();
-        log.last_id += 1;
-        let message = Message::new(log.last_id, new, Timestamp::now());
-        if let Some(key) = key {
-            log.keys.insert(key.clone(), message.id);
-            log.keyed.push_back((message.id, key));
-        }
-        log.messages.push_back(message.clone());
-        log.prune(self.retention);
-        self.hub.publish(&message);
-        Ok(Appended { message, replayed: false })
+        let (appended, forgotten) = {
+            let mut rooms = self.lock();
+            let appended = rooms.touch(&new.room).submit(new, self.retention);
+            if !appended.replayed {
+                self.hub.publish(&appended.message);
+            }
+            // The room written to is the newest: the idlest others go.
+            let over = rooms.logs.len().saturating_sub(self.retention.max_rooms.unwrap_or(usize::MAX));
+            (appended, rooms.forget_idlest(over, |_| true))
+        };
+        drop(forgotten); // after the lock: freeing a room's messages is no one else's wait
+        Ok(appended)
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
-        let mut rooms = self.rooms.lock().expect("store lock poisoned");
-        Ok(match rooms.get_mut(room) {
-            Some(log) => {
-                log.prune(self.retention);
-                log.page(range, limit)
-            }
-            None => RoomLog::default().page(range, limit),
-        })
+        let mut rooms = self.lock();
+        if let Some(log) = rooms.logs.get_mut(room) {
+            log.prune(self.retention);
+        }
+        Ok(rooms.page(room, range, limit))
     }
 
     async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
@@ -109,21 +241,24 @@ impl Store for MemoryStore {
     }
 
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
-        let mut rooms = self.rooms.lock().expect("store lock poisoned");
-        let mut active: Vec<RoomInfo> = rooms
-            .iter_mut()
-            .filter_map(|(name, log)| {
-                log.prune(self.retention);
-                Some(RoomInfo {
-                    name: name.clone(),
-                    messages: log.messages.len() as u64,
-                    last_activity: log.messages.back()?.time,
-                })
-            })
-            .collect();
-        active.sort_by(|a, b| b.last_activity.cmp(&a.last_activity).then_with(|| a.name.cmp(&b.name)));
-        active.truncate(limit);
+        let mut rooms = self.lock();
+        let mut active = Vec::with_capacity(limit.min(rooms.logs.len()));
+        for (name, log) in rooms.logs.iter_mut().rev() {
+            if active.len() == limit {
+                break;
+            }
+            self.examined.fetch_add(1, Ordering::Relaxed);
+            log.prune(self.retention);
+            // In activity order: once a room holds nothing, no idler one does.
+            let Some(newest) = log.messages.back() else { break };
+            let messages = log.messages.len() as u64;
+            active.push(RoomInfo { name: name.clone(), messages, last_activity: newest.time });
+        }
         Ok(active)
+    }
+
+    async fn prune(&self) -> Result<u64, StoreError> {
+        Ok(forget_expired(&self.rooms, self.retention).await)
     }
 }
 
@@ -137,5 +272,79 @@ mod tests {
             Arc::new(MemoryStore::new(hub, retention)) as Arc<dyn Store>
         })
         .await;
+    }
+
+    fn new(room: &str) -> NewMessage {
+        NewMessage::parse(room, Some("ana"), Some("hi")).unwrap()
+    }
+
+    fn names(rooms: &[RoomInfo]) -> Vec<&str> {
+        rooms.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_the_idlest_rooms_go_first_messages_and_all() {
+        let capped = Retention { max_rooms: Some(3), ..Retention::count(100) };
+        let store = MemoryStore::new(Hub::new(4), capped);
+        for room in ["a", "b", "b", "c", "a"] {
+            store.append(new(room)).await.unwrap();
+        }
+        store.append(new("d")).await.unwrap();
+        assert_eq!(store.held_rooms(), 3);
+        assert_eq!(names(&store.rooms(10).await.unwrap()), ["d", "a", "c"], "b was the idlest");
+        let b = RoomName::parse("b").unwrap();
+        let page = store.read(&b, Range::After(0), 10).await.unwrap();
+        assert!(page.messages.is_empty());
+        assert_eq!((page.first_held, page.last_id), (3, 2), "read as ending where it ended");
+        // Written again, it comes back with ids after every forgotten room's, and the
+        // idlest of the others (c) goes.
+        assert_eq!(store.append(new("b")).await.unwrap().id, 3);
+        assert_eq!(names(&store.rooms(10).await.unwrap()), ["b", "d", "a"]);
+        let a = RoomName::parse("a").unwrap();
+        assert_eq!(store.read(&a, Range::After(0), 10).await.unwrap().messages.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn rooms_whose_messages_all_expired_are_forgotten_in_chunks() {
+        let short = Retention { count: 100, age: Some(Duration::from_millis(1)), max_rooms: None };
+        let store = MemoryStore::new(Hub::new(4), short);
+        let rooms = 2 * FORGET_CHUNK + 10;
+        for n in 0..rooms {
+            store.append(new(&format!("r{n}"))).await.unwrap();
+        }
+        assert_eq!(store.held_rooms(), rooms);
+        tokio::time::sleep(Duration::from_millis(20)).await; // past the 1 ms retention
+        assert_eq!(store.prune().await.unwrap(), rooms as u64);
+        assert_eq!(store.held_rooms(), 0, "nothing held, no memory");
+        assert!(store.rooms(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn expired_rooms_are_forgotten_in_the_background() {
+        let short = Retention { count: 100, age: Some(Duration::from_millis(1)), max_rooms: None };
+        let store = MemoryStore::new(Hub::new(4), short);
+        store.append(new("old")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await; // past the 1 ms retention
+        tokio::time::pause();
+        tokio::time::advance(FORGET_EVERY + Duration::from_secs(1)).await;
+        for _ in 0..100 {
+            if store.held_rooms() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.held_rooms(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_room_list_looks_at_limit_rooms_whatever_the_number_of_rooms() {
+        let store = MemoryStore::new(Hub::new(4), Retention::count(10));
+        for n in 0..5000 {
+            store.append(new(&format!("r{n}"))).await.unwrap();
+        }
+        let listed = store.rooms(20).await.unwrap();
+        assert_eq!(names(&listed)[..2], ["r4999", "r4998"]);
+        assert_eq!(listed.len(), 20);
+        assert_eq!(store.rooms_examined(), 20);
     }
 }

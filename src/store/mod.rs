@@ -59,11 +59,14 @@ pub struct Retention {
     pub count: usize,
     /// Messages older than this are dropped; `None` keeps them regardless of age.
     pub age: Option<Duration>,
+    /// Rooms held at most, the idlest forgotten first (`--max-rooms`). Only the memory store
+    /// holds its rooms in memory, so only it has a cap; `None`: no cap.
+    pub max_rooms: Option<usize>,
 }
 
 impl Retention {
     pub fn count(count: usize) -> Self {
-        Self { count: count.max(1), age: None }
+        Self { count: count.max(1), age: None, max_rooms: None }
     }
 
     /// The oldest time still kept, if age counts.
@@ -105,8 +108,14 @@ pub trait Store: Send + Sync + 'static {
     /// Reads at most `limit` messages of `room`.
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError>;
 
-    /// Rooms that hold messages, most recently active first, at most `limit`.
+    /// Rooms that hold messages, most recently active first, at most `limit`. Read from an
+    /// index in activity order: the cost grows with `limit`, not with the number of rooms.
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError>;
+
+    /// Deletes now what retention no longer keeps (every backend also does it in the
+    /// background): old messages, and in the memory store the rooms left with none. Returns
+    /// how much went (rows, entries or rooms, by backend), for logs and tests.
+    async fn prune(&self) -> Result<u64, StoreError>;
 
     /// Tells someone is typing to everyone in the room, on every node. Nothing is stored.
     async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError>;

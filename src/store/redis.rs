@@ -42,6 +42,8 @@ const PRESENCE: &str = "ssechat:presence";
 const TYPING: &str = "ssechat:typing";
 /// A node's presence entry older than this is a node that died: it no longer counts.
 const PRESENCE_STALE: Duration = Duration::from_secs(30);
+/// Every room with messages, scored by its last activity (ms): the room list reads it newest
+/// first, `limit` entries, with one bounded ZREVRANGEBYSCORE.
 const ROOMS: &str = "ssechat:rooms";
 /// How long a command may take before `/send` answers 503.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,6 +51,22 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often messages older than `--retain-for` are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Rooms (or messages of one room) one pruning step looks at.
+const PRUNE_PAGE: isize = 1000;
+
+/// Forgets a room whose newest message is older than the cutoff: its log and its place in
+/// the room index go, atomically with appends (which move it up first); its `seq` stays, so
+/// ids go on. KEYS: rooms, log; ARGV: room, cutoff (ms). Returns 1 if forgotten.
+const FORGET: &str = r#"
+local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if last and tonumber(last) < tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"#;
 
 /// How long an idempotency key is remembered.
 const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -235,6 +253,20 @@ impl RedisStore {
             }
         }
     }
+
+    /// One room of the room list: `None` if its messages expired meanwhile.
+    async fn room_info(&self, name: String, last_time: i64) -> Result<Option<RoomInfo>, StoreError> {
+        let room = RoomName::parse(&name).map_err(|e| self.unavailable(e))?;
+        let last_id: Option<MessageId> =
+            self.conn.clone().get(seq_key(&room)).await.map_err(|e| self.unavailable(e))?;
+        let last_id = last_id.unwrap_or(0);
+        let first_held = self.first_held(&room, last_id).await?;
+        if first_held > last_id {
+            return Ok(None);
+        }
+        let last_activity = Timestamp::from_millis(last_time).ok_or_else(|| self.unavailable("bad time"))?;
+        Ok(Some(RoomInfo { name: room, messages: last_id - first_held + 1, last_activity }))
+    }
 }
 
 fn unavailable(url: &str, e: impl std::fmt::Display) -> StoreError {
@@ -359,27 +391,23 @@ impl Store for RedisStore {
     }
 
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
-        let mut conn = self.conn.clone();
-        let all: Vec<(String, i64)> =
-            conn.zrevrange_withscores(ROOMS, 0, -1).await.map_err(|e| self.unavailable(e))?;
-        let mut rooms = Vec::new();
-        for (name, last_time) in all {
-            let room = RoomName::parse(&name).map_err(|e| self.unavailable(e))?;
-            let last_id: Option<MessageId> =
-                conn.get(seq_key(&room)).await.map_err(|e| self.unavailable(e))?;
-            let last_id = last_id.unwrap_or(0);
-            let first_held = self.first_held(&room, last_id).await?;
-            if first_held > last_id {
-                continue; // everything expired: not active
-            }
-            let last_activity =
-                Timestamp::from_millis(last_time).ok_or_else(|| self.unavailable("bad time"))?;
-            rooms.push(RoomInfo { name: room, messages: last_id - first_held + 1, last_activity });
-            if rooms.len() == limit {
-                break;
-            }
+        if limit == 0 {
+            return Ok(Vec::new());
         }
-        Ok(rooms)
+        let mut conn = self.conn.clone();
+        // Newest first, and only rooms whose newest message is young enough: `limit` at most.
+        let min = self.retention.cutoff().map_or("-inf".to_owned(), |t| t.millis().to_string());
+        let newest: Vec<(String, i64)> = conn
+            .zrevrangebyscore_limit_withscores(ROOMS, "+inf", min, 0, limit as isize)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let infos = newest.into_iter().map(|(name, last_time)| self.room_info(name, last_time));
+        let rooms = futures_util::future::try_join_all(infos).await?;
+        Ok(rooms.into_iter().flatten().collect())
+    }
+
+    async fn prune(&self) -> Result<u64, StoreError> {
+        prune_expired(&mut self.conn.clone(), self.retention).await.map_err(|e| self.unavailable(e))
     }
 }
 
@@ -468,20 +496,59 @@ async fn prune_by_age(mut conn: ConnectionManager, retention: Retention, stop: C
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(cutoff) = retention.cutoff() else { return };
-        let rooms: Vec<String> = conn.zrange(ROOMS, 0, -1).await.unwrap_or_default();
-        for room in rooms {
-            let Ok(room) = RoomName::parse(&room) else { continue };
+        if let Err(e) = prune_expired(&mut conn, retention).await {
+            tracing::warn!(error = %e, "pruning old messages in Redis failed; will retry");
+        }
+    }
+}
+
+/// One pass, `PRUNE_PAGE` rooms at a time: forgets the rooms whose messages all expired
+/// (they leave the room index, so later passes and room lists skip them), then deletes the
+/// expired messages of the others. Returns the rooms and messages deleted.
+async fn prune_expired(conn: &mut ConnectionManager, retention: Retention) -> redis::RedisResult<u64> {
+    let Some(cutoff) = retention.cutoff() else { return Ok(0) };
+    let forget = Script::new(FORGET);
+    let mut deleted = 0;
+    loop {
+        let before = deleted;
+        let idle: Vec<String> =
+            conn.zrangebyscore_limit(ROOMS, "-inf", format!("({}", cutoff.millis()), 0, PRUNE_PAGE).await?;
+        for name in &idle {
+            let Ok(room) = RoomName::parse(name) else { continue };
+            let forgotten: u64 = forget
+                .key(ROOMS)
+                .key(log_key(&room))
+                .arg(name)
+                .arg(cutoff.millis())
+                .invoke_async(conn)
+                .await?;
+            deleted += forgotten;
+        }
+        // A full page that forgot nothing (damaged names) would come back the same.
+        if idle.len() < PRUNE_PAGE as usize || deleted == before {
+            break;
+        }
+    }
+    let mut start = 0;
+    loop {
+        let rooms: Vec<String> = conn.zrange(ROOMS, start, start + PRUNE_PAGE - 1).await?;
+        for room in &rooms {
+            let Ok(room) = RoomName::parse(room) else { continue };
             let oldest: Vec<(Vec<u8>, f64)> =
-                conn.zrange_withscores(log_key(&room), 0, 999).await.unwrap_or_default();
-            let expired = oldest
+                conn.zrange_withscores(log_key(&room), 0, PRUNE_PAGE - 1).await?;
+            let expired: Vec<_> = oldest
                 .iter()
                 .take_while(|(payload, _)| Stored::decode(payload).is_ok_and(|m| m.time < cutoff))
-                .last();
-            if let Some((_, score)) = expired {
-                let _: Result<(), _> = conn.zrembyscore(log_key(&room), "-inf", *score).await;
+                .collect();
+            if let Some((_, score)) = expired.last() {
+                let _: () = conn.zrembyscore(log_key(&room), "-inf", *score).await?;
+                deleted += expired.len() as u64;
             }
         }
+        if rooms.len() < PRUNE_PAGE as usize {
+            return Ok(deleted);
+        }
+        start += PRUNE_PAGE;
     }
 }
 
@@ -570,6 +637,32 @@ pub mod tests {
         let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
         let ttl: i64 = redis::cmd("PTTL").arg("ssechat:{client:192.0.2.7}:send").query(&mut conn).unwrap();
         assert!(ttl > 0 && ttl <= 6_000, "the key lives until the bucket is full again: {ttl}");
+    }
+
+    /// Calls of each command since the last `CONFIG RESETSTAT`, from Redis's own counters.
+    fn command_calls(conn: &mut redis::Connection) -> HashMap<String, u64> {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+        info.lines()
+            .filter_map(|line| line.strip_prefix("cmdstat_")?.split_once(":calls="))
+            .map(|(name, rest)| (name.to_owned(), rest.split(',').next().unwrap().parse().unwrap()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_room_list_reads_limit_rooms_from_the_index() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(5)).await.unwrap();
+        for n in 0..300 {
+            store.append(NewMessage::parse(&format!("r{n}"), Some("ana"), Some("x")).unwrap()).await.unwrap();
+        }
+        let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
+        redis::cmd("CONFIG").arg("RESETSTAT").exec(&mut conn).unwrap();
+        assert_eq!(store.rooms(10).await.unwrap().len(), 10);
+        let calls = command_calls(&mut conn);
+        assert_eq!(calls.get("zrevrangebyscore"), Some(&1), "{calls:?}");
+        assert_eq!(calls.get("get"), Some(&10), "one id per listed room: {calls:?}");
+        assert_eq!(calls.get("zrangebyscore"), Some(&10), "one count per listed room: {calls:?}");
+        assert!(!calls.contains_key("zrevrange") && !calls.contains_key("zrange"), "{calls:?}");
     }
 
     #[tokio::test]

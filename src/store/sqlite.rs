@@ -29,7 +29,7 @@ use crate::wire::Event;
 /// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
 const APPLICATION_ID: i32 = 0x5353_4543;
 /// The schema this build writes. Older files are migrated at start; newer ones refused.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 /// Appends that may share one transaction.
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer before senders wait too.
@@ -38,10 +38,12 @@ const QUEUE: usize = 4096;
 const MAX_READERS: usize = 8;
 /// Rows one pruning transaction deletes at most.
 const PRUNE_CHUNK: u64 = 2000;
+/// Rooms one pruning transaction looks at, at most.
+const PRUNE_ROOMS: usize = 500;
 /// How often old rows are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: rooms keep their last id even when all their messages are pruned, so ids are never
     // reused; messages are clustered by (room, id) for range reads.
     "CREATE TABLE rooms (
@@ -60,7 +62,14 @@ const MIGRATIONS: [&str; 2] = [
     // 2: idempotency keys, unique per room while their message is held.
     "ALTER TABLE messages ADD COLUMN key TEXT;
      CREATE UNIQUE INDEX messages_key ON messages (room, key) WHERE key IS NOT NULL;",
+    // 3: rooms in activity order, so the room list reads `limit` rows, not the table.
+    "CREATE INDEX rooms_activity ON rooms (last_time DESC, name);",
 ];
+
+/// The room list: the newest rooms whose newest message is young enough, in the order of the
+/// `rooms_activity` index, so SQLite reads `limit` rows whatever the number of rooms.
+const ROOMS_BY_ACTIVITY: &str = "SELECT name, last_id, last_time FROM rooms WHERE last_time >= ?1
+     ORDER BY last_time DESC, name LIMIT ?2";
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Command>,
@@ -80,7 +89,15 @@ pub struct SqliteStore {
 
 enum Command {
     Append(NewMessage, oneshot::Sender<Result<Appended, StoreError>>),
-    Prune(oneshot::Sender<Result<u64, StoreError>>),
+    /// Prune rooms named after this one (`""`: from the first).
+    Prune(String, oneshot::Sender<Result<Pruned, StoreError>>),
+}
+
+/// What one pruning transaction did.
+struct Pruned {
+    deleted: u64,
+    /// Where the next transaction goes on, if anything is left to look at.
+    next: Option<String>,
 }
 
 impl SqliteStore {
@@ -190,22 +207,26 @@ impl Drop for SqliteStore {
     }
 }
 
-/// Prunes in chunks until nothing is left to delete. Each chunk is its own small
-/// transaction, so appends queued meanwhile are committed in between, not after.
+/// Prunes in chunks until every room was looked at. Each chunk is its own small transaction
+/// (at most `PRUNE_ROOMS` rooms and `PRUNE_CHUNK` rows), so appends queued meanwhile are
+/// committed in between, not after, however many rooms there are.
 ///
 /// The writer's queue is only borrowed for each (non-blocking) send and never held across
 /// an await, so a store being dropped is never kept alive by its pruner.
 async fn prune_all(writer: impl Fn() -> Option<mpsc::Sender<Command>>) -> Result<u64, StoreError> {
-    let mut total = 0;
+    let (mut total, mut after) = (0, String::new());
     loop {
         let (reply, answer) = oneshot::channel();
         let queue = writer().ok_or_else(writer_gone)?;
-        queue.try_send(Command::Prune(reply)).map_err(|_| unavailable("the database writer is busy"))?;
+        queue
+            .try_send(Command::Prune(after, reply))
+            .map_err(|_| unavailable("the database writer is busy"))?;
         drop(queue);
-        let deleted = answer.await.map_err(|_| writer_gone())??;
-        total += deleted;
-        if deleted < PRUNE_CHUNK {
-            return Ok(total);
+        let pruned = answer.await.map_err(|_| writer_gone())??;
+        total += pruned.deleted;
+        match pruned.next {
+            Some(next) => after = next,
+            None => return Ok(total),
         }
     }
 }
@@ -264,28 +285,31 @@ impl Store for SqliteStore {
         let retention = self.retention;
         self.with_reader(move |conn| {
             let tx = conn.transaction()?;
-            let all: Vec<(String, u64, i64)> = tx
-                .prepare_cached("SELECT name, last_id, last_time FROM rooms ORDER BY last_time DESC, name")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            // A room whose newest message expired holds nothing: the index skips it too.
+            let cutoff = retention.cutoff().map_or(i64::MIN, |t| t.millis());
+            let newest: Vec<(String, u64, i64)> = tx
+                .prepare_cached(ROOMS_BY_ACTIVITY)?
+                .query_map(params![cutoff, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut rooms = Vec::new();
-            for (name, last_id, last_time) in all {
+            let mut rooms = Vec::with_capacity(newest.len());
+            for (name, last_id, last_time) in newest {
                 let first_held = first_held(&tx, &name, last_id, retention)?;
                 if first_held > last_id {
-                    continue; // everything expired: not active
+                    continue; // expired since the cutoff above was taken
                 }
                 rooms.push(RoomInfo {
                     name: RoomName::parse(&name).map_err(corrupt)?,
                     messages: last_id - first_held + 1,
                     last_activity: Timestamp::from_millis(last_time).ok_or_else(|| corrupt("bad time"))?,
                 });
-                if rooms.len() == limit {
-                    break;
-                }
             }
             Ok(rooms)
         })
         .await
+    }
+
+    async fn prune(&self) -> Result<u64, StoreError> {
+        SqliteStore::prune(self).await
     }
 }
 
@@ -352,8 +376,8 @@ impl Writer {
             while let Some(command) = next.take() {
                 match command {
                     Command::Append(new, reply) => appends.push((new, reply)),
-                    Command::Prune(reply) => {
-                        let _ = reply.send(self.prune().map_err(unavailable));
+                    Command::Prune(after, reply) => {
+                        let _ = reply.send(self.prune(&after).map_err(unavailable));
                     }
                 }
                 if appends.len() < MAX_BATCH {
@@ -450,15 +474,21 @@ impl Writer {
         Ok(messages)
     }
 
-    /// Deletes up to `PRUNE_CHUNK` rows that retention no longer shows, oldest first.
-    fn prune(&mut self) -> rusqlite::Result<u64> {
+    /// Deletes up to `PRUNE_CHUNK` rows that retention no longer shows, oldest first, in
+    /// up to `PRUNE_ROOMS` rooms named after `after`.
+    fn prune(&mut self, after: &str) -> rusqlite::Result<Pruned> {
         let tx = self.conn.transaction()?;
         let mut deleted = 0;
+        let mut next = None;
         {
             let rooms: Vec<(String, u64)> = tx
-                .prepare_cached("SELECT name, last_id FROM rooms")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .prepare_cached("SELECT name, last_id FROM rooms WHERE name > ?1 ORDER BY name LIMIT ?2")?
+                .query_map(params![after, PRUNE_ROOMS as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
+            if rooms.len() == PRUNE_ROOMS {
+                next = rooms.last().map(|(name, _)| name.clone());
+            }
+            let mut done = after.to_owned();
             let cutoff = self.retention.cutoff().map_or(i64::MIN, |t| t.millis());
             let mut oldest = tx.prepare_cached("SELECT MIN(id) FROM messages WHERE room = ?1")?;
             let mut young =
@@ -466,6 +496,7 @@ impl Writer {
             let mut delete = tx.prepare_cached("DELETE FROM messages WHERE room = ?1 AND id <= ?2")?;
             for (room, last_id) in rooms {
                 let Some(first) = oldest.query_row([&room], |r| r.get::<_, Option<u64>>(0))? else {
+                    done = room;
                     continue;
                 };
                 let by_count = last_id.saturating_sub(self.retention.count as u64);
@@ -474,12 +505,15 @@ impl Writer {
                 let room_limit = first.saturating_sub(1) + (PRUNE_CHUNK - deleted);
                 deleted += delete.execute(params![room, by_count.max(by_age).min(room_limit)])? as u64;
                 if deleted >= PRUNE_CHUNK {
+                    // This room may hold more: the next transaction starts with it.
+                    next = Some(done);
                     break;
                 }
+                done = room;
             }
         }
         tx.commit()?;
-        Ok(deleted)
+        Ok(Pruned { deleted, next })
     }
 }
 
@@ -632,15 +666,67 @@ mod tests {
         assert_eq!(rows, 2);
     }
 
+    /// A history file as an older ssechat left it: schema `version`, no rows.
+    fn file_of_version(path: &Path, version: usize) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        for migration in &MIGRATIONS[..version] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.pragma_update(None, "user_version", version as i32).unwrap();
+        conn
+    }
+
+    /// What SQLite plans for the room list: one line per step.
+    fn plan_of_the_room_list(path: &Path) -> String {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {ROOMS_BY_ACTIVITY}")).unwrap();
+        let steps = stmt.query_map(params![0, 20], |r| r.get::<_, String>(3)).unwrap();
+        steps.collect::<rusqlite::Result<Vec<_>>>().unwrap().join("\n")
+    }
+
+    #[tokio::test]
+    async fn the_room_list_reads_the_activity_index_not_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        let _store = SqliteStore::open(&path, Hub::new(4), Retention::count(5)).unwrap();
+        let plan = plan_of_the_room_list(&path);
+        assert!(plan.contains("USING INDEX rooms_activity"), "{plan}");
+        assert!(
+            !plan.contains("TEMP B-TREE") && !plan.starts_with("SCAN rooms\n"),
+            "no sort, no scan: {plan}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_2_file_gains_the_activity_index_and_lists_its_rooms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = file_of_version(&path, 2);
+            conn.execute_batch(
+                "INSERT INTO rooms VALUES ('older', 1, 1764072062345), ('newer', 2, 1764072062999);
+                 INSERT INTO messages VALUES ('older', 1, 'ana', 'a', 1764072062345, NULL),
+                     ('newer', 1, 'ana', 'b', 1764072062000, NULL), ('newer', 2, 'ana', 'c', 1764072062999, 'k');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, Hub::new(4), Retention::count(100)).unwrap();
+        let rooms = store.rooms(10).await.unwrap();
+        let summary: Vec<(&str, u64)> = rooms.iter().map(|r| (r.name.as_str(), r.messages)).collect();
+        assert_eq!(summary, [("newer", 2), ("older", 1)]);
+        let version: i32 =
+            Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, 3);
+        assert!(plan_of_the_room_list(&path).contains("USING INDEX rooms_activity"));
+    }
+
     #[tokio::test]
     async fn a_version_1_file_is_migrated_and_keeps_its_messages() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
+            let conn = file_of_version(&path, 1);
             conn.execute_batch(
                 "INSERT INTO rooms VALUES ('general', 1, 1764072062345);
                  INSERT INTO messages VALUES ('general', 1, 'ana', 'from v1', 1764072062345);",

@@ -20,5 +20,6 @@ mod page;
 mod presence;
 mod proxy;
 mod resume;
+mod rooms;
 mod shared_limits;
 mod streams;
