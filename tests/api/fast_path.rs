@@ -226,3 +226,22 @@ async fn messages_arrive_as_chunks_on_the_fast_path() {
     assert!(raw.fill_until(b"\n\n\r\n").await);
     assert_eq!(raw.text(), expected);
 }
+
+#[tokio::test]
+async fn one_keep_alive_connection_carries_a_hundred_posts_and_pages() {
+    let app = TestApp::spawn().await;
+    let mut raw = Raw::connect(app.addr).await;
+    for i in 0..100 {
+        let form = format!("author=ana&text=m{i}");
+        raw.send(&format!(
+            "POST /send HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}",
+            form.len()
+        ))
+        .await;
+        assert_eq!(raw.response().await.status, 201, "post {i}");
+        if i % 10 == 0 {
+            raw.send("GET / HTTP/1.1\r\nhost: x\r\naccept: text/html\r\n\r\n").await;
+            assert_eq!(raw.response().await.status, 200, "page after post {i}");
+        }
+    }
+}
