@@ -12,6 +12,7 @@ mod durable;
 mod fast_path;
 mod input;
 mod lifecycle;
+mod names;
 mod nginx;
 mod page;
 mod presence;
