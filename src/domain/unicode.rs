@@ -106,20 +106,26 @@ pub(super) fn limit_stacked_marks(field: &'static str, s: &str, max: usize) -> R
 pub(super) fn require_single_script_words(field: &'static str, s: &str) -> Result<(), FieldError> {
     for word in s.split(char::is_whitespace) {
         let mut seen = AugmentedScriptSet::default();
+        // The first character that belongs to some scripts only, to name in a refusal.
+        let mut first: Option<char> = None;
         for c in word.chars() {
             let this = AugmentedScriptSet::for_char(c);
             let mut both = seen;
             both.intersect_with(this);
             if both.is_empty() {
+                let first = first.unwrap_or(c);
                 return Err(FieldError::new(
                     field,
                     format!(
-                        "must not mix writing systems in one word ({word:?} has {seen} and {this} letters, \
-                         found U+{:04X}), so that no name can pass for another",
+                        "must not mix writing systems in one word ({word:?} has {} U+{:04X} next to {this} \
+                         U+{:04X}), so that no name can pass for another",
+                        AugmentedScriptSet::for_char(first),
+                        first as u32,
                         c as u32
                     ),
                 ));
             }
+            first = first.or((!this.is_all()).then_some(c));
             seen = both;
         }
     }
