@@ -11,8 +11,20 @@ use icu_properties::props::{
 use libfuzzer_sys::fuzz_target;
 use ssechat::domain::{Author, MessageText};
 
+/// Pieces a random byte string seldom spells: every kind of character the rules look at.
+const PIECES: &[&str] = &[
+    "a", "n", "\u{430}", "\u{3b1}", "山", "た", "한", "ש", "م", "1", "-", " ", "\u{a0}", "\n", "\r\n", "\t",
+    "\u{301}", "\u{363}", "\u{20DD}", "\u{93F}", "\u{1031}", "\u{200B}", "\u{200C}", "\u{200D}", "\u{200F}",
+    "\u{202E}", "\u{2066}", "\u{2069}", "\u{2028}", "\u{3164}", "\u{115F}", "\u{FFA0}", "\u{2800}",
+    "\u{FE0F}", "\u{E0061}", "\u{AD}", "\u{FEFF}", "👨", "🇫", "\u{1b}", "\u{85}", "\u{E000}", "\u{378}",
+];
+
 fuzz_target!(|data: &[u8]| {
-    let s = String::from_utf8_lossy(data);
+    // Half the inputs are taken as text, half as a string of the pieces above.
+    let s = match data.split_first() {
+        Some((mode, rest)) if mode % 2 == 1 => rest.iter().map(|&b| PIECES[usize::from(b) % PIECES.len()]).collect(),
+        _ => String::from_utf8_lossy(data).into_owned(),
+    };
     // What a store reads back never panics either.
     let _ = (Author::read_back(&s), MessageText::read_back(&s));
     if let Ok(author) = Author::parse(&s) {
