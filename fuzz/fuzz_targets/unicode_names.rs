@@ -13,16 +13,57 @@ use ssechat::domain::{Author, MessageText};
 
 /// Pieces a random byte string seldom spells: every kind of character the rules look at.
 const PIECES: &[&str] = &[
-    "a", "n", "\u{430}", "\u{3b1}", "山", "た", "한", "ש", "م", "1", "-", " ", "\u{a0}", "\n", "\r\n", "\t",
-    "\u{301}", "\u{363}", "\u{20DD}", "\u{93F}", "\u{1031}", "\u{200B}", "\u{200C}", "\u{200D}", "\u{200F}",
-    "\u{202E}", "\u{2066}", "\u{2069}", "\u{2028}", "\u{3164}", "\u{115F}", "\u{FFA0}", "\u{2800}",
-    "\u{FE0F}", "\u{E0061}", "\u{AD}", "\u{FEFF}", "👨", "🇫", "\u{1b}", "\u{85}", "\u{E000}", "\u{378}",
+    "a",
+    "n",
+    "\u{430}",
+    "\u{3b1}",
+    "山",
+    "た",
+    "한",
+    "ש",
+    "م",
+    "1",
+    "-",
+    " ",
+    "\u{a0}",
+    "\n",
+    "\r\n",
+    "\t",
+    "\u{301}",
+    "\u{363}",
+    "\u{20DD}",
+    "\u{93F}",
+    "\u{1031}",
+    "\u{200B}",
+    "\u{200C}",
+    "\u{200D}",
+    "\u{200F}",
+    "\u{202E}",
+    "\u{2066}",
+    "\u{2069}",
+    "\u{2028}",
+    "\u{3164}",
+    "\u{115F}",
+    "\u{FFA0}",
+    "\u{2800}",
+    "\u{FE0F}",
+    "\u{E0061}",
+    "\u{AD}",
+    "\u{FEFF}",
+    "👨",
+    "🇫",
+    "\u{1b}",
+    "\u{85}",
+    "\u{E000}",
+    "\u{378}",
 ];
 
 fuzz_target!(|data: &[u8]| {
     // Half the inputs are taken as text, half as a string of the pieces above.
     let s = match data.split_first() {
-        Some((mode, rest)) if mode % 2 == 1 => rest.iter().map(|&b| PIECES[usize::from(b) % PIECES.len()]).collect(),
+        Some((mode, rest)) if mode % 2 == 1 => {
+            rest.iter().map(|&b| PIECES[usize::from(b) % PIECES.len()]).collect()
+        }
         _ => String::from_utf8_lossy(data).into_owned(),
     };
     // What a store reads back never panics either.
@@ -35,7 +76,9 @@ fuzz_target!(|data: &[u8]| {
             let refused = c.is_control()
                 || matches!(
                     gc,
-                    GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+                    GeneralCategory::Format
+                        | GeneralCategory::LineSeparator
+                        | GeneralCategory::ParagraphSeparator
                 )
                 || DefaultIgnorableCodePoint::for_char(c);
             assert!(!refused, "author {name:?} has U+{:04X}", c as u32);
@@ -61,7 +104,8 @@ fn check_common(s: &str, max_marks: usize) {
         .union(GeneralCategoryGroup::Number)
         .union(GeneralCategoryGroup::Punctuation)
         .union(GeneralCategoryGroup::Symbol);
-    let shows = |c: char| visible.contains(GeneralCategory::for_char(c)) && !DefaultIgnorableCodePoint::for_char(c);
+    let shows =
+        |c: char| visible.contains(GeneralCategory::for_char(c)) && !DefaultIgnorableCodePoint::for_char(c);
     assert!(s.chars().any(shows), "{s:?} has nothing visible");
     let marks = GeneralCategoryGroup::NonspacingMark.union(GeneralCategoryGroup::EnclosingMark);
     let mut run = 0;
