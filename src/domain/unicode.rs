@@ -20,8 +20,12 @@ use super::FieldError;
 /// invisible, and it is the usual way to fake an empty name once U+3164 is refused.
 const BLANK_SYMBOL: char = '\u{2800}';
 
-/// `s` in Normalization Form C, so that `José` typed as `e` + U+0301 and as `é` is one name.
+/// `s` in Normalization Form C, so that `José` typed as `e` + U+0301 and as `é` is one
+/// name. ASCII (most messages) is NFC as it is, and each check below takes it the short way.
 pub(super) fn nfc(s: &str) -> Cow<'_, str> {
+    if s.is_ascii() {
+        return Cow::Borrowed(s);
+    }
     ComposingNormalizerBorrowed::new_nfc().normalize(s)
 }
 
@@ -29,6 +33,9 @@ pub(super) fn nfc(s: &str) -> Cow<'_, str> {
 /// spaces and joiners, bidi controls, tags), line and paragraph separators (Zl, Zp) and every
 /// Default_Ignorable_Code_Point (U+3164 HANGUL FILLER, U+115F, U+FFA0, variation selectors...).
 pub(super) fn is_invisible(c: char) -> bool {
+    if c.is_ascii() {
+        return false;
+    }
     let category = GeneralCategory::for_char(c);
     matches!(
         category,
@@ -46,6 +53,9 @@ pub(super) fn turns_direction(c: char) -> bool {
 
 /// A letter, digit, punctuation mark or symbol that draws something.
 pub(super) fn is_visible(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_graphic();
+    }
     let visible = GeneralCategoryGroup::Letter
         .union(GeneralCategoryGroup::Number)
         .union(GeneralCategoryGroup::Punctuation)
@@ -84,7 +94,9 @@ pub(super) fn limit_stacked_marks(field: &'static str, s: &str, max: usize) -> R
     let stacks = GeneralCategoryGroup::NonspacingMark.union(GeneralCategoryGroup::EnclosingMark);
     let (mut run, mut longest) = (0, 0);
     for c in s.chars() {
-        if stacks.contains(GeneralCategory::for_char(c)) {
+        if c.is_ascii() {
+            run = 0;
+        } else if stacks.contains(GeneralCategory::for_char(c)) {
             run += 1;
             longest = longest.max(run);
         } else if !DefaultIgnorableCodePoint::for_char(c) {
