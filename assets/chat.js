@@ -15,7 +15,8 @@
   const author = form.elements.author;
   const text = form.elements.text;
   const title = document.title;
-  const me = () => author.value.trim();
+  // As the server stores names: trimmed, in NFC (a decomposed "José" is still you).
+  const me = () => author.value.trim().normalize("NFC");
 
   const clock = (iso) =>
     new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });

@@ -7,6 +7,8 @@ use std::fmt;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 
+mod unicode;
+
 /// Why a value was refused, and which field it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -91,72 +93,122 @@ impl RoomName {
     }
 }
 
-/// Who wrote a message: trimmed, 1 to 40 characters, no control characters.
+/// Who wrote a message, as others will see it: one name can't pass for another.
+///
+/// Trimmed and in NFC, 1 to 40 characters, at least one of them visible; no control,
+/// invisible, line-breaking or direction-changing characters; at most 4 combining marks on
+/// one character; each word in one writing system (the rules are in `domain/unicode.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Author(String);
 
 impl Author {
     pub const MAX_CHARS: usize = 40;
+    /// Names need fewer: after NFC most scripts use 0 to 2 per letter, Tibetan stacks and
+    /// pointed Hebrew up to 3. More only serves to draw over the lines around the name.
+    pub const MAX_STACKED_MARKS: usize = 4;
+    const FIELD: &str = "author";
 
     pub fn parse(s: &str) -> Result<Self, FieldError> {
-        let s = s.trim();
+        let author = Self::parse_loosely(s)?;
+        let s = author.as_str();
+        unicode::refuse_chars(
+            Self::FIELD,
+            s,
+            unicode::is_invisible,
+            "invisible, line-breaking or direction-changing characters",
+        )?;
+        unicode::limit_stacked_marks(Self::FIELD, s, Self::MAX_STACKED_MARKS)?;
+        unicode::require_visible(Self::FIELD, s)?;
+        unicode::require_single_script_words(Self::FIELD, s)?;
+        Ok(author)
+    }
+
+    /// A name read back from a store, where an earlier version may have written it under
+    /// looser rules: rather than make the room's history unreadable, it is taken with the
+    /// rules of then, each invisible or direction-changing character shown as U+FFFD.
+    pub fn read_back(s: &str) -> Result<Self, FieldError> {
+        Self::parse(s)
+            .or_else(|_| Self::parse_loosely(&unicode::show_as_replacement(s, unicode::is_invisible)))
+    }
+
+    /// The rules before Unicode was looked at: trimmed, 1 to 40 characters, no controls.
+    fn parse_loosely(s: &str) -> Result<Self, FieldError> {
+        let s = unicode::nfc(s.trim());
         if s.is_empty() {
-            return Err(FieldError::new("author", "is required"));
+            return Err(FieldError::new(Self::FIELD, "is required"));
         }
-        let chars = s.chars().count();
-        if chars > Self::MAX_CHARS {
-            return Err(FieldError::new(
-                "author",
-                format!("is {chars} characters long; the limit is {}", Self::MAX_CHARS),
-            ));
-        }
-        if let Some(c) = s.chars().find(|c| c.is_control()) {
-            return Err(FieldError::new(
-                "author",
-                format!("must not contain control characters (found U+{:04X})", c as u32),
-            ));
-        }
-        Ok(Self(s.to_owned()))
+        check_length(Self::FIELD, &s, Self::MAX_CHARS)?;
+        unicode::refuse_chars(Self::FIELD, &s, char::is_control, "control characters")?;
+        Ok(Self(s.into_owned()))
     }
 }
 
-/// The body of a message: 1 to 4,000 characters, not only whitespace.
+/// The body of a message: 1 to 4,000 characters, at least one of them visible.
 ///
-/// Line breaks are normalised to `\n` (browsers send `\r\n`) and trailing whitespace is
-/// dropped. Newline and tab are the only control characters allowed, so nothing a reader
-/// sees (page, SSE, plain-text terminal) can be steered by escape sequences.
+/// Line breaks are normalised to `\n` (browsers send `\r\n`), trailing whitespace is
+/// dropped and the text is put in NFC. Newline and tab are the only control characters
+/// allowed, so nothing a reader sees (page, SSE, plain-text terminal) can be steered by
+/// escape sequences, and bidi embeddings, overrides and isolates are refused so no text can
+/// reorder what is drawn after it. Everything else a language or an emoji needs stays:
+/// right-to-left scripts, joiners inside emoji sequences, variation selectors, tags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MessageText(String);
 
 impl MessageText {
     pub const MAX_CHARS: usize = 4000;
+    /// More room than a name, for scripture and phonetics (cantillated Hebrew, IPA with
+    /// several diacritics). Beyond that marks only draw over the messages around.
+    pub const MAX_STACKED_MARKS: usize = 8;
+    const FIELD: &str = "text";
 
     pub fn parse(s: &str) -> Result<Self, FieldError> {
-        let normalised = s.replace("\r\n", "\n").replace('\r', "\n");
-        let text = normalised.trim_end();
-        if text.trim().is_empty() {
-            return Err(FieldError::new("text", "must not be empty"));
-        }
-        let chars = text.chars().count();
-        if chars > Self::MAX_CHARS {
-            return Err(FieldError::new(
-                "text",
-                format!("is {chars} characters long; the limit is {}", Self::MAX_CHARS),
-            ));
-        }
-        if let Some(c) = text.chars().find(|&c| c.is_control() && c != '\n' && c != '\t') {
-            return Err(FieldError::new(
-                "text",
-                format!(
-                    "must not contain control characters other than newline and tab (found U+{:04X})",
-                    c as u32
-                ),
-            ));
-        }
-        Ok(Self(text.to_owned()))
+        let text = Self::parse_loosely(s)?;
+        let s = text.as_str();
+        unicode::refuse_chars(
+            Self::FIELD,
+            s,
+            unicode::turns_direction,
+            "bidi embeddings, overrides or isolates (U+202A to U+202E, U+2066 to U+2069)",
+        )?;
+        unicode::limit_stacked_marks(Self::FIELD, s, Self::MAX_STACKED_MARKS)?;
+        unicode::require_visible(Self::FIELD, s)?;
+        Ok(text)
     }
+
+    /// A text read back from a store, where an earlier version may have written it under
+    /// looser rules: taken with the rules of then, each bidi control shown as U+FFFD.
+    pub fn read_back(s: &str) -> Result<Self, FieldError> {
+        Self::parse(s)
+            .or_else(|_| Self::parse_loosely(&unicode::show_as_replacement(s, unicode::turns_direction)))
+    }
+
+    /// The rules before Unicode was looked at: line breaks, length, control characters.
+    fn parse_loosely(s: &str) -> Result<Self, FieldError> {
+        let normalised = s.replace("\r\n", "\n").replace('\r', "\n");
+        let text = unicode::nfc(normalised.trim_end());
+        if text.trim().is_empty() {
+            return Err(FieldError::new(Self::FIELD, "must not be empty"));
+        }
+        check_length(Self::FIELD, &text, Self::MAX_CHARS)?;
+        unicode::refuse_chars(
+            Self::FIELD,
+            &text,
+            |c| c.is_control() && c != '\n' && c != '\t',
+            "control characters other than newline and tab",
+        )?;
+        Ok(Self(text.into_owned()))
+    }
+}
+
+/// At most `max` characters.
+fn check_length(field: &'static str, s: &str, max: usize) -> Result<(), FieldError> {
+    let chars = s.chars().count();
+    if chars > max {
+        return Err(FieldError::new(field, format!("is {chars} characters long; the limit is {max}")));
+    }
+    Ok(())
 }
 
 /// A message id: positive, strictly increasing per room, never reused.
@@ -337,6 +389,195 @@ mod tests {
         assert!(MessageText::parse("c1\u{85}x").is_err());
         let err = MessageText::parse("").unwrap_err();
         assert_eq!(err.to_string(), "text: must not be empty");
+    }
+
+    /// The problem `parse` names for `s`, which must be refused.
+    fn author_problem(s: &str) -> String {
+        let err = Author::parse(s).expect_err(s);
+        assert_eq!(err.field, "author", "{s:?}");
+        err.problem
+    }
+
+    fn text_problem(s: &str) -> String {
+        let err = MessageText::parse(s).expect_err(s);
+        assert_eq!(err.field, "text", "{s:?}");
+        err.problem
+    }
+
+    #[test]
+    fn authors_in_many_scripts_pass_unchanged() {
+        for ok in [
+            "Ana",
+            "O'Brien-Smith",
+            "R2-D2",
+            "ana_77",
+            "José Ærøskøbing",
+            "Łukasz Żółć",
+            "Nguyễn Thị Minh Khai",
+            "Zoë",
+            "Иван Петров",
+            "Ana Петрова",
+            "Αλέξης",
+            "דוד כהן",
+            "שָׁלוֹם",
+            "مريم",
+            "محمد علي",
+            "山田太郎",
+            "山田たろう",
+            "ヤマダ",
+            "김민준",
+            "한국語",
+            "Иван_2",
+            "王小明",
+            "ศรีสุดา",
+            "देवनागरी",
+            "தமிழ்",
+            "སྒྲུབ",
+            "ana 🙂",
+            "🦀",
+        ] {
+            assert_eq!(Author::parse(ok).map(String::from), Ok(ok.to_owned()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn authors_are_nfc() {
+        // `e` + COMBINING ACUTE ACCENT, as macOS keyboards send it, is the same name as `é`.
+        assert_eq!(Author::parse(" Jose\u{301} ").unwrap().as_str(), "José");
+        assert_eq!(Author::parse("Jose\u{301}").unwrap(), Author::parse("José").unwrap());
+        // Length counts the normalised name: 40 decomposed `é` are 40 characters.
+        assert!(Author::parse(&"e\u{301}".repeat(40)).is_ok());
+    }
+
+    #[test]
+    fn authors_refuse_invisible_and_direction_changing_characters() {
+        for (bad, found) in [
+            ("\u{202E}nimda", "U+202E"),
+            ("ana\u{2066}bob\u{2069}", "U+2066"),
+            ("\u{2067}ana", "U+2067"),
+            ("a\u{200F}na", "U+200F"),
+            ("ana\u{200B}", "U+200B"),
+            ("a\u{200D}na", "U+200D"),
+            ("an\u{AD}a", "U+00AD"),
+            ("\u{FEFF}ana", "U+FEFF"),
+            ("ana\u{3164}", "U+3164"),
+            ("\u{115F}ana", "U+115F"),
+            ("ana\u{1160}", "U+1160"),
+            ("ana\u{FFA0}", "U+FFA0"),
+            ("a\u{34F}na", "U+034F"),
+            ("ana\u{E0061}", "U+E0061"),
+            ("ana\u{2028}bob", "U+2028"),
+            ("ana\u{2029}bob", "U+2029"),
+            ("⠀ana", "U+2800"),
+            ("ana\u{2764}\u{FE0F}", "U+FE0F"),
+        ] {
+            let problem = author_problem(bad);
+            assert!(problem.contains("invisible") && problem.contains(found), "{bad:?}: {problem}");
+        }
+        // Names made only of invisible characters are refused for the same reason.
+        for bad in ["\u{200B}", "\u{200B}\u{200C}\u{200D}", "\u{3164}", "\u{3164}\u{3164}", "\u{2800}"] {
+            assert!(author_problem(bad).contains("invisible"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn authors_need_a_visible_character() {
+        for bad in ["\u{301}", "\u{301}\u{302}", " \u{20DD} "] {
+            assert!(author_problem(bad).contains("at least one visible character"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn authors_stack_at_most_four_combining_marks() {
+        // NFC composes the first mark into the letter where it can: U+0363 has no
+        // precomposed form, so every one of these stays a separate mark.
+        let marks = |n| format!("a{}", "\u{363}".repeat(n));
+        assert!(Author::parse(&marks(Author::MAX_STACKED_MARKS)).is_ok());
+        assert!(author_problem(&marks(5)).contains("more than 4 combining marks"));
+        let zalgo = format!("a{}", "\u{301}\u{302}\u{303}".repeat(13));
+        assert!(author_problem(&zalgo).contains("found 38 in a row"), "{}", author_problem(&zalgo));
+        // Spacing marks take room of their own and are not counted: Burmese ချွေး.
+        assert!(Author::parse("ချွေး").is_ok());
+    }
+
+    #[test]
+    fn authors_keep_one_writing_system_per_word() {
+        let problem = author_problem("\u{430}na");
+        assert!(problem.contains("mix writing systems"), "{problem}");
+        assert!(problem.contains("Cyrillic") && problem.contains("Latin"), "{problem}");
+        for bad in ["p\u{430}ypal", "bob \u{430}na", "\u{3b1}lpha", "ana山"] {
+            assert!(author_problem(bad).contains("mix writing systems"), "{bad:?}");
+        }
+        assert_ne!(Author::parse("ana").ok(), Author::parse("\u{430}na").ok());
+    }
+
+    #[test]
+    fn texts_in_many_scripts_and_emoji_pass_unchanged() {
+        for ok in [
+            "hello, world",
+            "שלום עולם, מה שלומך?",
+            "مرحبا بالعالم",
+            "English with עברית inside and \u{200F} a mark",
+            "你好，世界。こんにちは",
+            "Ça va? Tiếng Việt",
+            "Здравствуй, мир",
+            "👨\u{200D}👩\u{200D}👧 family",
+            "🇫🇷🇯🇵",
+            "1\u{FE0F}\u{20E3} #\u{FE0F}\u{20E3}",
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+            "\u{2764}\u{FE0F} 👍🏽",
+            "ZWNJ in Persian: می\u{200C}خواهم",
+            "a\u{2028}b",
+        ] {
+            assert_eq!(MessageText::parse(ok).map(String::from), Ok(ok.to_owned()), "{ok}");
+        }
+        assert_eq!(MessageText::parse("cafe\u{301}").unwrap().as_str(), "café");
+        assert!(
+            MessageText::parse(&format!("a{}", "\u{363}".repeat(MessageText::MAX_STACKED_MARKS))).is_ok()
+        );
+    }
+
+    #[test]
+    fn texts_refuse_direction_controls_and_invisible_only_content() {
+        for (bad, found) in [
+            ("\u{202E}txt.exe", "U+202E"),
+            ("a\u{202A}b", "U+202A"),
+            ("a\u{202B}b", "U+202B"),
+            ("a\u{202C}b", "U+202C"),
+            ("a\u{202D}b", "U+202D"),
+            ("a\u{2066}b\u{2069}", "U+2066"),
+            ("a\u{2068}b", "U+2068"),
+        ] {
+            let problem = text_problem(bad);
+            assert!(problem.contains("bidi") && problem.contains(found), "{bad:?}: {problem}");
+        }
+        for bad in [
+            "\u{200B}",
+            "\u{200D}\u{200D}",
+            "\u{3164}",
+            "\u{2800} \u{2800}",
+            "\u{FE0F}",
+            "\u{301}",
+            "\u{E0061}",
+        ] {
+            assert!(text_problem(bad).contains("at least one visible character"), "{bad:?}");
+        }
+        let zalgo = format!("a{}", "\u{363}".repeat(MessageText::MAX_STACKED_MARKS + 1));
+        assert!(text_problem(&zalgo).contains("more than 8 combining marks"));
+    }
+
+    #[test]
+    fn what_earlier_versions_stored_reads_back_showing_what_it_hid() {
+        let author = |s| Author::read_back(s).map(String::from);
+        assert_eq!(author("ana"), Ok("ana".to_owned()));
+        assert_eq!(author("\u{202E}nimda"), Ok("\u{FFFD}nimda".to_owned()));
+        assert_eq!(author("\u{3164}"), Ok("\u{FFFD}".to_owned()));
+        assert_eq!(author("\u{430}na"), Ok("\u{430}na".to_owned()));
+        assert!(Author::read_back("a\tb").is_err(), "never valid, so a damaged row");
+        let text = |s| MessageText::read_back(s).map(String::from);
+        assert_eq!(text("👨\u{200D}👩\u{200D}👧"), Ok("👨\u{200D}👩\u{200D}👧".to_owned()));
+        assert_eq!(text("see \u{202E}gnp.exe"), Ok("see \u{FFFD}gnp.exe".to_owned()));
+        assert!(MessageText::read_back("bell\u{7}").is_err());
     }
 
     #[test]

@@ -206,9 +206,10 @@ pub async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFi
     Ok(fields)
 }
 
-/// A JSON object; other fields (for later versions) are ignored.
+/// A JSON object; other fields (for later versions) are ignored, but no key may be given
+/// twice (serde_json would keep the last value without a word).
 pub fn decode_json(bytes: &[u8]) -> Result<SendFields, AppError> {
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes).map_err(|e| {
+    let UniqueKeys(object) = serde_json::from_slice::<UniqueKeys>(bytes).map_err(|e| {
         AppError::Malformed(format!("malformed JSON (expected an object with room, author and text): {e}"))
     })?;
     let field = |name: &'static str| match object.get(name) {
@@ -224,31 +225,78 @@ pub fn decode_json(bytes: &[u8]) -> Result<SendFields, AppError> {
     })
 }
 
-/// `application/x-www-form-urlencoded`, strictly: valid UTF-8, each field at most once.
+/// A JSON object whose keys are all different.
+struct UniqueKeys(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<UniqueKeys, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some((key, value)) = entries.next_entry::<String, serde_json::Value>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(given_twice(&key)));
+            }
+            object.insert(key, value);
+        }
+        Ok(UniqueKeys(object))
+    }
+}
+
+/// The same words for a form and a JSON body.
+fn given_twice(name: &str) -> String {
+    format!("the field {name:?} is given more than once")
+}
+
+/// `application/x-www-form-urlencoded`, strictly: valid UTF-8, valid `%XX` escapes, each
+/// field at most once. A value that won't decode is refused naming its field.
 pub fn decode_form(bytes: &[u8]) -> Result<SendFields, AppError> {
     let malformed = |why: String| AppError::Malformed(format!("malformed form data: {why}"));
-    let decode = |part: &str| {
-        percent_encoding::percent_decode_str(&part.replace('+', " "))
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| malformed(format!("{part:?} is not valid UTF-8 once decoded")))
-    };
     let body = std::str::from_utf8(bytes).map_err(|_| malformed("the body is not valid UTF-8".into()))?;
     let mut fields = SendFields::default();
     for pair in body.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = decode(name)?;
-        let slot = match name.as_str() {
-            "room" => &mut fields.room,
-            "author" => &mut fields.author,
-            "text" => &mut fields.text,
-            "client_id" => &mut fields.client_id,
+        let name = unescape_form(name).map_err(|why| malformed(format!("a field name {why}")))?;
+        let (field, slot) = match name.as_str() {
+            "room" => ("room", &mut fields.room),
+            "author" => ("author", &mut fields.author),
+            "text" => ("text", &mut fields.text),
+            "client_id" => ("client_id", &mut fields.client_id),
             _ => continue,
         };
         if slot.is_some() {
-            return Err(malformed(format!("the field {name:?} is given more than once")));
+            return Err(malformed(given_twice(field)));
         }
-        *slot = Some(decode(value)?);
+        let value = unescape_form(value)
+            .map_err(|why| FieldError::new(field, format!("malformed form data: {why}")))?;
+        *slot = Some(value);
     }
     Ok(fields)
+}
+
+/// One name or value of a form: `+` is a space and each `%` starts a `%XX` escape (the
+/// `percent-encoding` crate would pass a stray `%` through, and `%ZZ` would be stored as is).
+fn unescape_form(part: &str) -> Result<String, String> {
+    let bytes = part.as_bytes();
+    let escape_ok = |i: usize| bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+    if let Some((i, _)) = part.match_indices('%').find(|&(i, _)| !escape_ok(i)) {
+        let shown: String = part[i..].chars().take(3).collect();
+        return Err(format!("{shown:?} is not a %XX escape (a literal % is sent as %25)"));
+    }
+    percent_encoding::percent_decode_str(&part.replace('+', " "))
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| format!("{part:?} is not valid UTF-8 once decoded"))
 }

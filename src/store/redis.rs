@@ -139,8 +139,8 @@ impl Stored {
         Ok(Message {
             id: s.id,
             room: RoomName::parse(&s.room).map_err(|e| e.to_string())?,
-            author: Author::parse(&s.author).map_err(|e| e.to_string())?,
-            text: MessageText::parse(&s.text).map_err(|e| e.to_string())?,
+            author: Author::read_back(&s.author).map_err(|e| e.to_string())?,
+            text: MessageText::read_back(&s.text).map_err(|e| e.to_string())?,
             time: Timestamp::from_millis(s.time).ok_or("damaged time in Redis")?,
         })
     }

@@ -349,8 +349,8 @@ impl Parts {
         Ok(Message {
             id: self.id,
             room: room.clone(),
-            author: Author::parse(&self.author).map_err(corrupt)?,
-            text: MessageText::parse(&self.text).map_err(corrupt)?,
+            author: Author::read_back(&self.author).map_err(corrupt)?,
+            text: MessageText::read_back(&self.text).map_err(corrupt)?,
             time: Timestamp::from_millis(self.time).ok_or_else(|| corrupt("bad time"))?,
         })
     }
@@ -742,5 +742,25 @@ mod tests {
         let version: i32 =
             Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// Names and texts stored before the Unicode rules still read back (what they hid shown
+    /// as U+FFFD), rather than making the room's history unreadable.
+    #[tokio::test]
+    async fn rows_stored_under_older_rules_read_back_showing_what_they_hid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = file_of_version(&path, 2);
+            conn.execute_batch(
+                "INSERT INTO rooms VALUES ('general', 1, 1764072062345);
+                 INSERT INTO messages VALUES ('general', 1, char(0x202E) || 'nimda', 'hi' || char(0x202E), 1764072062345, NULL);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, Hub::new(4), Retention::count(100)).unwrap();
+        let page = store.read(&RoomName::general(), Range::After(0), 10).await.unwrap();
+        assert_eq!(page.messages[0].author.as_str(), "\u{FFFD}nimda");
+        assert_eq!(page.messages[0].text.as_str(), "hi\u{FFFD}");
     }
 }

@@ -15,6 +15,7 @@ mod fast_path;
 mod floods;
 mod input;
 mod lifecycle;
+mod names;
 mod nginx;
 mod page;
 mod presence;
