@@ -98,14 +98,46 @@ impl axum::extract::FromRequestParts<AppState> for Client {
     }
 }
 
+/// One name or value of a form: `+` is a space and each `%` starts a `%XX` escape (the
+/// `percent-encoding` crate would pass a stray `%` through, and `%ZZ` would be stored as is).
+pub fn unescape_form(part: &str) -> Result<String, String> {
+    let bytes = part.as_bytes();
+    let escape_ok = |i: usize| bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+    if let Some((i, _)) = part.match_indices('%').find(|&(i, _)| !escape_ok(i)) {
+        let shown: String = part[i..].chars().take(3).collect();
+        return Err(format!("{shown:?} is not a %XX escape (a literal % is sent as %25)"));
+    }
+    percent_encoding::percent_decode_str(&part.replace('+', " "))
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| format!("{part:?} is not valid UTF-8 once decoded"))
+}
+
+/// The query parameters any endpoint reads, for errors that name them.
+const QUERY_PARAMETERS: [&str; 5] = ["room", "since", "limit", "name", "presence"];
+
 /// Query-string parameters, decoded once, with errors that name the parameter.
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// Decoded strictly, as form bodies are: a `%` that does not start a `%XX` escape, or
+    /// bytes that are not UTF-8, are refused, naming the parameter.
     pub fn from_uri(uri: &Uri) -> Result<Self, AppError> {
-        serde_urlencoded::from_str(uri.query().unwrap_or(""))
-            .map(Params)
-            .map_err(|e| AppError::Malformed(format!("malformed query string: {e}")))
+        let query = uri.query().unwrap_or("");
+        let mut pairs = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = unescape_form(name).map_err(|why| {
+                AppError::Malformed(format!("malformed query string: a parameter name {why}"))
+            })?;
+            let value =
+                unescape_form(value).map_err(|why| match QUERY_PARAMETERS.iter().find(|&&p| p == name) {
+                    Some(known) => FieldError::new(known, format!("malformed query string: {why}")).into(),
+                    None => AppError::Malformed(format!("malformed query string: {name:?} {why}")),
+                })?;
+            pairs.push((name, value));
+        }
+        Ok(Params(pairs))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::index::{Draft, error_page, room_page, root_for};
-use super::{Params, Peer, prefers_html, same_origin};
+use super::{Params, Peer, prefers_html, same_origin, unescape_form};
 use crate::domain::{FieldError, IdempotencyKey, NewMessage, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
@@ -284,19 +284,4 @@ pub fn decode_form(bytes: &[u8]) -> Result<SendFields, AppError> {
         *slot = Some(value);
     }
     Ok(fields)
-}
-
-/// One name or value of a form: `+` is a space and each `%` starts a `%XX` escape (the
-/// `percent-encoding` crate would pass a stray `%` through, and `%ZZ` would be stored as is).
-fn unescape_form(part: &str) -> Result<String, String> {
-    let bytes = part.as_bytes();
-    let escape_ok = |i: usize| bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
-    if let Some((i, _)) = part.match_indices('%').find(|&(i, _)| !escape_ok(i)) {
-        let shown: String = part[i..].chars().take(3).collect();
-        return Err(format!("{shown:?} is not a %XX escape (a literal % is sent as %25)"));
-    }
-    percent_encoding::percent_decode_str(&part.replace('+', " "))
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| format!("{part:?} is not valid UTF-8 once decoded"))
 }

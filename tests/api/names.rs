@@ -113,6 +113,26 @@ async fn a_browser_sees_why_its_name_was_refused() {
     assert!(app.history("general").await.is_empty());
 }
 
+/// Query strings are decoded as strictly as forms, on every path: the fast path's streams,
+/// the router's, and the rest.
+#[tokio::test]
+async fn malformed_percent_escapes_in_a_query_name_their_parameter() {
+    let app = TestApp::spawn().await;
+    for (path, field) in [
+        ("/events?name=%ZZ", "name"),
+        ("/events?room=general&since=1%", "since"),
+        ("/history?room=general&limit=%G1", "limit"),
+    ] {
+        let response = app.get(path).await;
+        assert_refused(&app, response, field, "is not a %XX escape").await;
+    }
+    let response = app.get("/history?other=%ZZ").await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("\"other\" \"%ZZ\" is not a %XX escape"), "{body}");
+    assert_eq!(app.get("/history?room=gen%65ral").await.status(), 200, "valid escapes decode");
+}
+
 #[tokio::test]
 async fn malformed_percent_escapes_in_a_form_name_their_field() {
     let app = TestApp::spawn().await;
