@@ -189,7 +189,8 @@ impl Connection {
         let Connection { socket, buffered, peer, state, app, _permit } = self;
         let keep_alive = !head.close && !state.shutdown.is_cancelled();
         let watch = Watch::default();
-        let io = Rewind::new(socket, buffered.freeze(), state.config.stall_timeout, watch.clone());
+        let io = Rewind::new(socket, buffered.freeze(), state.config.stall_timeout, watch.clone())
+            .limited(head.len as u64 + head.body);
         // A body larger than any this server reads is not skipped afterwards: say close.
         let close = head.body > MAX_BODY as u64;
         let service = RouterService::new(app.clone(), peer, &watch, refused, close);

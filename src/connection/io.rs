@@ -46,6 +46,9 @@ pub struct Rewind {
     pub socket: TcpStream,
     /// Bytes given to hyper, prefix included.
     pub fed: u64,
+    /// The most bytes hyper may read (one request, head and body): what the client sent
+    /// after it, even at once, stays for the connection loop.
+    limit: u64,
     stall: Duration,
     /// Armed while a write is waiting for the socket.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -54,7 +57,13 @@ pub struct Rewind {
 
 impl Rewind {
     pub fn new(socket: TcpStream, prefix: Bytes, stall: Duration, watch: Watch) -> Self {
-        Self { prefix, socket, fed: 0, stall, stalled: None, watch }
+        Self { prefix, socket, fed: 0, limit: u64::MAX, stall, stalled: None, watch }
+    }
+
+    /// Lets hyper read no more than `limit` bytes.
+    pub fn limited(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// Passes a write's outcome through, turning a wait longer than the stall timeout
@@ -82,13 +91,26 @@ impl AsyncRead for Rewind {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let room = usize::try_from(self.limit - self.fed).unwrap_or(usize::MAX);
+        if room == 0 {
+            // The whole request is read. Hyper waits here until it is told to stop; the
+            // next request is the connection loop's.
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let poll = if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
+            let n = self.prefix.len().min(buf.remaining()).min(room);
             buf.put_slice(&self.prefix.split_to(n));
             Poll::Ready(Ok(()))
-        } else {
+        } else if room >= buf.remaining() {
             Pin::new(&mut self.socket).poll_read(cx, buf)
+        } else {
+            // The rest of a body, smaller than hyper's buffer: read no further than it.
+            let mut rest = vec![0u8; room];
+            let mut limited = ReadBuf::new(&mut rest);
+            let poll = Pin::new(&mut self.socket).poll_read(cx, &mut limited);
+            buf.put_slice(limited.filled());
+            poll
         };
         self.fed += (buf.filled().len() - before) as u64;
         poll

@@ -462,7 +462,9 @@ async fn publish(
                 let room = format!("{prefix}-{}", i % rooms);
                 // Per-room sequence numbers, so each stream's bitmap is dense.
                 let text = format!("@@{}.{}@@ {padding}", i / rooms, intended.as_micros());
-                if sender.is_none() {
+                // A connection the server closed (it said `connection: close`, or timed it out)
+                // is replaced, as any HTTP client does, not counted as a failed post.
+                if sender.as_ref().is_none_or(hyper::client::conn::http1::SendRequest::is_closed) {
                     sender = connect(&endpoint, source).await;
                 }
                 let Some(s) = sender.as_mut() else {
@@ -471,11 +473,17 @@ async fn publish(
                 };
                 match s.send_request(endpoint.publish(target, &room, &text)).await {
                     Ok(response) if response.status().is_success() => {}
-                    Ok(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Ok(response) => {
+                        // Said once per run: what a failed post got, to tell the server's
+                        // refusals from the tool's own trouble.
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("post {i} answered {}", response.status());
+                        }
                     }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("post {i} failed: {e}");
+                        }
                         sender = None;
                     }
                 }
