@@ -214,6 +214,11 @@ fn check_length(field: &'static str, s: &str, max: usize) -> Result<(), FieldErr
 /// A message id: positive, strictly increasing per room, never reused.
 pub type MessageId = u64;
 
+/// The largest id there can be: 2^53 - 1, the largest integer JavaScript reads exactly. An
+/// id above it was never given by any store; a client sending one is refused, whatever the
+/// store (SQLite could not even compare it: its integers are signed 64-bit).
+pub const MAX_MESSAGE_ID: MessageId = (1 << 53) - 1;
+
 /// A point in time, kept to the millisecond and written as RFC 3339 (`2026-11-25T12:01:02.345Z`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "String")]

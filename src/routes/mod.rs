@@ -12,7 +12,7 @@ pub mod send;
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::domain::{FieldError, MessageId};
+use crate::domain::{FieldError, MAX_MESSAGE_ID, MessageId};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -160,12 +160,19 @@ impl Params {
 }
 
 pub fn parse_id(name: &'static str, value: &str) -> Result<MessageId, AppError> {
-    value.trim().parse().map_err(|_| {
-        AppError::Invalid(FieldError::new(
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        let problem = format!("{value:?} is not a message id (a whole number, 0 or more)");
+        return Err(FieldError::new(name, problem).into());
+    }
+    match digits.parse::<MessageId>() {
+        Ok(id) if id <= MAX_MESSAGE_ID => Ok(id),
+        _ => Err(FieldError::new(
             name,
-            format!("{value:?} is not a message id (a whole number, 0 or more)"),
-        ))
-    })
+            format!("{value:?} is larger than any message id (at most {MAX_MESSAGE_ID})"),
+        )
+        .into()),
+    }
 }
 
 /// The headers every response carries: no inline script can run (the page has none), no

@@ -13,6 +13,7 @@ mod cross_site;
 mod durable;
 mod fast_path;
 mod floods;
+mod ids;
 mod input;
 mod lifecycle;
 mod names;
