@@ -23,13 +23,20 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 use serde::Serialize;
 
 use crate::domain::PresenceView;
-use crate::domain::{Author, Message, MessageId, NewMessage, RoomName, Timestamp};
+use crate::domain::{Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The backend cannot take writes or answer right now; the client may retry.
+    /// The backend cannot take writes or answer right now, and for a write it is certain
+    /// that nothing was stored: the command never reached the backend, or the backend refused
+    /// it or rolled it back. The client may simply retry.
     #[error("history store unavailable: {0}")]
     Unavailable(String),
+    /// A write that may or may not have happened: the backend took the command and then gave
+    /// no answer that says (a timeout, a dropped connection, a commit whose fsync failed).
+    /// Only asking again under the message's key settles it (see [`submit_settled`]).
+    #[error("history store did not confirm the write: {0}")]
+    Unknown(String),
 }
 
 /// Which part of a room's history to read.
@@ -100,6 +107,11 @@ pub trait Store: Send + Sync + 'static {
     /// and the original comes back. The check and the store are one atomic step.
     async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError>;
 
+    /// The message `submit` would give back for `key` in `room` (the same rules: a key is
+    /// known while its message is held, in Redis for 24 h), or `None` when it would store a
+    /// new one. A read: it stores nothing, so a client over its send rate may ask.
+    async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError>;
+
     /// `submit`, for callers that don't care whether it was a replay.
     async fn append(&self, new: NewMessage) -> Result<Message, StoreError> {
         Ok(self.submit(new).await?.message)
@@ -128,5 +140,50 @@ pub trait Store: Send + Sync + 'static {
     /// Everyone's readers of `room`, given this node's. One node: just this node's.
     async fn presence(&self, _room: &RoomName, local: PresenceView) -> Result<PresenceView, StoreError> {
         Ok(local)
+    }
+}
+
+/// The first and the longest pause between two tries of a send whose outcome is unknown.
+const SETTLE_PAUSE: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+/// Submits `new` (which carries a key) and, if the store can't say whether it stored it,
+/// settles that before `within` has passed (`--send-timeout`).
+///
+/// A try that certainly stored nothing (`Unavailable`) is the answer, unless an earlier try
+/// is unknown. An unknown try is settled by submitting again under the same key, rather than
+/// by looking the key up: the first try may still be on its way (queued in a stopped Redis,
+/// or in the SQLite writer's queue), so a lookup that finds nothing proves nothing, while a
+/// second submit is ordered against the first by the key itself: whichever runs first stores
+/// the message and the other gives it back. So a try after an unknown one that says
+/// "replayed" found this send's own message: it is answered as stored now, not as a replay.
+/// Still unknown at the deadline: `Unknown`, and the client's retry with the key settles it.
+pub async fn submit_settled(
+    store: &dyn Store,
+    new: NewMessage,
+    within: Duration,
+) -> Result<Appended, StoreError> {
+    debug_assert!(new.key.is_some(), "only a send with a key can be settled");
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = SETTLE_PAUSE.0;
+    let mut unknown: Option<String> = None;
+    loop {
+        let attempt = tokio::time::timeout_at(deadline, store.submit(new.clone()))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unknown("no answer within the send timeout".to_owned())));
+        match attempt {
+            Ok(appended) => {
+                return Ok(Appended { replayed: appended.replayed && unknown.is_none(), ..appended });
+            }
+            Err(certain @ StoreError::Unavailable(_)) if unknown.is_none() => return Err(certain),
+            Err(e) => {
+                tracing::warn!(error = %e, "a send's outcome is unknown; trying again under its key");
+                unknown = Some(e.to_string());
+            }
+        }
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(StoreError::Unknown(unknown.unwrap_or_default()));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(SETTLE_PAUSE.1);
     }
 }
