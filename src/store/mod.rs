@@ -187,3 +187,117 @@ pub async fn submit_settled(
         pause = (pause * 2).min(SETTLE_PAUSE.1);
     }
 }
+
+#[cfg(test)]
+mod settle_tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::hub::Hub;
+
+    /// How one try goes wrong.
+    enum Fault {
+        /// Stored, and then the answer was lost.
+        LostReply,
+        /// Not stored, yet the backend can't say so.
+        Unknown,
+        /// Certainly not stored.
+        Refused,
+        /// No answer at all.
+        Hang,
+    }
+
+    /// The memory store, with the faults of its next tries scripted.
+    struct Scripted {
+        inner: MemoryStore,
+        /// A std mutex: never held across an await.
+        faults: Mutex<VecDeque<Fault>>,
+    }
+
+    impl Scripted {
+        fn new(faults: impl IntoIterator<Item = Fault>) -> Self {
+            let inner = MemoryStore::new(Hub::new(4), Retention::count(10));
+            Self { inner, faults: Mutex::new(faults.into_iter().collect()) }
+        }
+
+        fn faults_left(&self) -> usize {
+            self.faults.lock().unwrap().len()
+        }
+    }
+
+    #[async_trait]
+    impl Store for Scripted {
+        async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
+            let fault = self.faults.lock().unwrap().pop_front();
+            match fault {
+                None => self.inner.submit(new).await,
+                Some(Fault::LostReply) => {
+                    self.inner.submit(new).await?;
+                    Err(StoreError::Unknown("reply lost".into()))
+                }
+                Some(Fault::Unknown) => Err(StoreError::Unknown("no answer".into())),
+                Some(Fault::Refused) => Err(StoreError::Unavailable("refused".into())),
+                Some(Fault::Hang) => std::future::pending().await,
+            }
+        }
+        async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
+            self.inner.find(room, key).await
+        }
+        async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
+            self.inner.read(room, range, limit).await
+        }
+        async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
+            self.inner.rooms(limit).await
+        }
+        async fn prune(&self) -> Result<u64, StoreError> {
+            self.inner.prune().await
+        }
+        async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
+            self.inner.typing(room, author).await
+        }
+    }
+
+    fn keyed() -> NewMessage {
+        NewMessage::parse("general", Some("ana"), Some("hi"))
+            .unwrap()
+            .with_key(Some(IdempotencyKey::random()))
+    }
+
+    async fn held(store: &Scripted) -> usize {
+        store.read(&RoomName::general(), Range::Latest, 10).await.unwrap().messages.len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_reply_is_settled_under_the_key_and_answered_as_stored() {
+        let store = Scripted::new([Fault::LostReply, Fault::Refused]);
+        let appended = submit_settled(&store, keyed(), Duration::from_secs(10)).await.unwrap();
+        assert!(!appended.replayed, "this send stored it: not a replay to its client");
+        assert_eq!(held(&store).await, 1, "stored once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_certain_refusal_is_the_answer_at_once() {
+        let store = Scripted::new([Fault::Refused, Fault::LostReply]);
+        let error = submit_settled(&store, keyed(), Duration::from_secs(10)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert_eq!(store.faults_left(), 1, "no second try");
+        assert_eq!(held(&store).await, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_unknown_try_a_refusal_proves_nothing_and_the_deadline_says_unknown() {
+        let faults = std::iter::once(Fault::Unknown).chain((0..20).map(|_| Fault::Refused));
+        let store = Scripted::new(faults);
+        let error = submit_settled(&store, keyed(), Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unknown(_)), "{error:?}");
+        assert!(store.faults_left() < 20, "it tried again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_never_answers_is_unknown_at_the_deadline() {
+        let store = Scripted::new([Fault::Hang]);
+        let error = submit_settled(&store, keyed(), Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unknown(_)), "{error:?}");
+    }
+}
