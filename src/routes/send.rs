@@ -25,6 +25,11 @@ use crate::metrics::Limited;
 use crate::state::AppState;
 use crate::store::{Appended, submit_settled};
 
+/// What a browser is told when its post's outcome is unknown: the form it gets back names
+/// the same message, so sending it again is the retry that finds out.
+pub const UNSETTLED_FORM: &str =
+    "the message may or may not have been saved; send it again to find out (it will not be stored twice)";
+
 /// The largest body `/send` reads; a message is at most 4,000 characters.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -145,9 +150,12 @@ impl Refusal {
         let Ok(room) = RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)) else {
             return Self::ErrorPage { error, root };
         };
-        let message = error.public_message();
         // Sent again, the form names the same message: a retry of an unknown outcome settles
         // it, and after any other refusal nothing was stored under the key.
+        let message = match error.unsettled_key() {
+            Some(_) => UNSETTLED_FORM.to_owned(),
+            None => error.public_message(),
+        };
         let valid = |id: &&str| IdempotencyKey::parse("client_id", id).is_ok();
         let client_id = error.unsettled_key().map(IdempotencyKey::as_str);
         let draft = Draft {

@@ -137,7 +137,7 @@ async fn a_commit_whose_fsync_failed_is_retried_and_never_called_lost() {
     assert_eq!(page.status(), 503);
     assert_eq!(page.headers()["idempotency-key"], "form-1");
     let page = page.text().await.unwrap();
-    assert!(page.contains("may or may not have been saved"), "{page}");
+    assert!(page.contains(ssechat::routes::send::UNSETTLED_FORM), "{page}");
     assert!(page.contains(r#"name="client_id" value="form-1""#), "sent again, it names the same message");
     assert_eq!(app.history("general").await, vec![first.clone()], "nothing shown that wasn't acknowledged");
 
@@ -146,6 +146,10 @@ async fn a_commit_whose_fsync_failed_is_retried_and_never_called_lost() {
     assert_eq!(stored.status(), 201);
     let second: Message = stored.json().await.unwrap();
     assert_eq!(app.history("general").await, vec![first, second], "stored once, under its key");
+    for _ in 0..2 {
+        assert_eq!(app.post_as_browser("/send", &form).await.status(), 303, "the form sent again");
+    }
+    assert_eq!(app.history("general").await.len(), 3);
 }
 
 /// The `client_id` of the rendered form value, from a room page.
