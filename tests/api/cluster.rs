@@ -14,7 +14,8 @@ async fn node(redis: &RedisServer) -> TestApp {
     TestApp::spawn_with(move |c| {
         c.store = StoreUrl::Redis(url);
         c.heartbeat = Duration::from_millis(200);
-        c.send_timeout = Duration::from_secs(1);
+        // Past the 2 s a Redis command may take, short enough for tests that stop Redis.
+        c.send_timeout = Duration::from_secs(5);
     })
     .await
 }
