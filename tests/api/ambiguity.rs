@@ -205,3 +205,14 @@ async fn a_retry_over_the_send_rate_gets_the_original_and_nothing_else_gets_thro
     assert_eq!(cross_site.json(&body).send().await.unwrap().status(), 403, "the site is checked first");
     assert_eq!(app.history("general").await, vec![original]);
 }
+
+#[tokio::test]
+async fn a_script_of_an_allowed_origin_can_read_the_key_to_retry_with() {
+    let app = TestApp::spawn_with(|c| c.cors_origin = vec!["http://app.example".into()]).await;
+    let body = json!({ "room": "general", "author": "ana", "text": "hi" });
+    let request = app.client.post(app.url("/send")).header("origin", "http://app.example");
+    let response = request.json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let exposed = response.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(exposed.contains("idempotency-key") && exposed.contains("idempotent-replayed"), "{exposed}");
+}
