@@ -95,6 +95,22 @@ impl AppError {
         }
     }
 
+    /// The headers that go with this error, whatever the body: JSON or a page.
+    pub fn add_headers(&self, response: &mut Response) {
+        let headers = response.headers_mut();
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, seconds.into());
+        }
+        if let Some(key) = self.unsettled_key() {
+            let key = HeaderValue::from_str(key.as_str()).expect("a key is visible ASCII");
+            headers.insert("idempotency-key", key);
+        }
+        if let AppError::RequestTimeout(_) = self {
+            // What is left of the request can't be told from the next one.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+
     /// The sentence a client sees.
     pub fn public_message(&self) -> String {
         match self {
@@ -120,23 +136,5 @@ impl IntoResponse for AppError {
         let mut response = (self.status(), Json(body)).into_response();
         self.add_headers(&mut response);
         response
-    }
-}
-
-impl AppError {
-    /// The headers that go with this error, whatever the body: JSON or a page.
-    pub fn add_headers(&self, response: &mut Response) {
-        let headers = response.headers_mut();
-        if let Some(seconds) = self.retry_after() {
-            headers.insert(header::RETRY_AFTER, seconds.into());
-        }
-        if let Some(key) = self.unsettled_key() {
-            let key = HeaderValue::from_str(key.as_str()).expect("a key is visible ASCII");
-            headers.insert("idempotency-key", key);
-        }
-        if let AppError::RequestTimeout(_) = self {
-            // What is left of the request can't be told from the next one.
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
     }
 }
