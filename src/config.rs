@@ -170,6 +170,12 @@ pub struct Config {
     /// and all [default: 10000]. Only for `--store memory`: SQLite and Redis keep every room.
     #[arg(long, env = "SSECHAT_MAX_ROOMS", value_parser = positive)]
     pub max_rooms: Option<usize>,
+
+    /// The most time `/send` spends storing a message. A store that does not confirm a write
+    /// in time is asked again under the message's idempotency key until this has passed;
+    /// then the answer is `503` saying the outcome is unknown, with the key to retry with.
+    #[arg(long, env = "SSECHAT_SEND_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub send_timeout: Duration,
 }
 
 impl Config {
@@ -209,6 +215,7 @@ impl Config {
             names_per_client: 5,
             allowed_host: Vec::new(),
             max_rooms: None,
+            send_timeout: Duration::from_secs(10),
         }
     }
 }

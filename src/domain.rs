@@ -276,6 +276,15 @@ impl IdempotencyKey {
         Ok(Self(s.to_owned()))
     }
 
+    /// A key the server makes up for a send that came without one, so that every send can be
+    /// settled by its key: 128 bits from the operating system's generator, as 32 hex digits.
+    /// Unguessable, since a client that learned another's key could answer for its message.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system provides random bytes");
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -366,6 +375,17 @@ mod tests {
         for bad in ["", "General", "a b", "é", "a/b", "../x", &"x".repeat(65)] {
             let err = RoomName::parse(bad).unwrap_err();
             assert_eq!(err.field, "room", "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_made_keys_are_valid_keys_and_all_different() {
+        let keys: std::collections::HashSet<String> =
+            (0..1000).map(|_| IdempotencyKey::random().as_str().to_owned()).collect();
+        assert_eq!(keys.len(), 1000);
+        for key in keys.iter().take(5) {
+            assert_eq!(key.len(), 32, "{key}");
+            assert_eq!(IdempotencyKey::parse("key", key).unwrap().as_str(), key);
         }
     }
 

@@ -4,11 +4,11 @@
 //! replaced by a generic sentence.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::domain::FieldError;
+use crate::domain::{FieldError, IdempotencyKey};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,7 +44,15 @@ pub enum AppError {
     MisdirectedRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store may or may not have saved a message, and `--send-timeout` passed before
+    /// that was settled: a retry under `key` finds out (and stores it if it wasn't).
+    #[error("the outcome of a send is unknown: {cause}")]
+    Unsettled { key: IdempotencyKey, cause: StoreError },
 }
+
+/// What a client is told when a send's outcome is unknown.
+pub const UNSETTLED: &str =
+    "the message may or may not have been saved; retry with the same Idempotency-Key header to find out";
 
 impl AppError {
     pub fn status(&self) -> StatusCode {
@@ -59,7 +67,23 @@ impl AppError {
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
-            AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(_) | AppError::Unsettled { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A failed send under `key`: unknown outcomes carry the key, for the client's retry.
+    pub fn sending(cause: StoreError, key: IdempotencyKey) -> Self {
+        match cause {
+            StoreError::Unknown(_) => Self::Unsettled { key, cause },
+            certain => Self::Store(certain),
+        }
+    }
+
+    /// The key to retry with, when the outcome is unknown.
+    pub fn unsettled_key(&self) -> Option<&IdempotencyKey> {
+        match self {
+            AppError::Unsettled { key, .. } => Some(key),
+            _ => None,
         }
     }
 
@@ -71,12 +95,32 @@ impl AppError {
         }
     }
 
+    /// The headers that go with this error, whatever the body: JSON or a page.
+    pub fn add_headers(&self, response: &mut Response) {
+        let headers = response.headers_mut();
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, seconds.into());
+        }
+        if let Some(key) = self.unsettled_key() {
+            let key = HeaderValue::from_str(key.as_str()).expect("a key is visible ASCII");
+            headers.insert("idempotency-key", key);
+        }
+        if let AppError::RequestTimeout(_) = self {
+            // What is left of the request can't be told from the next one.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+
     /// The sentence a client sees.
     pub fn public_message(&self) -> String {
         match self {
-            AppError::Store(e) => {
+            AppError::Store(e @ StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, "store failed");
                 "the message store is unavailable right now; nothing was saved, please retry".to_owned()
+            }
+            AppError::Store(e @ StoreError::Unknown(_)) | AppError::Unsettled { cause: e, .. } => {
+                tracing::error!(error = %e, "store did not confirm a write");
+                UNSETTLED.to_owned()
             }
             other => other.to_string(),
         }
@@ -90,14 +134,7 @@ impl IntoResponse for AppError {
             body["field"] = json!(e.field);
         }
         let mut response = (self.status(), Json(body)).into_response();
-        if let Some(seconds) = self.retry_after() {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
-        }
-        if let AppError::RequestTimeout(_) = self {
-            // What is left of the request can't be told from the next one.
-            let close = axum::http::HeaderValue::from_static("close");
-            response.headers_mut().insert(axum::http::header::CONNECTION, close);
-        }
+        self.add_headers(&mut response);
         response
     }
 }

@@ -5,11 +5,11 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::domain::PresenceView;
-use crate::domain::{Message, RoomName};
+use crate::domain::{IdempotencyKey, Message, RoomName};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::Range;
@@ -29,6 +29,9 @@ struct RoomPage<'a> {
     author: &'a str,
     text: &'a str,
     error: Option<&'a str>,
+    /// Names the message the form sends, made for each render (or kept from the refused
+    /// post), so a browser that sends the same form twice stores one message.
+    client_id: String,
 }
 
 struct MessageView<'a> {
@@ -106,6 +109,8 @@ pub struct Draft<'a> {
     pub author: &'a str,
     pub text: &'a str,
     pub error: Option<&'a str>,
+    /// The refused post's key, valid, to send again; `None`: a new one.
+    pub client_id: Option<&'a str>,
 }
 
 /// `./` at the top, one `../` per level below it.
@@ -174,8 +179,14 @@ pub async fn room_page(
         author: draft.author,
         text: draft.text,
         error: draft.error,
+        client_id: draft
+            .client_id
+            .map_or_else(|| IdempotencyKey::random().as_str().to_owned(), str::to_owned),
     };
-    render(status, &html)
+    let mut page = render(status, &html);
+    // Each render names a new message: no cache may hand one page (and key) to two people.
+    page.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    page
 }
 
 pub fn error_page(status: StatusCode, message: &str, root: &str) -> Response {

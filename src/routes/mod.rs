@@ -214,6 +214,12 @@ pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             header::ACCEPT,
             "last-event-id".parse().unwrap(),
             "idempotency-key".parse().unwrap(),
+        ])
+        // What a script needs to read from a `/send` answer: the key of an unknown outcome.
+        .expose_headers([
+            "idempotency-key".parse().unwrap(),
+            "idempotent-replayed".parse().unwrap(),
+            header::RETRY_AFTER,
         ]);
     Some(layer)
 }

@@ -3,6 +3,11 @@
 //! Decode, validate, store (which publishes), respond: `201` with the message as JSON, or,
 //! for a browser's form post, `303` back to the room page. A browser whose post was refused
 //! gets the room page again with the reason shown and what it typed kept.
+//!
+//! Never ambiguous: every send carries an idempotency key (the client's, or one made here),
+//! and a store that does not confirm a write is asked again under that key until
+//! `--send-timeout` ([`submit_settled`]). A `503` says "nothing was saved" only when that is
+//! certain; otherwise it says the outcome is unknown and gives the key to retry with.
 
 use std::net::SocketAddr;
 
@@ -18,7 +23,12 @@ use crate::domain::{FieldError, IdempotencyKey, NewMessage, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
 use crate::state::AppState;
-use crate::store::Appended;
+use crate::store::{Appended, submit_settled};
+
+/// What a browser is told when its post's outcome is unknown: the form it gets back names
+/// the same message, so sending it again is the retry that finds out.
+pub const UNSETTLED_FORM: &str =
+    "the message may or may not have been saved; send it again to find out (it will not be stored twice)";
 
 /// The largest body `/send` reads; a message is at most 4,000 characters.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -42,7 +52,12 @@ pub async fn send(
 ) -> Result<Response, Refusal> {
     let browser = prefers_html(&headers);
     let early = |error| Refusal::early(browser, &uri, error);
-    admit_send(&state, peer, &headers).await.map_err(early)?;
+    if let Err(refused) = admit_send(&state, peer, &headers).await {
+        return match replay_over_limit(&state, &uri, &headers, body, &refused).await {
+            Some(original) => Ok(accepted(original, browser)),
+            None => Err(early(refused)),
+        };
+    }
     let fields = decode(&uri, &headers, body).await.map_err(early)?;
     match store(&state, &headers, &fields).await {
         Ok(appended) => Ok(accepted(appended, browser)),
@@ -50,12 +65,38 @@ pub async fn send(
     }
 }
 
-/// Validates the fields and stores the message (or finds the one its key names).
+/// A retry is not a new send: a client over its send rate that names a stored message by its
+/// `Idempotency-Key` header gets that message back (`200`, replayed), and nothing is stored.
+/// Only the header counts: the body is read (to learn the room) only for a request that has
+/// one, so a client over its rate without it is still refused on its headers alone, and a
+/// `client_id` in the body is honoured only within the rate.
+async fn replay_over_limit(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    refused: &AppError,
+) -> Option<Appended> {
+    if !matches!(refused, AppError::RateLimited { .. }) {
+        return None;
+    }
+    let key = header_key(headers).ok()??;
+    let fields = decode(uri, headers, body).await.ok()?;
+    let room = RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)).ok()?;
+    let message = state.store.find(&room, &key).await.ok()??;
+    Some(Appended { message, replayed: true })
+}
+
+/// Validates the fields and stores the message (or finds the one its key names), under the
+/// client's key or, without one, a key made up here, so that an unconfirmed write can be
+/// settled (and, if it can't be in time, retried by the client under that key).
 async fn store(state: &AppState, headers: &HeaderMap, fields: &SendFields) -> Result<Appended, AppError> {
     let room = fields.room.as_deref().unwrap_or(RoomName::DEFAULT);
-    let new = NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref())?
-        .with_key(idempotency_key(headers, fields)?);
-    let appended = state.store.submit(new).await?;
+    let new = NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref())?;
+    let key = idempotency_key(headers, fields)?.unwrap_or_else(IdempotencyKey::random);
+    let appended = submit_settled(&*state.store, new.with_key(Some(key.clone())), state.config.send_timeout)
+        .await
+        .map_err(|cause| AppError::sending(cause, key))?;
     if !appended.replayed {
         state.metrics.stored();
     }
@@ -109,13 +150,23 @@ impl Refusal {
         let Ok(room) = RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)) else {
             return Self::ErrorPage { error, root };
         };
-        let message = error.public_message();
+        // Sent again, the form names the same message: a retry of an unknown outcome settles
+        // it, and after any other refusal nothing was stored under the key.
+        let message = match error.unsettled_key() {
+            Some(_) => UNSETTLED_FORM.to_owned(),
+            None => error.public_message(),
+        };
+        let valid = |id: &&str| IdempotencyKey::parse("client_id", id).is_ok();
+        let client_id = error.unsettled_key().map(IdempotencyKey::as_str);
         let draft = Draft {
             author: fields.author.as_deref().unwrap_or(""),
             text: fields.text.as_deref().unwrap_or(""),
             error: Some(&message),
+            client_id: client_id.or(fields.client_id.as_deref().filter(valid)),
         };
-        Self::RoomPage(room_page(state, &room, &root, error.status(), draft).await)
+        let mut page = room_page(state, &room, &root, error.status(), draft).await;
+        error.add_headers(&mut page);
+        Self::RoomPage(page)
     }
 }
 
@@ -125,9 +176,7 @@ impl IntoResponse for Refusal {
             Self::Json(error) => error.into_response(),
             Self::ErrorPage { error, root } => {
                 let mut page = error_page(error.status(), &error.public_message(), &root);
-                if let AppError::RateLimited { retry_after, .. } = error {
-                    page.headers_mut().insert(header::RETRY_AFTER, retry_after.into());
-                }
+                error.add_headers(&mut page);
                 page
             }
             Self::RoomPage(page) => page,
@@ -137,13 +186,17 @@ impl IntoResponse for Refusal {
 
 /// The message's key: the `Idempotency-Key` header, or the body's `client_id`.
 fn idempotency_key(headers: &HeaderMap, fields: &SendFields) -> Result<Option<IdempotencyKey>, FieldError> {
-    match headers.get("idempotency-key") {
-        Some(v) => {
-            let v = v.to_str().map_err(|_| FieldError::new("Idempotency-Key", "must be visible ASCII"))?;
-            Ok(Some(IdempotencyKey::parse("Idempotency-Key", v)?))
-        }
+    match header_key(headers)? {
+        Some(key) => Ok(Some(key)),
         None => fields.client_id.as_deref().map(|v| IdempotencyKey::parse("client_id", v)).transpose(),
     }
+}
+
+/// The `Idempotency-Key` header, if given.
+fn header_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, FieldError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let v = v.to_str().map_err(|_| FieldError::new("Idempotency-Key", "must be visible ASCII"))?;
+    Ok(Some(IdempotencyKey::parse("Idempotency-Key", v)?))
 }
 
 /// A write from this peer may go ahead: same site (no CSRF), and its client within its send

@@ -48,6 +48,12 @@ async fn a_key_is_stored_once(store: Arc<dyn Store>, hub: Arc<Hub>) {
     let retry = store.submit(new("keys", "once, retried").with_key(key("k1"))).await.unwrap();
     assert!(retry.replayed);
     assert_eq!(retry.message, first.message, "the original comes back");
+    // `find` gives back what a retry would, and stores nothing.
+    let k1 = key("k1").unwrap();
+    assert_eq!(store.find(&room, &k1).await.unwrap(), Some(first.message.clone()));
+    assert_eq!(store.find(&room, &key("unknown").unwrap()).await.unwrap(), None);
+    let nowhere = RoomName::parse("nowhere").unwrap();
+    assert_eq!(store.find(&nowhere, &k1).await.unwrap(), None, "a key belongs to its room");
     let other = store.submit(new("keys", "another").with_key(key("k2"))).await.unwrap();
     assert_eq!(other.message.id, 2);
     // The same key in another room is another message.

@@ -103,11 +103,15 @@ impl RoomLog {
         }
     }
 
+    /// The held message stored under `key`.
+    fn keyed(&self, key: &IdempotencyKey) -> Option<&Message> {
+        self.keys.get(key).and_then(|&id| self.held(id))
+    }
+
     /// Stores `new` as the next message, unless its key names a held one: that comes back.
     fn submit(&mut self, new: NewMessage, retention: Retention) -> Appended {
         self.prune(retention);
-        if let Some(original) = new.key.as_ref().and_then(|k| self.keys.get(k)).and_then(|&id| self.held(id))
-        {
+        if let Some(original) = new.key.as_ref().and_then(|k| self.keyed(k)) {
             return Appended { message: original.clone(), replayed: true };
         }
         let key = new.key.clone();
@@ -225,6 +229,13 @@ impl Store for MemoryStore {
         };
         drop(forgotten); // after the lock: freeing a room's messages is no one else's wait
         Ok(appended)
+    }
+
+    async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
+        let mut rooms = self.lock();
+        let Some(log) = rooms.logs.get_mut(room) else { return Ok(None) };
+        log.prune(self.retention);
+        Ok(log.keyed(key).cloned())
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {

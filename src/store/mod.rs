@@ -23,13 +23,20 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 use serde::Serialize;
 
 use crate::domain::PresenceView;
-use crate::domain::{Author, Message, MessageId, NewMessage, RoomName, Timestamp};
+use crate::domain::{Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The backend cannot take writes or answer right now; the client may retry.
+    /// The backend cannot take writes or answer right now, and for a write it is certain
+    /// that nothing was stored: the command never reached the backend, or the backend refused
+    /// it or rolled it back. The client may simply retry.
     #[error("history store unavailable: {0}")]
     Unavailable(String),
+    /// A write that may or may not have happened: the backend took the command and then gave
+    /// no answer that says (a timeout, a dropped connection, a commit whose fsync failed).
+    /// Only asking again under the message's key settles it (see [`submit_settled`]).
+    #[error("history store did not confirm the write: {0}")]
+    Unknown(String),
 }
 
 /// Which part of a room's history to read.
@@ -100,6 +107,11 @@ pub trait Store: Send + Sync + 'static {
     /// and the original comes back. The check and the store are one atomic step.
     async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError>;
 
+    /// The message `submit` would give back for `key` in `room` (the same rules: a key is
+    /// known while its message is held, in Redis for 24 h), or `None` when it would store a
+    /// new one. A read: it stores nothing, so a client over its send rate may ask.
+    async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError>;
+
     /// `submit`, for callers that don't care whether it was a replay.
     async fn append(&self, new: NewMessage) -> Result<Message, StoreError> {
         Ok(self.submit(new).await?.message)
@@ -128,5 +140,164 @@ pub trait Store: Send + Sync + 'static {
     /// Everyone's readers of `room`, given this node's. One node: just this node's.
     async fn presence(&self, _room: &RoomName, local: PresenceView) -> Result<PresenceView, StoreError> {
         Ok(local)
+    }
+}
+
+/// The first and the longest pause between two tries of a send whose outcome is unknown.
+const SETTLE_PAUSE: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+/// Submits `new` (which carries a key) and, if the store can't say whether it stored it,
+/// settles that before `within` has passed (`--send-timeout`).
+///
+/// A try that certainly stored nothing (`Unavailable`) is the answer, unless an earlier try
+/// is unknown. An unknown try is settled by submitting again under the same key, rather than
+/// by looking the key up: the first try may still be on its way (queued in a stopped Redis,
+/// or in the SQLite writer's queue), so a lookup that finds nothing proves nothing, while a
+/// second submit is ordered against the first by the key itself: whichever runs first stores
+/// the message and the other gives it back. So a try after an unknown one that says
+/// "replayed" found this send's own message: it is answered as stored now, not as a replay.
+/// Still unknown at the deadline: `Unknown`, and the client's retry with the key settles it.
+pub async fn submit_settled(
+    store: &dyn Store,
+    new: NewMessage,
+    within: Duration,
+) -> Result<Appended, StoreError> {
+    debug_assert!(new.key.is_some(), "only a send with a key can be settled");
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = SETTLE_PAUSE.0;
+    let mut unknown: Option<String> = None;
+    loop {
+        let attempt = tokio::time::timeout_at(deadline, store.submit(new.clone()))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unknown("no answer within the send timeout".to_owned())));
+        match attempt {
+            Ok(appended) => {
+                return Ok(Appended { replayed: appended.replayed && unknown.is_none(), ..appended });
+            }
+            Err(certain @ StoreError::Unavailable(_)) if unknown.is_none() => return Err(certain),
+            Err(e) => {
+                tracing::warn!(error = %e, "a send's outcome is unknown; trying again under its key");
+                unknown = Some(e.to_string());
+            }
+        }
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(StoreError::Unknown(unknown.unwrap_or_default()));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(SETTLE_PAUSE.1);
+    }
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::hub::Hub;
+
+    /// How one try goes wrong.
+    enum Fault {
+        /// Stored, and then the answer was lost.
+        LostReply,
+        /// Not stored, yet the backend can't say so.
+        Unknown,
+        /// Certainly not stored.
+        Refused,
+        /// No answer at all.
+        Hang,
+    }
+
+    /// The memory store, with the faults of its next tries scripted.
+    struct Scripted {
+        inner: MemoryStore,
+        /// A std mutex: never held across an await.
+        faults: Mutex<VecDeque<Fault>>,
+    }
+
+    impl Scripted {
+        fn new(faults: impl IntoIterator<Item = Fault>) -> Self {
+            let inner = MemoryStore::new(Hub::new(4), Retention::count(10));
+            Self { inner, faults: Mutex::new(faults.into_iter().collect()) }
+        }
+
+        fn faults_left(&self) -> usize {
+            self.faults.lock().unwrap().len()
+        }
+    }
+
+    #[async_trait]
+    impl Store for Scripted {
+        async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
+            let fault = self.faults.lock().unwrap().pop_front();
+            match fault {
+                None => self.inner.submit(new).await,
+                Some(Fault::LostReply) => {
+                    self.inner.submit(new).await?;
+                    Err(StoreError::Unknown("reply lost".into()))
+                }
+                Some(Fault::Unknown) => Err(StoreError::Unknown("no answer".into())),
+                Some(Fault::Refused) => Err(StoreError::Unavailable("refused".into())),
+                Some(Fault::Hang) => std::future::pending().await,
+            }
+        }
+        async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
+            self.inner.find(room, key).await
+        }
+        async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
+            self.inner.read(room, range, limit).await
+        }
+        async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
+            self.inner.rooms(limit).await
+        }
+        async fn prune(&self) -> Result<u64, StoreError> {
+            self.inner.prune().await
+        }
+        async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
+            self.inner.typing(room, author).await
+        }
+    }
+
+    fn keyed() -> NewMessage {
+        NewMessage::parse("general", Some("ana"), Some("hi"))
+            .unwrap()
+            .with_key(Some(IdempotencyKey::random()))
+    }
+
+    async fn held(store: &Scripted) -> usize {
+        store.read(&RoomName::general(), Range::Latest, 10).await.unwrap().messages.len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_reply_is_settled_under_the_key_and_answered_as_stored() {
+        let store = Scripted::new([Fault::LostReply, Fault::Refused]);
+        let appended = submit_settled(&store, keyed(), Duration::from_secs(10)).await.unwrap();
+        assert!(!appended.replayed, "this send stored it: not a replay to its client");
+        assert_eq!(held(&store).await, 1, "stored once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_certain_refusal_is_the_answer_at_once() {
+        let store = Scripted::new([Fault::Refused, Fault::LostReply]);
+        let error = submit_settled(&store, keyed(), Duration::from_secs(10)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert_eq!(store.faults_left(), 1, "no second try");
+        assert_eq!(held(&store).await, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_unknown_try_a_refusal_proves_nothing_and_the_deadline_says_unknown() {
+        let faults = std::iter::once(Fault::Unknown).chain((0..20).map(|_| Fault::Refused));
+        let store = Scripted::new(faults);
+        let error = submit_settled(&store, keyed(), Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unknown(_)), "{error:?}");
+        assert!(store.faults_left() < 20, "it tried again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_never_answers_is_unknown_at_the_deadline() {
+        let store = Scripted::new([Fault::Hang]);
+        let error = submit_settled(&store, keyed(), Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unknown(_)), "{error:?}");
     }
 }

@@ -31,7 +31,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::PresenceView;
-use crate::domain::{Author, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp};
+use crate::domain::{
+    Author, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp,
+};
 use crate::hub::Hub;
 use crate::wire::Event;
 
@@ -152,6 +154,20 @@ fn seq_key(room: &RoomName) -> String {
 
 fn log_key(room: &RoomName) -> String {
     format!("ssechat:{{{room}}}:log")
+}
+
+/// Where the message sent under `key` in `room` is remembered (for `KEY_TTL`).
+fn idempotency_key(room: &RoomName, key: &str) -> String {
+    format!("ssechat:{{{room}}}:key:{key}")
+}
+
+/// What a failed `APPEND` means. Refused connection: the script was never sent. An error
+/// reply: Redis did not run it (or stopped it before its first write). Anything else (a
+/// timeout, a dropped connection, a reply that won't decode) came after the script was sent:
+/// it may have run, so the outcome is unknown until the key is asked again.
+fn append_failed(url: &str, e: redis::RedisError) -> StoreError {
+    let certain = e.is_connection_refusal() || matches!(e.kind(), redis::ErrorKind::Server(_));
+    if certain { unavailable(url, e) } else { StoreError::Unknown(format!("Redis at {url}: {e}")) }
 }
 
 fn presence_key(room: &RoomName) -> String {
@@ -311,7 +327,7 @@ impl Store for RedisStore {
             .key(seq_key(&new.room))
             .key(log_key(&new.room))
             .key(ROOMS)
-            .key(format!("ssechat:{{{}}}:key:{key}", new.room))
+            .key(idempotency_key(&new.room, key))
             .arg(new.room.as_str())
             .arg(new.author.as_str())
             .arg(new.text.as_str())
@@ -321,9 +337,17 @@ impl Store for RedisStore {
             .arg(KEY_TTL.as_secs())
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| self.unavailable(e))?;
-        let message = Stored::decode(&payload).map_err(|e| self.unavailable(e))?;
+            .map_err(|e| append_failed(&self.url, e))?;
+        // The script ran, and may have stored what can't be read back: not "nothing saved".
+        let message = Stored::decode(&payload).map_err(|e| StoreError::Unknown(e.to_string()))?;
         Ok(Appended { message, replayed: replayed == 1 })
+    }
+
+    async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
+        let mut conn = self.conn.clone();
+        let payload: Option<Vec<u8>> =
+            conn.get(idempotency_key(room, key.as_str())).await.map_err(|e| self.unavailable(e))?;
+        payload.map(|p| Stored::decode(&p).map_err(|e| self.unavailable(e))).transpose()
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {

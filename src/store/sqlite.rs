@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +22,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
-use crate::domain::{Author, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp};
+use crate::domain::{
+    Author, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp,
+};
 use crate::hub::Hub;
 use crate::wire::Event;
 
@@ -71,6 +73,9 @@ const MIGRATIONS: [&str; 3] = [
 const ROOMS_BY_ACTIVITY: &str = "SELECT name, last_id, last_time FROM rooms WHERE last_time >= ?1
      ORDER BY last_time DESC, name LIMIT ?2";
 
+/// The message stored under a key in a room, if its row is still there.
+const BY_KEY: &str = "SELECT id, author, text, time FROM messages WHERE room = ?1 AND key = ?2";
+
 pub struct SqliteStore {
     writer: mpsc::Sender<Command>,
     /// For what is sent but not stored (typing).
@@ -83,6 +88,8 @@ pub struct SqliteStore {
     retention: Retention,
     /// The test seam: when set, commits fail as on a full disk.
     fail_writes: Arc<AtomicBool>,
+    /// The test seam: this many more commits that write rows fail as a failed fsync does.
+    fail_syncs: Arc<AtomicU32>,
     /// Joined on drop, so the file is closed and unlocked when the store is gone.
     writer_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -114,12 +121,14 @@ impl SqliteStore {
 
         let (writer, commands) = mpsc::channel(QUEUE);
         let fail_writes = Arc::new(AtomicBool::new(false));
+        let fail_syncs = Arc::new(AtomicU32::new(0));
         let mut thread = Writer {
             conn,
             hub: Arc::clone(&hub),
             retention,
             last_ids: HashMap::new(),
             fail_writes: Arc::clone(&fail_writes),
+            fail_syncs: Arc::clone(&fail_syncs),
             _lock: lock,
         };
         let writer_thread = std::thread::Builder::new()
@@ -135,6 +144,7 @@ impl SqliteStore {
             path: path.to_owned(),
             retention,
             fail_writes,
+            fail_syncs,
             writer_thread: Some(writer_thread),
         };
         Ok(store)
@@ -148,6 +158,13 @@ impl SqliteStore {
     /// A test seam: while on, every commit fails the way it does on a full disk.
     pub fn fail_writes(&self, on: bool) {
         self.fail_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// A test seam: the next `commits` commits that write rows fail the way a commit whose
+    /// fsync fails does (`SQLITE_IOERR_FSYNC`): the running database rolls them back, yet
+    /// what reached the WAL file may be found there after a restart. (0: none.)
+    pub fn fail_syncs(&self, commits: u32) {
+        self.fail_syncs.store(commits, Ordering::SeqCst);
     }
 
     /// Prunes in the background every `PRUNE_EVERY` for as long as the store lives.
@@ -235,8 +252,22 @@ async fn prune_all(writer: impl Fn() -> Option<mpsc::Sender<Command>>) -> Result
 impl Store for SqliteStore {
     async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
+        // Not queued: certainly not stored. Queued but never answered: the writer stopped
+        // while writing, before or after the commit.
         self.send(Command::Append(new, reply)).await?;
-        answer.await.map_err(|_| writer_gone())?
+        answer
+            .await
+            .map_err(|_| StoreError::Unknown("the database writer stopped while writing".to_owned()))?
+    }
+
+    async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
+        let (room, key) = (room.clone(), key.as_str().to_owned());
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(BY_KEY)?;
+            let parts = stmt.query_row(params![room.as_str(), key], row_to_parts).optional()?;
+            parts.map(|p| p.into_message(&room)).transpose()
+        })
+        .await
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
@@ -364,6 +395,7 @@ struct Writer {
     /// Each room's newest id, as committed. Dropped for a room when a commit fails.
     last_ids: HashMap<RoomName, MessageId>,
     fail_writes: Arc<AtomicBool>,
+    fail_syncs: Arc<AtomicU32>,
     /// Held for the writer's life: the lock that keeps a second ssechat off this file.
     _lock: File,
 }
@@ -405,14 +437,15 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "writing messages failed; nothing in the batch was acknowledged");
                 self.last_ids.clear();
+                let e = e.into_store_error();
                 for reply in replies {
-                    let _ = reply.send(Err(unavailable(&e)));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
     }
 
-    fn write(&mut self, news: Vec<NewMessage>) -> rusqlite::Result<Vec<Appended>> {
+    fn write(&mut self, news: Vec<NewMessage>) -> Result<Vec<Appended>, WriteError> {
         let tx = self.conn.transaction()?;
         let mut messages: Vec<Appended> = Vec::with_capacity(news.len());
         let mut next_ids: HashMap<RoomName, MessageId> = HashMap::new();
@@ -420,8 +453,7 @@ impl Writer {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO messages (room, id, author, text, time, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            let mut keyed = tx
-                .prepare_cached("SELECT id, author, text, time FROM messages WHERE room = ?1 AND key = ?2")?;
+            let mut keyed = tx.prepare_cached(BY_KEY)?;
             let mut last_of = tx.prepare_cached("SELECT last_id FROM rooms WHERE name = ?1")?;
             let mut touch = tx.prepare_cached(
                 "INSERT INTO rooms (name, last_id, last_time) VALUES (?1, ?2, ?3)
@@ -463,13 +495,16 @@ impl Writer {
         if self.fail_writes.load(Ordering::SeqCst) {
             // The test seam: fail where a full disk does, with the rows written but not
             // committed, so the rollback path is the real one.
-            let full = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL);
-            return Err(rusqlite::Error::SqliteFailure(
-                full,
-                Some("database or disk is full (injected)".into()),
-            ));
+            return Err(injected(rusqlite::ffi::SQLITE_FULL, "database or disk is full").into());
         }
-        tx.commit()?;
+        let wrote = messages.iter().any(|a| !a.replayed);
+        let seam = wrote
+            && self.fail_syncs.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if seam {
+            // The test seam: the commit's fsync fails; the dropped transaction rolls back.
+            return Err(WriteError::Commit(injected(rusqlite::ffi::SQLITE_IOERR_FSYNC, "disk I/O error")));
+        }
+        tx.commit().map_err(WriteError::Commit)?;
         self.last_ids.extend(next_ids);
         Ok(messages)
     }
@@ -515,6 +550,55 @@ impl Writer {
         tx.commit()?;
         Ok(Pruned { deleted, next })
     }
+}
+
+/// Why a batch was not stored, and so what its senders may be told.
+#[derive(Debug)]
+enum WriteError {
+    /// Before the commit: the transaction rolled back, nothing was stored.
+    Staging(rusqlite::Error),
+    /// The commit itself failed.
+    Commit(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Staging(e)
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Staging(e) => write!(f, "{e}"),
+            Self::Commit(e) => write!(f, "commit failed: {e}"),
+        }
+    }
+}
+
+impl WriteError {
+    /// A failed commit is certain only when SQLite refused it before writing the commit
+    /// record (a full disk, a lock). An I/O error, such as a failed fsync, may come after the
+    /// commit record reached the WAL file: the running database rolls the transaction back,
+    /// but a restart may find it there, durable. So that is an unknown outcome: a retry under
+    /// the same key stores it once (its frames take the place of the doubtful ones) or, after
+    /// a restart that kept them, finds it.
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Self::Staging(e) => unavailable(e),
+            Self::Commit(e) => match e.sqlite_error_code() {
+                Some(ErrorCode::DiskFull | ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                    unavailable(format!("commit failed: {e}"))
+                }
+                _ => StoreError::Unknown(format!("commit failed: {e}")),
+            },
+        }
+    }
+}
+
+/// An SQLite failure made up by a test seam, as SQLite reports the real one.
+fn injected(code: std::ffi::c_int, what: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(format!("{what} (injected)")))
 }
 
 /// Creates the file if needed and locks it for this process, so a second ssechat can't

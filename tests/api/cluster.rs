@@ -14,6 +14,8 @@ async fn node(redis: &RedisServer) -> TestApp {
     TestApp::spawn_with(move |c| {
         c.store = StoreUrl::Redis(url);
         c.heartbeat = Duration::from_millis(200);
+        // Past the 2 s a Redis command may take, short enough for tests that stop Redis.
+        c.send_timeout = Duration::from_secs(5);
     })
     .await
 }
@@ -103,7 +105,9 @@ async fn streams_ride_out_a_redis_restart_and_catch_up_without_a_gap() {
     let response = a.post_json(json!({ "room": "general", "author": "ana", "text": "lost?" })).await;
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("nothing was saved"), "{body}");
+    // The post may have reached Redis's socket before it died: either answer is honest.
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("nothing was saved") || error == ssechat::error::UNSETTLED, "{body}");
     // The stream stays open: heartbeats keep coming.
     for _ in 0..2 {
         let block = on_a.next_block().await.expect("still open");

@@ -139,6 +139,23 @@ impl RedisServer {
         panic!("redis-server did not start on port {}", self.port);
     }
 
+    /// SIGSTOP: Redis keeps its connections and takes what is sent, but runs nothing, as a
+    /// stalled server does.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT: it goes on, running what was sent while it was stopped.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().expect("redis-server is running").id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal} to redis-server");
+    }
+
     /// SIGKILL: no goodbye to anyone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
