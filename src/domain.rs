@@ -219,6 +219,20 @@ pub type MessageId = u64;
 /// store (SQLite could not even compare it: its integers are signed 64-bit).
 pub const MAX_MESSAGE_ID: MessageId = (1 << 53) - 1;
 
+/// Ids a store may give per millisecond of its life, on average, for [`first_id_base`].
+pub const IDS_PER_MILLISECOND: MessageId = 1_000;
+
+/// Where a store that forgets (memory; Redis without persistence) starts its ids: after its
+/// start time in milliseconds × 1,000. A new life's ids are then above anything an earlier
+/// life gave, as long as that life gave under a million ids a second on average (the memory
+/// store manages tens of thousands) and the clock did not go back between them; so an id
+/// from an earlier life always reads as "not given by this store" and gets `reset`, never a
+/// silent skip. Ids stay under 2^53 until the year 2255.
+pub fn first_id_base(now: std::time::SystemTime) -> MessageId {
+    let ms = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as MessageId;
+    ms.saturating_mul(IDS_PER_MILLISECOND).min(MAX_MESSAGE_ID / 2)
+}
+
 /// A point in time, kept to the millisecond and written as RFC 3339 (`2026-11-25T12:01:02.345Z`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "String")]

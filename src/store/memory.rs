@@ -16,7 +16,9 @@ use hashlink::LinkedHashMap;
 use hashlink::linked_hash_map::RawEntryMut;
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
-use crate::domain::{Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp};
+use crate::domain::{
+    Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp, first_id_base,
+};
 use crate::hub::Hub;
 use crate::wire::Event;
 
@@ -42,7 +44,8 @@ pub struct MemoryStore {
 struct Rooms {
     /// Every room holding messages, idlest first.
     logs: LinkedHashMap<RoomName, RoomLog>,
-    /// The highest id any forgotten room had given. A room the store does not hold reads as
+    /// The highest id any forgotten room had given, at least where this life's ids start
+    /// (`first_id_base`). A room the store does not hold reads as
     /// ending there, and starts after it when written to again: so ids are never reused in a
     /// room, and a reader resuming a forgotten room gets a `reset` (or, exactly at its end,
     /// nothing to catch up), never a silent gap.
@@ -164,7 +167,9 @@ impl MemoryStore {
     /// With `--retain-for`, also starts forgetting expired rooms every `FORGET_EVERY`, for as
     /// long as the store lives (when made inside a Tokio runtime, as the server does).
     pub fn new(hub: Arc<Hub>, retention: Retention) -> Self {
-        let rooms = Arc::new(Mutex::new(Rooms::default()));
+        // A new life starts its ids above any an earlier one gave (see `first_id_base`).
+        let start = first_id_base(std::time::SystemTime::now());
+        let rooms = Arc::new(Mutex::new(Rooms { forgotten_up_to: start, ..Rooms::default() }));
         if retention.age.is_some()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -297,7 +302,9 @@ mod tests {
     async fn over_the_cap_the_idlest_rooms_go_first_messages_and_all() {
         let capped = Retention { max_rooms: Some(3), ..Retention::count(100) };
         let store = MemoryStore::new(Hub::new(4), capped);
-        for room in ["a", "b", "b", "c", "a"] {
+        // This life's ids start after `base` (see `first_id_base`).
+        let base = store.append(new("a")).await.unwrap().id - 1;
+        for room in ["b", "b", "c", "a"] {
             store.append(new(room)).await.unwrap();
         }
         store.append(new("d")).await.unwrap();
@@ -306,10 +313,10 @@ mod tests {
         let b = RoomName::parse("b").unwrap();
         let page = store.read(&b, Range::After(0), 10).await.unwrap();
         assert!(page.messages.is_empty());
-        assert_eq!((page.first_held, page.last_id), (3, 2), "read as ending where it ended");
+        assert_eq!((page.first_held, page.last_id), (base + 3, base + 2), "read as ending where it ended");
         // Written again, it comes back with ids after every forgotten room's, and the
         // idlest of the others (c) goes.
-        assert_eq!(store.append(new("b")).await.unwrap().id, 3);
+        assert_eq!(store.append(new("b")).await.unwrap().id, base + 3);
         assert_eq!(names(&store.rooms(10).await.unwrap()), ["b", "d", "a"]);
         let a = RoomName::parse("a").unwrap();
         assert_eq!(store.read(&a, Range::After(0), 10).await.unwrap().messages.len(), 2);

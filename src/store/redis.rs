@@ -75,15 +75,24 @@ const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// [Replay a known idempotency key, or] next id, append, cap, note activity, publish,
 /// remember the key: atomically. Returns {replayed, payload}.
+///
+/// A room's first id follows Redis's clock (`first_id_base`: milliseconds × 1,000), so a
+/// Redis that lost its data (no persistence, restarted) never gives an id again that it gave
+/// before. The id is written into the payload by hand: `cjson` prints numbers with 14
+/// significant digits, and ids have 16.
 const APPEND: &str = r#"
 if ARGV[6] == '1' then
   local prior = redis.call('GET', KEYS[4])
   if prior then return {1, prior} end
 end
-local id = redis.call('INCR', KEYS[1])
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local payload = cjson.encode({id = id, room = ARGV[1], author = ARGV[2], text = ARGV[3], time = ms})
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], string.format('%.0f', ms * 1000))
+end
+local id = redis.call('INCR', KEYS[1])
+local payload = cjson.encode({room = ARGV[1], author = ARGV[2], text = ARGV[3], time = ms})
+payload = '{"id":' .. string.format('%.0f', id) .. ',' .. string.sub(payload, 2)
 redis.call('ZADD', KEYS[2], id, payload)
 local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
 if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end

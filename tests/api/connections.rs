@@ -30,6 +30,7 @@ async fn honest_round(app: &TestApp, stream: &mut crate::helpers::EventStream, i
 
 #[tokio::test]
 async fn one_address_holding_thousands_of_connections_cannot_shut_others_out() {
+    let _heavy = crate::helpers::HEAVY.lock().await;
     let app = TestApp::spawn_with(|c| {
         c.body_timeout = Duration::from_secs(60);
         c.max_connections_per_client = ssechat::Config::defaults().max_connections_per_client;

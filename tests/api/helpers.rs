@@ -14,6 +14,10 @@ use ssechat::{AppState, Config};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Held by the tests that load this process with thousands of sockets or rooms, and by the
+/// one that measures this process's memory, so that they never run at the same time.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Long enough for a loaded CI machine; only reached when something is wrong.
 pub const WAIT: Duration = Duration::from_secs(10);
 /// How long "nothing arrives" is watched for.
@@ -132,6 +136,13 @@ impl TestApp {
         let response = self.post_json(json!({ "room": room, "author": author, "text": text })).await;
         assert_eq!(response.status(), 201, "{:?}", response.text().await);
         response.json().await.unwrap()
+    }
+
+    /// Where `room`'s ids start: its next message gets this plus one, if nobody posted to it
+    /// yet. The memory store starts each life high (`first_id_base`), SQLite at 0.
+    pub async fn id_base(&self, room: &str) -> u64 {
+        let room = ssechat::domain::RoomName::parse(room).unwrap();
+        self.state.store.read(&room, ssechat::store::Range::Latest, 0).await.unwrap().last_id
     }
 
     pub async fn history(&self, room: &str) -> Vec<Message> {

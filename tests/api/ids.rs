@@ -60,3 +60,65 @@ async fn the_largest_id_is_answered_with_a_reset_and_the_history() {
     })
     .await;
 }
+
+/// Posts `n` messages to room `r` of the server at `base`; returns their ids.
+async fn post_many(client: &reqwest::Client, base: &str, n: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body = serde_json::json!({ "room": "r", "author": "ana", "text": format!("m{i}") });
+        let response = client.post(format!("{base}/send")).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        ids.push(response.json::<serde_json::Value>().await.unwrap()["id"].as_u64().unwrap());
+    }
+    ids
+}
+
+/// What a page open across a restart sends back: an id of the store's earlier life. It must
+/// get `reset` and everything this life holds, never the rest of the new ids as if nothing
+/// had happened.
+async fn resume_across_lives(client: &reqwest::Client, base: &str, old_id: u64, new_ids: &[u64]) {
+    let request = client.get(format!("{base}/events?room=r")).header("last-event-id", old_id.to_string());
+    let response = tokio::time::timeout(WAIT, request.send()).await.unwrap().unwrap();
+    let mut stream = crate::helpers::EventStream::new(response);
+    assert!(stream.next_block().await.unwrap().retry.is_some());
+    let reset = stream.next_event().await;
+    assert_eq!(reset.event.as_deref(), Some("reset"), "{reset:?}");
+    for &id in new_ids {
+        assert_eq!(stream.next_message().await.id, id);
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_memory_store_never_gives_an_id_again() {
+    let client = reqwest::Client::new();
+    let first = crate::process::Server::start(&["--store", "memory"]).await;
+    let old = post_many(&client, &first.base, 9).await;
+    first.kill9().await;
+    let second = crate::process::Server::start(&["--store", "memory"]).await;
+    let new = post_many(&client, &second.base, 10).await;
+    assert!(new[0] > old[8], "a new life starts above the old one: {old:?} {new:?}");
+    assert!(new.iter().all(|&id| id <= ssechat::domain::MAX_MESSAGE_ID));
+    resume_across_lives(&client, &second.base, old[7], &new).await;
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_its_data_never_gives_an_id_again() {
+    let mut redis = RedisServer::start(false);
+    let url = redis.url.clone();
+    let app = TestApp::spawn_with(move |c| c.store = StoreUrl::Redis(url)).await;
+    let old = post_many(&app.client, &app.base, 9).await;
+    redis.restart(); // no persistence: everything is gone
+    let new = tokio::time::timeout(WAIT, async {
+        loop {
+            let body = serde_json::json!({ "room": "r", "author": "ana", "text": "back" });
+            let response = app.client.post(app.url("/send")).json(&body).send().await.unwrap();
+            if response.status() == 201 {
+                return response.json::<serde_json::Value>().await.unwrap()["id"].as_u64().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("sends work again once Redis is back");
+    assert!(new > old[8], "{old:?} then {new}");
+    resume_across_lives(&app.client, &app.base, old[7], &[new]).await;
+}

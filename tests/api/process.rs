@@ -114,6 +114,7 @@ impl RedisServer {
 
     /// Starts it (again) on the same port and directory, and waits until it answers.
     pub fn restart(&mut self) {
+        self.kill(); // never two on one port, nor one left running unowned
         let aof = if self.persistent {
             ["--appendonly", "yes", "--appendfsync", "always"]
         } else {

@@ -20,9 +20,10 @@ async fn rooms_are_separate() {
     let app = TestApp::spawn().await;
     let mut dev = app.subscribe("?room=dev", &[]).await;
     let mut general = app.subscribe("", &[]).await; // no room: general
+    let b = app.id_base("dev").await;
     app.say("general", "ana", "in general").await;
     let in_dev = app.say("dev", "bob", "in dev").await;
-    assert_eq!(in_dev.id, 1, "ids are per room");
+    assert_eq!(in_dev.id, b + 1, "ids are per room");
     assert_eq!(dev.next_message().await.text.as_str(), "in dev");
     assert_eq!(general.next_message().await.text.as_str(), "in general");
     dev.expect_quiet().await;
@@ -57,7 +58,7 @@ async fn hostile_text_never_breaks_the_framing() {
     let expected = nasty.replace("\r\n", "\n").replace('\r', "\n");
     assert_eq!(sent.text.as_str(), expected);
     let got = stream.next_event().await;
-    assert_eq!(got.id.as_deref(), Some("1"));
+    assert_eq!(got.id, Some(sent.id.to_string()));
     assert_eq!(got.message().text.as_str(), expected);
     let after = app.say("general", "ana", "after").await;
     assert_eq!(stream.next_message().await, after);
@@ -103,13 +104,15 @@ async fn ndjson_stream_is_one_object_per_line() {
 #[tokio::test]
 async fn history_endpoint_pages_with_since_and_limit() {
     let app = TestApp::spawn().await;
+    let b = app.id_base("general").await;
     for i in 1..=5 {
         app.say("general", "ana", &format!("m{i}")).await;
     }
-    let ids = |v: Vec<Message>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    let ids = |v: Vec<Message>| v.into_iter().map(|m| m.id - b).collect::<Vec<_>>();
     let all: Vec<Message> = app.get("/history?room=general").await.json().await.unwrap();
     assert_eq!(ids(all), [1, 2, 3, 4, 5]);
-    let after: Vec<Message> = app.get("/history?room=general&since=2&limit=2").await.json().await.unwrap();
+    let path = format!("/history?room=general&since={}&limit=2", b + 2);
+    let after: Vec<Message> = app.get(&path).await.json().await.unwrap();
     assert_eq!(ids(after), [3, 4]);
     let latest: Vec<Message> = app.get("/history?room=general&limit=2").await.json().await.unwrap();
     assert_eq!(ids(latest), [4, 5]);
@@ -125,6 +128,7 @@ async fn a_stalled_reader_does_not_hold_up_the_others() {
     let mut stalled = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     stalled.write_all(b"GET /events?room=general HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     let mut reader = app.subscribe("?room=general", &[]).await;
+    let b = app.id_base("general").await;
     // Far more than the socket buffers of the stalled reader can hold.
     let text = "x".repeat(4000);
     let count = 600;
@@ -141,7 +145,7 @@ async fn a_stalled_reader_does_not_hold_up_the_others() {
         })
     };
     for expected in 1..=count {
-        assert_eq!(reader.next_message().await.id, expected);
+        assert_eq!(reader.next_message().await.id, b + expected);
     }
     tokio::time::timeout(WAIT, poster).await.unwrap().unwrap();
     drop(stalled);
