@@ -17,8 +17,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
@@ -69,6 +70,9 @@ struct RoomReaders {
     clients: HashMap<IpAddr, HashMap<String, usize>>,
     /// Names that arrived so far, for [`Count::since`].
     arrivals: u64,
+    /// Readers who joined since this node last shared the room: on another node they may
+    /// take the place of readers in transit from a draining node (see `store/redis.rs`).
+    joined: PresenceView,
 }
 
 impl RoomReaders {
@@ -84,7 +88,7 @@ impl RoomReaders {
         }
         let mut names: Vec<String> = present.into_iter().map(|(n, _)| n.clone()).collect();
         names.sort();
-        PresenceView { names, anonymous: (self.anonymous.present() + hidden) as u64 }
+        PresenceView { names, anonymous: (self.anonymous.present() + hidden) as u64, version: 0 }
     }
 
     /// The count `reader` is kept under; a name new here is stamped with its arrival.
@@ -152,6 +156,11 @@ pub struct Presence {
     store: Weak<dyn Store>,
     /// Rooms whose presence may have changed, for the task that recomputes and broadcasts.
     changed: mpsc::UnboundedSender<RoomName>,
+    /// The last version stamped (see [`Presence::stamp`]). Only advanced under the `rooms`
+    /// lock, so versions follow the order in which this node's readers were read.
+    clock: AtomicU64,
+    /// Set when the node drains: its readers were handed over, nothing is shared any more.
+    withdrawn: AtomicBool,
 }
 
 impl Presence {
@@ -163,12 +172,14 @@ impl Presence {
             rules,
             store: Arc::downgrade(store),
             changed,
+            clock: AtomicU64::new(0),
+            withdrawn: AtomicBool::new(false),
         });
         // Changes seen by other nodes arrive through the hub.
         hub.on_presence_changed(presence.changed.clone());
         let (weak, hub) = (Arc::downgrade(&presence), Arc::downgrade(hub));
         tokio::spawn(async move {
-            // What each room was last told, so an unchanged view is not sent again.
+            // What each room was last told, so a view with the same people is not sent again.
             let mut told: HashMap<RoomName, PresenceView> = HashMap::new();
             let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
             loop {
@@ -209,7 +220,7 @@ impl Presence {
                 }
                 for room in rooms {
                     match presence.view(&room).await {
-                        Ok(view) if told.get(&room) != Some(&view) => {
+                        Ok(view) if !told.get(&room).is_some_and(|t| t.same_people(&view)) => {
                             told.insert(room.clone(), view.clone());
                             hub.broadcast(&room, Event::Presence(view));
                         }
@@ -225,24 +236,26 @@ impl Presence {
     /// Counts a reader from `client` in `room` until the returned guard is dropped (plus the
     /// grace): under its name, unless the client is listed under too many names already.
     pub fn join(self: &Arc<Self>, room: &RoomName, reader: Option<&Author>, client: IpAddr) -> Reader {
-        let (reader, changed) = {
+        let reader = {
             let mut rooms = self.rooms.lock().expect("presence lock poisoned");
             let readers = rooms.entry(room.clone()).or_default();
             let cap = self.rules.names_per_client;
             let reader = reader.map(Author::as_str).filter(|name| readers.hold(client, name, cap));
             let reader = reader.map(str::to_owned);
             let count = readers.count(&reader);
-            let before = count.present();
             // A reader back within the grace period takes its own place again.
             if count.leaving > 0 {
                 count.leaving -= 1;
             }
             count.live += 1;
-            (reader, count.present() != before)
+            match &reader {
+                Some(name) => readers.joined.names.push(name.clone()),
+                None => readers.joined.anonymous += 1,
+            }
+            reader
         };
-        if changed {
-            self.share(room);
-        }
+        // Shared even when the count here did not change: the arrival is news elsewhere.
+        self.share(room);
         Reader { presence: Arc::downgrade(self), room: room.clone(), reader, client }
     }
 
@@ -253,20 +266,71 @@ impl Presence {
     }
 
     /// Everyone reading `room`, on every node, as readers are told it.
+    ///
+    /// The other nodes' readers are read first, then this node's, stamped in the same step
+    /// with a version newer than every view before it here and than every part it merges.
+    /// So a view computed after a reader joined both counts that reader and is newer than
+    /// every view computed before: a stream that drops views older than the last it got
+    /// (`feed.rs`) never goes back, and never hears of a room without itself.
     pub async fn view(&self, room: &RoomName) -> Result<PresenceView, StoreError> {
         let closed = || StoreError::Unavailable("the store is closed".to_owned());
         let store = self.store.upgrade().ok_or_else(closed)?;
-        let merged = store.presence(room, self.local(room)).await?;
-        Ok(capped(merged, self.rules.names))
+        let others = store.presence(room, PresenceView::default()).await?;
+        let local = self.stamped(room, others.version, None);
+        Ok(capped(PresenceView::merge([&others, &local]), self.rules.names))
+    }
+
+    /// This node's readers of `room` with a new version; with `joined`, also takes who
+    /// joined since the room was last shared.
+    fn stamped(&self, room: &RoomName, newer_than: u64, joined: Option<&mut PresenceView>) -> PresenceView {
+        let mut rooms = self.rooms.lock().expect("presence lock poisoned");
+        let mut local = PresenceView::default();
+        if let Some(readers) = rooms.get_mut(room) {
+            local = readers.view(self.rules.names);
+            if let Some(joined) = joined {
+                *joined = std::mem::take(&mut readers.joined);
+            }
+        }
+        local.version = self.stamp(newer_than);
+        local
+    }
+
+    /// The next version: greater than the last one and than `newer_than`, and at least the
+    /// wall clock in microseconds, so that views of different nodes compare too (a hybrid
+    /// logical clock). Called under the `rooms` lock.
+    fn stamp(&self, newer_than: u64) -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let next = |last: u64| last.max(newer_than).saturating_add(1).max(now);
+        let last = self.clock.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(next(l)));
+        next(last.unwrap_or_default())
+    }
+
+    /// Draining: hands this node's readers of every room over to the other nodes at once,
+    /// where they count for `--presence-grace` unless they reconnect there first (see
+    /// `store/redis.rs`). From now on this node shares nothing.
+    pub async fn withdraw(&self) {
+        self.withdrawn.store(true, Ordering::Relaxed);
+        let Some(store) = self.store.upgrade() else { return };
+        let rooms: Vec<(RoomName, PresenceView)> = {
+            let rooms = self.rooms.lock().expect("presence lock poisoned");
+            rooms.iter().map(|(room, readers)| (room.clone(), readers.view(self.rules.names))).collect()
+        };
+        if let Err(e) = store.withdraw_presence(&rooms, self.rules.grace).await {
+            tracing::warn!(error = %e, "cannot withdraw presence; other nodes drop it when this node is gone");
+        }
     }
 
     /// Tells the other nodes (if any) and this node's task that `room` changed.
     fn share(self: &Arc<Self>, room: &RoomName) {
         let Some(store) = self.store.upgrade() else { return };
-        let local = self.local(room);
+        if self.withdrawn.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut joined = PresenceView::default();
+        let local = self.stamped(room, 0, Some(&mut joined));
         let (room, changed) = (room.clone(), self.changed.clone());
         tokio::spawn(async move {
-            if let Err(e) = store.share_presence(&room, local).await {
+            if let Err(e) = store.share_presence(&room, local, joined).await {
                 tracing::warn!(%room, error = %e, "cannot share presence");
             }
             let _ = changed.send(room);
@@ -332,7 +396,7 @@ mod tests {
     use super::*;
 
     fn view(names: &[&str], anonymous: u64) -> PresenceView {
-        PresenceView { names: names.iter().map(|n| n.to_string()).collect(), anonymous }
+        PresenceView { names: names.iter().map(|n| n.to_string()).collect(), anonymous, version: 0 }
     }
 
     #[test]
