@@ -490,3 +490,26 @@ fn opening(format: Format, retry: Duration, here: Option<&PresenceView>) -> Opti
     }
     batch.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(anonymous: u64, version: u64) -> PresenceView {
+        PresenceView { names: Vec::new(), anonymous, version }
+    }
+
+    fn sent(sorting: &mut Sorting, view: PresenceView) -> bool {
+        matches!(sorting.take(&Frame::new(Event::Presence(view))), Take::Send)
+    }
+
+    #[test]
+    fn a_stream_is_never_told_an_older_view_nor_the_same_people_twice() {
+        let mut sorting = Sorting { presence: true, told: Some(view(2, 10)), ..Sorting::default() };
+        assert!(!sent(&mut sorting, view(1, 9)), "computed before the last one told");
+        assert!(!sent(&mut sorting, view(2, 11)), "the same people");
+        assert!(sent(&mut sorting, view(3, 12)));
+        assert!(!sent(&mut sorting, view(2, 11)), "older than the last one told");
+        assert!(sent(&mut sorting, view(2, 13)), "newer, with other people");
+    }
+}

@@ -31,6 +31,8 @@ use crate::wire::Event;
 
 /// How often this node re-shares its readers (a node silent for 30 s counts as gone).
 const REFRESH: Duration = Duration::from_secs(10);
+/// Rooms whose views may be computed at the same moment (see [`Presence::turns`]).
+const TURNS: usize = 64;
 /// How long changes to presence gather before a room is recomputed and told.
 const SETTLE: Duration = Duration::from_millis(100);
 
@@ -161,6 +163,21 @@ pub struct Presence {
     clock: AtomicU64,
     /// Set when the node drains: its readers were handed over, nothing is shared any more.
     withdrawn: AtomicBool,
+    /// Views of a room are computed one at a time (rooms share these turns by hash), so a
+    /// later version also holds a later read of the other nodes, and broadcasts go out in
+    /// version order.
+    turns: Vec<tokio::sync::Mutex<()>>,
+    /// What each room was last told, and whether a view computed since (a new stream's
+    /// first) showed other people: then the next view is told even if it equals the last.
+    /// A std mutex, never held across an `.await`.
+    told: Mutex<HashMap<RoomName, Told>>,
+}
+
+/// The last view a room's streams were told.
+struct Told {
+    view: PresenceView,
+    /// Some stream was given a view with other people since.
+    stale: bool,
 }
 
 impl Presence {
@@ -174,13 +191,13 @@ impl Presence {
             changed,
             clock: AtomicU64::new(0),
             withdrawn: AtomicBool::new(false),
+            turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            told: Mutex::new(HashMap::new()),
         });
         // Changes seen by other nodes arrive through the hub.
         hub.on_presence_changed(presence.changed.clone());
         let (weak, hub) = (Arc::downgrade(&presence), Arc::downgrade(hub));
         tokio::spawn(async move {
-            // What each room was last told, so a view with the same people is not sent again.
-            let mut told: HashMap<RoomName, PresenceView> = HashMap::new();
             let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
             loop {
                 let first = tokio::select! {
@@ -192,8 +209,8 @@ impl Presence {
                         // Re-share every room with readers here, so other nodes never take
                         // this one for dead; and forget rooms nobody reads any more.
                         let Some(presence) = weak.upgrade() else { return };
-                        let rooms: Vec<RoomName> = presence.rooms.lock().expect("presence lock poisoned").keys().cloned().collect();
-                        told.retain(|room, _| rooms.contains(room));
+                        let rooms: HashSet<RoomName> = presence.rooms.lock().expect("presence lock poisoned").keys().cloned().collect();
+                        presence.told.lock().expect("told lock poisoned").retain(|room, _| rooms.contains(room));
                         for room in &rooms {
                             presence.share(room);
                         }
@@ -219,13 +236,8 @@ impl Presence {
                     return;
                 }
                 for room in rooms {
-                    match presence.view(&room).await {
-                        Ok(view) if !told.get(&room).is_some_and(|t| t.same_people(&view)) => {
-                            told.insert(room.clone(), view.clone());
-                            hub.broadcast(&room, Event::Presence(view));
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(%room, error = %e, "cannot compute presence"),
+                    if let Err(e) = presence.tell(&room, &hub).await {
+                        tracing::warn!(%room, error = %e, "cannot compute presence");
                     }
                 }
             }
@@ -267,12 +279,45 @@ impl Presence {
 
     /// Everyone reading `room`, on every node, as readers are told it.
     ///
-    /// The other nodes' readers are read first, then this node's, stamped in the same step
-    /// with a version newer than every view before it here and than every part it merges.
-    /// So a view computed after a reader joined both counts that reader and is newer than
-    /// every view computed before: a stream that drops views older than the last it got
-    /// (`feed.rs`) never goes back, and never hears of a room without itself.
+    /// Views of a room are computed one at a time, each stamped with a version newer than
+    /// every view before it here and than every part it merges. So a view computed after a
+    /// reader joined both counts that reader and is newer than every view computed before:
+    /// a stream that drops views older than the last it got (`feed.rs`) never goes back,
+    /// and never hears of a room without itself.
     pub async fn view(&self, room: &RoomName) -> Result<PresenceView, StoreError> {
+        let _turn = self.turn(room).lock().await;
+        let view = self.compute(room).await?;
+        if let Some(told) = self.told.lock().expect("told lock poisoned").get_mut(room) {
+            told.stale |= !told.view.same_people(&view);
+        }
+        Ok(view)
+    }
+
+    /// Computes `room`'s view and broadcasts it to the room's streams, unless they all
+    /// have the same people already.
+    async fn tell(&self, room: &RoomName, hub: &Hub) -> Result<(), StoreError> {
+        let _turn = self.turn(room).lock().await;
+        let view = self.compute(room).await?;
+        let mut told = self.told.lock().expect("told lock poisoned");
+        if told.get(room).is_some_and(|told| !told.stale && told.view.same_people(&view)) {
+            return Ok(());
+        }
+        hub.broadcast(room, Event::Presence(view.clone()));
+        told.insert(room.clone(), Told { view, stale: false });
+        Ok(())
+    }
+
+    /// Whose turn it is to compute views of `room`.
+    fn turn(&self, room: &RoomName) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut hasher);
+        &self.turns[hasher.finish() as usize % self.turns.len()]
+    }
+
+    /// Other nodes' readers first, then this node's, stamped in the same step. Only on
+    /// `room`'s turn.
+    async fn compute(&self, room: &RoomName) -> Result<PresenceView, StoreError> {
         let closed = || StoreError::Unavailable("the store is closed".to_owned());
         let store = self.store.upgrade().ok_or_else(closed)?;
         let others = store.presence(room, PresenceView::default()).await?;

@@ -71,7 +71,12 @@ fn node_fields(redis: &RedisServer) -> usize {
 }
 
 /// Waits until `condition` holds of the Redis hash; panics after `within`.
-async fn until_hash(redis: &RedisServer, what: &str, within: Duration, condition: impl Fn(&[String]) -> bool) {
+async fn until_hash(
+    redis: &RedisServer,
+    what: &str,
+    within: Duration,
+    condition: impl Fn(&[String]) -> bool,
+) {
     let outcome = tokio::time::timeout(within, async {
         while !condition(&fields(redis)) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -112,7 +117,8 @@ async fn a_draining_nodes_readers_are_gone_at_once() {
     let (one, two) = (node(&redis, "0s").await, node(&redis, "0s").await);
     let mut watcher = reader(&two, Some("watcher")).await;
     let _ana = reader(&one, Some("ana")).await;
-    until_view(&mut watcher, json!({ "names": ["ana", "watcher"], "anonymous": 0 }), crate::helpers::WAIT).await;
+    until_view(&mut watcher, json!({ "names": ["ana", "watcher"], "anonymous": 0 }), crate::helpers::WAIT)
+        .await;
 
     terminate(&one);
     let alone = json!({ "names": ["watcher"], "anonymous": 0 });

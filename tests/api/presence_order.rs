@@ -9,13 +9,16 @@ use ssechat::config::StoreUrl;
 use crate::helpers::{EventStream, TestApp, WAIT};
 use crate::process::RedisServer;
 
-/// Readers opened together in each fresh room, and how many rooms are tried.
-const READERS: usize = 3;
-const TRIES: usize = 30;
+/// Readers opened in each fresh room, over about the time presence takes to settle (so
+/// some open just as a view is computed), and how many rooms are tried at once.
+const READERS: usize = 6;
+const TRIES: usize = 40;
+const SPREAD_MS: u64 = 150;
 
 /// Reads `stream`'s presence events until one counts every reader, checking that each
 /// is newer than the one before and counts this reader (anonymous, so `anonymous >= 1`).
-async fn watch_until_everyone_is_counted(mut stream: EventStream, reader: usize, room: &str) {
+/// Returns the stream: nobody leaves before every reader of the room saw everyone.
+async fn watch_until_everyone_is_counted(mut stream: EventStream, reader: usize, room: &str) -> EventStream {
     let mut seen: Vec<Value> = Vec::new();
     let outcome = tokio::time::timeout(WAIT, async {
         loop {
@@ -36,25 +39,37 @@ async fn watch_until_everyone_is_counted(mut stream: EventStream, reader: usize,
     })
     .await;
     assert!(outcome.is_ok(), "reader {reader} in {room} never saw everyone: {seen:?}");
+    stream
 }
 
-/// Opens `READERS` anonymous presence streams at once (on the nodes in turn) in `TRIES`
-/// fresh rooms.
+/// Opens `READERS` anonymous presence streams in each of `TRIES` fresh rooms, spread over
+/// `SPREAD_MS` (on the nodes in turn), and watches every one.
 async fn open_together_many_times(nodes: &[&TestApp]) {
+    let mut rooms = Vec::new();
     for attempt in 0..TRIES {
         let room = format!("fresh-{attempt}");
-        let query = format!("?room={room}&presence=1");
-        let opens = (0..READERS).map(|i| nodes[i % nodes.len()].subscribe(&query, &[]));
-        let streams = futures_util::future::join_all(opens).await;
-        let watches =
-            streams.into_iter().enumerate().map(|(i, s)| watch_until_everyone_is_counted(s, i, &room));
-        futures_util::future::join_all(watches).await;
+        let readers = (0..READERS).map(move |i| {
+            let (node, room) = (nodes[i % nodes.len()], room.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..SPREAD_MS))).await;
+                let stream = node.subscribe(&format!("?room={room}&presence=1"), &[]).await;
+                watch_until_everyone_is_counted(stream, i, &room).await
+            }
+        });
+        rooms.push(futures_util::future::join_all(readers));
     }
+    futures_util::future::join_all(rooms).await;
 }
 
 #[tokio::test]
 async fn presence_never_goes_back_and_always_counts_the_reader() {
-    let app = TestApp::spawn_with(|c| c.presence_grace = Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let app = TestApp::spawn_with(move |c| {
+        c.store = StoreUrl::Sqlite(db);
+        c.presence_grace = Duration::from_millis(300);
+    })
+    .await;
     open_together_many_times(&[&app]).await;
 }
 
