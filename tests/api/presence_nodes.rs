@@ -113,8 +113,10 @@ async fn a_killed_nodes_readers_are_gone_within_ten_seconds() {
 #[tokio::test]
 async fn a_draining_nodes_readers_are_gone_at_once() {
     let redis = RedisServer::start(false);
-    // No grace: nothing keeps the drained readers, so they go the moment the node drains.
-    let (one, two) = (node(&redis, "0s").await, node(&redis, "0s").await);
+    // No grace: nothing keeps the drained readers, so they go the moment the node drains,
+    // while its streams still have 30 s to end.
+    let args = ["--store", &redis.url, "--presence-grace", "0s", "--drain-timeout", "30s"];
+    let (one, two) = (Server::start(&args).await, node(&redis, "0s").await);
     let mut watcher = reader(&two, Some("watcher")).await;
     let _ana = reader(&one, Some("ana")).await;
     until_view(&mut watcher, json!({ "names": ["ana", "watcher"], "anonymous": 0 }), crate::helpers::WAIT)
