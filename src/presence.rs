@@ -369,6 +369,8 @@ impl Presence {
     fn share(self: &Arc<Self>, room: &RoomName) {
         let Some(store) = self.store.upgrade() else { return };
         if self.withdrawn.load(Ordering::Relaxed) {
+            // Handed over: only this node's own streams hear of it.
+            let _ = self.changed.send(room.clone());
             return;
         }
         let mut joined = PresenceView::default();

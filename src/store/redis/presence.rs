@@ -277,7 +277,10 @@ impl SharedPresence {
         let mut nodes = Vec::new();
         for pair in fields.chunks_exact(2) {
             let (field, value) = (&pair[0], &pair[1]);
-            if field.starts_with(LEFT) {
+            if let Some(node) = field.strip_prefix(LEFT) {
+                if node == self.node {
+                    continue; // this node's own readers, counted here as they are
+                }
                 match serde_json::from_str::<Transit>(value) {
                     Ok(t) if t.until.is_some_and(|until| until > now) => {
                         self.recompute_at(room, now, t.until.unwrap_or(now));
@@ -326,5 +329,72 @@ impl SharedPresence {
                 hub.presence_changed(room);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redis::tests::RedisServer;
+
+    fn view(names: &[&str], anonymous: u64, version: u64) -> PresenceView {
+        PresenceView { names: names.iter().map(|n| n.to_string()).collect(), anonymous, version }
+    }
+
+    async fn node(server: &RedisServer) -> Arc<SharedPresence> {
+        node_with(server, Hub::new(4)).await
+    }
+
+    async fn node_with(server: &RedisServer, hub: Arc<Hub>) -> Arc<SharedPresence> {
+        let client = redis::Client::open(server.url.as_str()).unwrap();
+        let conn = client.get_connection_manager().await.unwrap();
+        SharedPresence::start(conn, hub, CancellationToken::new()).await.unwrap()
+    }
+
+    /// Who `node` sees in `room`, with nobody of its own.
+    async fn people(node: &SharedPresence, room: &RoomName) -> (Vec<String>, u64) {
+        let seen = node.read(room, PresenceView::default()).await.unwrap();
+        (seen.names, seen.anonymous)
+    }
+
+    #[tokio::test]
+    async fn readers_in_transit_count_until_they_arrive_elsewhere_and_only_once() {
+        let server = RedisServer::start();
+        let (a, b, c) = (node(&server).await, node(&server).await, node(&server).await);
+        let room = RoomName::general();
+        let none = PresenceView::default();
+        a.share(&room, view(&["ana", "bob"], 2, 10), none.clone()).await.unwrap();
+        assert_eq!(people(&c, &room).await, (vec!["ana".into(), "bob".into()], 2));
+
+        a.withdraw(&[(room.clone(), view(&["ana", "bob"], 2, 0))], Duration::from_secs(60)).await.unwrap();
+        assert_eq!(people(&c, &room).await, (vec!["ana".into(), "bob".into()], 2), "in transit");
+        // Ana and one anonymous reader reconnect to b: they take their places in transit.
+        b.share(&room, view(&["ana"], 1, 20), view(&["ana"], 1, 0)).await.unwrap();
+        assert_eq!(people(&c, &room).await, (vec!["ana".into(), "bob".into()], 2), "counted once");
+        // A share counted earlier, arriving late, never overwrites a later one.
+        b.share(&room, view(&[], 0, 15), none.clone()).await.unwrap();
+        assert_eq!(people(&c, &room).await, (vec!["ana".into(), "bob".into()], 2));
+        // Bob and another anonymous reader arrive: nobody is left in transit.
+        b.share(&room, view(&["ana", "bob"], 2, 30), view(&["bob"], 1, 0)).await.unwrap();
+        assert_eq!(people(&c, &room).await, (vec!["ana".into(), "bob".into()], 2));
+        let fields: Vec<String> = c.conn.clone().hkeys(presence_key(&room)).await.unwrap();
+        assert_eq!(fields, [b.node.clone()], "the emptied transit is deleted");
+    }
+
+    #[tokio::test]
+    async fn readers_in_transit_go_when_the_grace_is_over_and_the_room_is_recomputed() {
+        let server = RedisServer::start();
+        let hub = Hub::new(4);
+        let (changed, mut recompute) = tokio::sync::mpsc::unbounded_channel();
+        hub.on_presence_changed(changed);
+        let (a, c) = (node(&server).await, node_with(&server, hub).await);
+        let room = RoomName::general();
+        a.withdraw(&[(room.clone(), view(&["ana"], 1, 0))], Duration::from_millis(300)).await.unwrap();
+        assert_eq!(people(&c, &room).await, (vec!["ana".into()], 1));
+        let told = tokio::time::timeout(Duration::from_secs(5), recompute.recv()).await;
+        assert_eq!(told.expect("recomputed when the grace ends"), Some(room.clone()));
+        assert_eq!(people(&c, &room).await, (vec![], 0));
+        let fields: Vec<String> = c.conn.clone().hkeys(presence_key(&room)).await.unwrap();
+        assert!(fields.is_empty(), "the ended transit is deleted: {fields:?}");
     }
 }
