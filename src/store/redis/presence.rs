@@ -378,7 +378,7 @@ mod tests {
         b.share(&room, view(&["ana", "bob"], 2, 30), view(&["bob"], 1, 0)).await.unwrap();
         assert_eq!(people(&c, &room).await, (vec!["ana".into(), "bob".into()], 2));
         let fields: Vec<String> = c.conn.clone().hkeys(presence_key(&room)).await.unwrap();
-        assert_eq!(fields, [b.node.clone()], "the emptied transit is deleted");
+        assert_eq!(fields, vec![b.node.clone()], "the emptied transit is deleted");
     }
 
     #[tokio::test]
