@@ -9,6 +9,12 @@
 //! not at all (one node), and merges everyone's on request. Whenever the room's presence may
 //! have changed, a single task recomputes it and broadcasts `event: presence` to the room.
 //!
+//! Every view carries a version from this node's presence clock, and a room's views are
+//! computed one at a time, so a later version is a later look at everyone. A stream drops
+//! any view older than the last it got (`feed.rs`): its first view is computed after it
+//! joined, so everything it is told counts it. A draining node hands its readers over
+//! ([`Presence::withdraw`]); how other nodes count them is the store's part.
+//!
 //! What a view costs is bounded whatever the number of readers: it lists at most
 //! `--presence-names` names (those that arrived first, so a flood of new names cannot push
 //! out the people already there) and counts readers under the other names with the
@@ -29,7 +35,8 @@ use crate::hub::Hub;
 use crate::store::{Store, StoreError};
 use crate::wire::Event;
 
-/// How often this node re-shares its readers (a node silent for 30 s counts as gone).
+/// How often this node re-shares its readers, so a shared room never expires while it is
+/// read here. (Whether a node is alive at all is the store's business.)
 const REFRESH: Duration = Duration::from_secs(10);
 /// Rooms whose views may be computed at the same moment (see [`Presence::turns`]).
 const TURNS: usize = 64;
@@ -73,7 +80,7 @@ struct RoomReaders {
     /// Names that arrived so far, for [`Count::since`].
     arrivals: u64,
     /// Readers who joined since this node last shared the room: on another node they may
-    /// take the place of readers in transit from a draining node (see `store/redis.rs`).
+    /// take the place of readers in transit from a draining node (see `store/redis/presence.rs`).
     joined: PresenceView,
 }
 
@@ -206,8 +213,8 @@ impl Presence {
                         None => return,
                     },
                     _ = refresh.tick() => {
-                        // Re-share every room with readers here, so other nodes never take
-                        // this one for dead; and forget rooms nobody reads any more.
+                        // Re-share every room with readers here, so its shared entry never
+                        // expires; and forget rooms nobody reads any more.
                         let Some(presence) = weak.upgrade() else { return };
                         let rooms: HashSet<RoomName> = presence.rooms.lock().expect("presence lock poisoned").keys().cloned().collect();
                         presence.told.lock().expect("told lock poisoned").retain(|room, _| rooms.contains(room));
@@ -352,7 +359,7 @@ impl Presence {
 
     /// Draining: hands this node's readers of every room over to the other nodes at once,
     /// where they count for `--presence-grace` unless they reconnect there first (see
-    /// `store/redis.rs`). From now on this node shares nothing.
+    /// `store/redis/presence.rs`). From now on this node shares nothing.
     pub async fn withdraw(&self) {
         self.withdrawn.store(true, Ordering::Relaxed);
         let Some(store) = self.store.upgrade() else { return };
