@@ -249,20 +249,22 @@ impl SharedPresence {
         let mut conn = self.conn.clone();
         conn.del::<_, ()>(alive_key(&self.node)).await?;
         let hash_ttl = HASH_TTL.max(grace + Duration::from_secs(1)).as_millis() as u64;
-        for (room, view) in rooms {
+        // All rooms at once: the connection pipelines them, so a drain waits one round trip.
+        let each = rooms.iter().map(|(room, view)| {
             let names = view.names.iter().map(|n| (n.clone(), true)).collect();
             let transit = Transit { names, anonymous: view.anonymous, until: None };
-            self.withdraw
-                .key(presence_key(room))
+            let mut invocation = self.withdraw.key(presence_key(room));
+            invocation
                 .arg(&self.node)
                 .arg(serde_json::to_string(&transit).expect("presence serialises"))
                 .arg(grace.as_millis() as u64)
                 .arg(hash_ttl)
                 .arg(PRESENCE)
-                .arg(room.as_str())
-                .invoke_async::<()>(&mut conn)
-                .await?;
-        }
+                .arg(room.as_str());
+            let mut conn = self.conn.clone();
+            async move { invocation.invoke_async::<()>(&mut conn).await }
+        });
+        futures_util::future::try_join_all(each).await?;
         Ok(())
     }
 
