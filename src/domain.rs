@@ -352,18 +352,30 @@ pub struct PresenceView {
     /// Sorted, each name once.
     pub names: Vec<String>,
     pub anonymous: u64,
+    /// When the view was computed, on the computing node's presence clock (see
+    /// `presence.rs`): a stream is only ever told views newer than the last it got. 0 for
+    /// one node's part of a view. Streams carry it; the JSON of `/rooms/{room}/presence`
+    /// does not.
+    #[serde(skip)]
+    pub version: u64,
 }
 
 impl PresenceView {
     /// Everyone in several views (one per node): names united, anonymous readers summed.
     pub fn merge<'a>(views: impl IntoIterator<Item = &'a PresenceView>) -> PresenceView {
         let mut names = BTreeSet::new();
-        let mut anonymous = 0;
+        let (mut anonymous, mut version) = (0, 0);
         for view in views {
             names.extend(view.names.iter().cloned());
             anonymous += view.anonymous;
+            version = version.max(view.version);
         }
-        PresenceView { names: names.into_iter().collect(), anonymous }
+        PresenceView { names: names.into_iter().collect(), anonymous, version }
+    }
+
+    /// The same people, whatever the versions: such a view is not worth telling again.
+    pub fn same_people(&self, other: &PresenceView) -> bool {
+        self.names == other.names && self.anonymous == other.anonymous
     }
 
     /// `ana, bob and 2 others`, for the plain-text stream.

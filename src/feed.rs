@@ -60,7 +60,8 @@ enum Take {
 struct Sorting {
     /// Whether to send presence and typing at all.
     presence: bool,
-    /// The presence this stream was last told: the same view is never sent twice.
+    /// The presence this stream was last told: only newer views with other people in them
+    /// are sent after it.
     told: Option<PresenceView>,
     /// History must be read before anything live is sent.
     catching_up: bool,
@@ -82,12 +83,24 @@ impl Sorting {
                 Take::Stop
             }
             Event::Presence(_) | Event::Typing { .. } if !self.presence => Take::Skip,
-            Event::Presence(view) if self.told.as_ref() == Some(view) => Take::Skip,
-            Event::Presence(view) => {
+            Event::Presence(view) => self.tell(view),
+            _ => Take::Send,
+        }
+    }
+
+    /// A view older than the one last told (computed before it, so perhaps before this
+    /// reader joined) is never sent; a newer one with the same people is noted, not sent.
+    fn tell(&mut self, view: &PresenceView) -> Take {
+        match &self.told {
+            Some(told) if view.version <= told.version => Take::Skip,
+            Some(told) if view.same_people(told) => {
+                self.told = Some(view.clone());
+                Take::Skip
+            }
+            _ => {
                 self.told = Some(view.clone());
                 Take::Send
             }
-            _ => Take::Send,
         }
     }
 }
@@ -476,4 +489,27 @@ fn opening(format: Format, retry: Duration, here: Option<&PresenceView>) -> Opti
         batch.push_event(Event::Presence(here.clone()), format);
     }
     batch.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(anonymous: u64, version: u64) -> PresenceView {
+        PresenceView { names: Vec::new(), anonymous, version }
+    }
+
+    fn sent(sorting: &mut Sorting, view: PresenceView) -> bool {
+        matches!(sorting.take(&Frame::new(Event::Presence(view))), Take::Send)
+    }
+
+    #[test]
+    fn a_stream_is_never_told_an_older_view_nor_the_same_people_twice() {
+        let mut sorting = Sorting { presence: true, told: Some(view(2, 10)), ..Sorting::default() };
+        assert!(!sent(&mut sorting, view(1, 9)), "computed before the last one told");
+        assert!(!sent(&mut sorting, view(2, 11)), "the same people");
+        assert!(sent(&mut sorting, view(3, 12)));
+        assert!(!sent(&mut sorting, view(2, 11)), "older than the last one told");
+        assert!(sent(&mut sorting, view(2, 13)), "newer, with other people");
+    }
 }

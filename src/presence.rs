@@ -9,6 +9,12 @@
 //! not at all (one node), and merges everyone's on request. Whenever the room's presence may
 //! have changed, a single task recomputes it and broadcasts `event: presence` to the room.
 //!
+//! Every view carries a version from this node's presence clock, and a room's views are
+//! computed one at a time, so a later version is a later look at everyone. A stream drops
+//! any view older than the last it got (`feed.rs`): its first view is computed after it
+//! joined, so everything it is told counts it. A draining node hands its readers over
+//! ([`Presence::withdraw`]); how other nodes count them is the store's part.
+//!
 //! What a view costs is bounded whatever the number of readers: it lists at most
 //! `--presence-names` names (those that arrived first, so a flood of new names cannot push
 //! out the people already there) and counts readers under the other names with the
@@ -17,8 +23,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
@@ -28,8 +35,11 @@ use crate::hub::Hub;
 use crate::store::{Store, StoreError};
 use crate::wire::Event;
 
-/// How often this node re-shares its readers (a node silent for 30 s counts as gone).
+/// How often this node re-shares its readers, so a shared room never expires while it is
+/// read here. (Whether a node is alive at all is the store's business.)
 const REFRESH: Duration = Duration::from_secs(10);
+/// Rooms whose views may be computed at the same moment (see [`Presence::turns`]).
+const TURNS: usize = 64;
 /// How long changes to presence gather before a room is recomputed and told.
 const SETTLE: Duration = Duration::from_millis(100);
 
@@ -69,6 +79,9 @@ struct RoomReaders {
     clients: HashMap<IpAddr, HashMap<String, usize>>,
     /// Names that arrived so far, for [`Count::since`].
     arrivals: u64,
+    /// Readers who joined since this node last shared the room: on another node they may
+    /// take the place of readers in transit from a draining node (see `store/redis/presence.rs`).
+    joined: PresenceView,
 }
 
 impl RoomReaders {
@@ -84,7 +97,7 @@ impl RoomReaders {
         }
         let mut names: Vec<String> = present.into_iter().map(|(n, _)| n.clone()).collect();
         names.sort();
-        PresenceView { names, anonymous: (self.anonymous.present() + hidden) as u64 }
+        PresenceView { names, anonymous: (self.anonymous.present() + hidden) as u64, version: 0 }
     }
 
     /// The count `reader` is kept under; a name new here is stamped with its arrival.
@@ -152,6 +165,26 @@ pub struct Presence {
     store: Weak<dyn Store>,
     /// Rooms whose presence may have changed, for the task that recomputes and broadcasts.
     changed: mpsc::UnboundedSender<RoomName>,
+    /// The last version stamped (see [`Presence::stamp`]). Only advanced under the `rooms`
+    /// lock, so versions follow the order in which this node's readers were read.
+    clock: AtomicU64,
+    /// Set when the node drains: its readers were handed over, nothing is shared any more.
+    withdrawn: AtomicBool,
+    /// Views of a room are computed one at a time (rooms share these turns by hash), so a
+    /// later version also holds a later read of the other nodes, and broadcasts go out in
+    /// version order.
+    turns: Vec<tokio::sync::Mutex<()>>,
+    /// What each room was last told, and whether a view computed since (a new stream's
+    /// first) showed other people: then the next view is told even if it equals the last.
+    /// A std mutex, never held across an `.await`.
+    told: Mutex<HashMap<RoomName, Told>>,
+}
+
+/// The last view a room's streams were told.
+struct Told {
+    view: PresenceView,
+    /// Some stream was given a view with other people since.
+    stale: bool,
 }
 
 impl Presence {
@@ -163,13 +196,15 @@ impl Presence {
             rules,
             store: Arc::downgrade(store),
             changed,
+            clock: AtomicU64::new(0),
+            withdrawn: AtomicBool::new(false),
+            turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            told: Mutex::new(HashMap::new()),
         });
         // Changes seen by other nodes arrive through the hub.
         hub.on_presence_changed(presence.changed.clone());
         let (weak, hub) = (Arc::downgrade(&presence), Arc::downgrade(hub));
         tokio::spawn(async move {
-            // What each room was last told, so an unchanged view is not sent again.
-            let mut told: HashMap<RoomName, PresenceView> = HashMap::new();
             let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
             loop {
                 let first = tokio::select! {
@@ -178,11 +213,11 @@ impl Presence {
                         None => return,
                     },
                     _ = refresh.tick() => {
-                        // Re-share every room with readers here, so other nodes never take
-                        // this one for dead; and forget rooms nobody reads any more.
+                        // Re-share every room with readers here, so its shared entry never
+                        // expires; and forget rooms nobody reads any more.
                         let Some(presence) = weak.upgrade() else { return };
-                        let rooms: Vec<RoomName> = presence.rooms.lock().expect("presence lock poisoned").keys().cloned().collect();
-                        told.retain(|room, _| rooms.contains(room));
+                        let rooms: HashSet<RoomName> = presence.rooms.lock().expect("presence lock poisoned").keys().cloned().collect();
+                        presence.told.lock().expect("told lock poisoned").retain(|room, _| rooms.contains(room));
                         for room in &rooms {
                             presence.share(room);
                         }
@@ -208,13 +243,8 @@ impl Presence {
                     return;
                 }
                 for room in rooms {
-                    match presence.view(&room).await {
-                        Ok(view) if told.get(&room) != Some(&view) => {
-                            told.insert(room.clone(), view.clone());
-                            hub.broadcast(&room, Event::Presence(view));
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(%room, error = %e, "cannot compute presence"),
+                    if let Err(e) = presence.tell(&room, &hub).await {
+                        tracing::warn!(%room, error = %e, "cannot compute presence");
                     }
                 }
             }
@@ -225,24 +255,26 @@ impl Presence {
     /// Counts a reader from `client` in `room` until the returned guard is dropped (plus the
     /// grace): under its name, unless the client is listed under too many names already.
     pub fn join(self: &Arc<Self>, room: &RoomName, reader: Option<&Author>, client: IpAddr) -> Reader {
-        let (reader, changed) = {
+        let reader = {
             let mut rooms = self.rooms.lock().expect("presence lock poisoned");
             let readers = rooms.entry(room.clone()).or_default();
             let cap = self.rules.names_per_client;
             let reader = reader.map(Author::as_str).filter(|name| readers.hold(client, name, cap));
             let reader = reader.map(str::to_owned);
             let count = readers.count(&reader);
-            let before = count.present();
             // A reader back within the grace period takes its own place again.
             if count.leaving > 0 {
                 count.leaving -= 1;
             }
             count.live += 1;
-            (reader, count.present() != before)
+            match &reader {
+                Some(name) => readers.joined.names.push(name.clone()),
+                None => readers.joined.anonymous += 1,
+            }
+            reader
         };
-        if changed {
-            self.share(room);
-        }
+        // Shared even when the count here did not change: the arrival is news elsewhere.
+        self.share(room);
         Reader { presence: Arc::downgrade(self), room: room.clone(), reader, client }
     }
 
@@ -253,20 +285,106 @@ impl Presence {
     }
 
     /// Everyone reading `room`, on every node, as readers are told it.
+    ///
+    /// Views of a room are computed one at a time, each stamped with a version newer than
+    /// every view before it here and than every part it merges. So a view computed after a
+    /// reader joined both counts that reader and is newer than every view computed before:
+    /// a stream that drops views older than the last it got (`feed.rs`) never goes back,
+    /// and never hears of a room without itself.
     pub async fn view(&self, room: &RoomName) -> Result<PresenceView, StoreError> {
+        let _turn = self.turn(room).lock().await;
+        let view = self.compute(room).await?;
+        if let Some(told) = self.told.lock().expect("told lock poisoned").get_mut(room) {
+            told.stale |= !told.view.same_people(&view);
+        }
+        Ok(view)
+    }
+
+    /// Computes `room`'s view and broadcasts it to the room's streams, unless they all
+    /// have the same people already.
+    async fn tell(&self, room: &RoomName, hub: &Hub) -> Result<(), StoreError> {
+        let _turn = self.turn(room).lock().await;
+        let view = self.compute(room).await?;
+        let mut told = self.told.lock().expect("told lock poisoned");
+        if told.get(room).is_some_and(|told| !told.stale && told.view.same_people(&view)) {
+            return Ok(());
+        }
+        hub.broadcast(room, Event::Presence(view.clone()));
+        told.insert(room.clone(), Told { view, stale: false });
+        Ok(())
+    }
+
+    /// Whose turn it is to compute views of `room`.
+    fn turn(&self, room: &RoomName) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut hasher);
+        &self.turns[hasher.finish() as usize % self.turns.len()]
+    }
+
+    /// Other nodes' readers first, then this node's, stamped in the same step. Only on
+    /// `room`'s turn.
+    async fn compute(&self, room: &RoomName) -> Result<PresenceView, StoreError> {
         let closed = || StoreError::Unavailable("the store is closed".to_owned());
         let store = self.store.upgrade().ok_or_else(closed)?;
-        let merged = store.presence(room, self.local(room)).await?;
-        Ok(capped(merged, self.rules.names))
+        let others = store.presence(room, PresenceView::default()).await?;
+        let local = self.stamped(room, others.version, None);
+        Ok(capped(PresenceView::merge([&others, &local]), self.rules.names))
+    }
+
+    /// This node's readers of `room` with a new version; with `joined`, also takes who
+    /// joined since the room was last shared.
+    fn stamped(&self, room: &RoomName, newer_than: u64, joined: Option<&mut PresenceView>) -> PresenceView {
+        let mut rooms = self.rooms.lock().expect("presence lock poisoned");
+        let mut local = PresenceView::default();
+        if let Some(readers) = rooms.get_mut(room) {
+            local = readers.view(self.rules.names);
+            if let Some(joined) = joined {
+                *joined = std::mem::take(&mut readers.joined);
+            }
+        }
+        local.version = self.stamp(newer_than);
+        local
+    }
+
+    /// The next version: greater than the last one and than `newer_than`, and at least the
+    /// wall clock in microseconds, so that views of different nodes compare too (a hybrid
+    /// logical clock). Called under the `rooms` lock.
+    fn stamp(&self, newer_than: u64) -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let next = |last: u64| last.max(newer_than).saturating_add(1).max(now);
+        let last = self.clock.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(next(l)));
+        next(last.unwrap_or_default())
+    }
+
+    /// Draining: hands this node's readers of every room over to the other nodes at once,
+    /// where they count for `--presence-grace` unless they reconnect there first (see
+    /// `store/redis/presence.rs`). From now on this node shares nothing.
+    pub async fn withdraw(&self) {
+        self.withdrawn.store(true, Ordering::Relaxed);
+        let Some(store) = self.store.upgrade() else { return };
+        let rooms: Vec<(RoomName, PresenceView)> = {
+            let rooms = self.rooms.lock().expect("presence lock poisoned");
+            rooms.iter().map(|(room, readers)| (room.clone(), readers.view(self.rules.names))).collect()
+        };
+        if let Err(e) = store.withdraw_presence(&rooms, self.rules.grace).await {
+            tracing::warn!(error = %e, "cannot withdraw presence; other nodes drop it when this node is gone");
+        }
     }
 
     /// Tells the other nodes (if any) and this node's task that `room` changed.
     fn share(self: &Arc<Self>, room: &RoomName) {
         let Some(store) = self.store.upgrade() else { return };
-        let local = self.local(room);
+        if self.withdrawn.load(Ordering::Relaxed) {
+            // Handed over: only this node's own streams hear of it.
+            let _ = self.changed.send(room.clone());
+            return;
+        }
+        let mut joined = PresenceView::default();
+        let local = self.stamped(room, 0, Some(&mut joined));
         let (room, changed) = (room.clone(), self.changed.clone());
         tokio::spawn(async move {
-            if let Err(e) = store.share_presence(&room, local).await {
+            if let Err(e) = store.share_presence(&room, local, joined).await {
                 tracing::warn!(%room, error = %e, "cannot share presence");
             }
             let _ = changed.send(room);
@@ -332,7 +450,7 @@ mod tests {
     use super::*;
 
     fn view(names: &[&str], anonymous: u64) -> PresenceView {
-        PresenceView { names: names.iter().map(|n| n.to_string()).collect(), anonymous }
+        PresenceView { names: names.iter().map(|n| n.to_string()).collect(), anonymous, version: 0 }
     }
 
     #[test]

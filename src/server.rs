@@ -16,6 +16,8 @@ use crate::state::AppState;
 
 /// The kernel's send buffer for each connection.
 const SEND_BUFFER: usize = 64 * 1024;
+/// How long a drain waits for the store to take this node's presence out.
+const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves until `shutdown` completes, then stops accepting, ends every open stream, and
 /// gives the remaining requests up to `--shutdown-timeout` to finish.
@@ -38,6 +40,13 @@ pub async fn run(
                 tracing::info!(open = connections.len(), "shutting down: draining streams");
                 // Not ready any more; hyper connections finish what is in flight, then close.
                 state.shutdown.cancel();
+                // Other nodes stop counting this node's readers now (they count them for the
+                // grace period, unless they reconnect there first). Before the streams are
+                // told to end, so no reader reconnects elsewhere before it is handed over.
+                let withdraw = state.presence.withdraw();
+                if tokio::time::timeout(WITHDRAW_TIMEOUT, withdraw).await.is_err() {
+                    tracing::warn!("withdrawing presence timed out; other nodes drop it when this node is gone");
+                }
                 // Streams end spread over the window, each with a jittered retry, so clients
                 // don't all come back at the same moment.
                 state.hub.drain(state.config.drain_timeout);

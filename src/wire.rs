@@ -150,7 +150,12 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
             Bytes::from(format!("event: reset\ndata: {}\n\n", json!({ "oldest_id": oldest_id })))
         }
         Event::Heartbeat => Bytes::from_static(b": heartbeat\n\n"),
-        Event::Presence(view) => Bytes::from(format!("event: presence\ndata: {}\n\n", escaped_json(view))),
+        Event::Presence(view) => Bytes::from(format!(
+            "event: presence\ndata: {}\n\n",
+            escaped_json(
+                &json!({ "names": view.names, "anonymous": view.anonymous, "version": view.version })
+            )
+        )),
         Event::Typing { author } => {
             Bytes::from(format!("event: typing\ndata: {}\n\n", escaped_json(&json!({ "author": author }))))
         }
@@ -163,9 +168,12 @@ pub fn encode_ndjson_line(event: &Event) -> Bytes {
     let mut line = match event {
         Event::Message(m) => message_json(m),
         Event::Reset { oldest_id } => json!({ "event": "reset", "oldest_id": oldest_id }).to_string(),
-        Event::Presence(view) => {
-            escaped_json(&json!({ "event": "presence", "names": view.names, "anonymous": view.anonymous }))
-        }
+        Event::Presence(view) => escaped_json(&json!({
+            "event": "presence",
+            "names": view.names,
+            "anonymous": view.anonymous,
+            "version": view.version,
+        })),
         Event::Typing { author } => escaped_json(&json!({ "event": "typing", "author": author })),
         Event::Heartbeat | Event::Resync | Event::Drain(_) => return Bytes::new(),
     };

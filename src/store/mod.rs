@@ -132,8 +132,25 @@ pub trait Store: Send + Sync + 'static {
     /// Tells someone is typing to everyone in the room, on every node. Nothing is stored.
     async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError>;
 
-    /// Shares this node's readers of `room` with the other nodes. One node: nothing to do.
-    async fn share_presence(&self, _room: &RoomName, _local: PresenceView) -> Result<(), StoreError> {
+    /// Shares this node's readers of `room` with the other nodes; `joined` are the readers
+    /// who arrived here since the last share (they may be readers moving from a draining
+    /// node). One node: nothing to do.
+    async fn share_presence(
+        &self,
+        _room: &RoomName,
+        _local: PresenceView,
+        _joined: PresenceView,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Draining: this node's readers (`rooms`) stop counting as this node's at once, and
+    /// count for `grace` more unless they reconnect to another node. One node: nothing to do.
+    async fn withdraw_presence(
+        &self,
+        _rooms: &[(RoomName, PresenceView)],
+        _grace: Duration,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 

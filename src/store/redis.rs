@@ -18,7 +18,6 @@
 //! The `/send` rate limit of every node lives here too ([`SharedRateLimiter`]): one key
 //! per client, `ssechat:{client:ADDRESS}:send`, its own Cluster slot.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +25,12 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+mod presence;
+
+use self::presence::SharedPresence;
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::PresenceView;
 use crate::domain::{
@@ -42,8 +44,6 @@ use crate::wire::Event;
 const CHANNEL: &str = "ssechat:messages";
 const PRESENCE: &str = "ssechat:presence";
 const TYPING: &str = "ssechat:typing";
-/// A node's presence entry older than this is a node that died: it no longer counts.
-const PRESENCE_STALE: Duration = Duration::from_secs(30);
 /// Every room with messages, scored by its last activity (ms): the room list reads it newest
 /// first, `limit` entries, with one bounded ZREVRANGEBYSCORE.
 const ROOMS: &str = "ssechat:rooms";
@@ -123,8 +123,8 @@ return 0
 
 pub struct RedisStore {
     conn: ConnectionManager,
-    /// This node's name in presence entries.
-    node: String,
+    /// This node's readers in Redis, and everyone else's (`redis/presence.rs`).
+    presence: Arc<SharedPresence>,
     url: String,
     retention: Retention,
     append: Script,
@@ -179,19 +179,6 @@ fn append_failed(url: &str, e: redis::RedisError) -> StoreError {
     if certain { unavailable(url, e) } else { StoreError::Unknown(format!("Redis at {url}: {e}")) }
 }
 
-fn presence_key(room: &RoomName) -> String {
-    format!("ssechat:{{{room}}}:presence")
-}
-
-/// One node's readers of a room, as kept in the room's presence hash.
-#[derive(Serialize, Deserialize)]
-struct NodePresence {
-    #[serde(flatten)]
-    view: PresenceView,
-    /// When the node last said so (ms since the epoch).
-    at: i64,
-}
-
 impl RedisStore {
     /// Connects, checks Redis answers, and subscribes before returning, so nothing
     /// published after start-up is missed. An unreachable Redis is an error naming the URL.
@@ -212,7 +199,7 @@ impl RedisStore {
 
         let stop = CancellationToken::new();
         let (subscribed, ready) = tokio::sync::oneshot::channel();
-        tokio::spawn(follow(client, hub, stop.clone(), subscribed));
+        tokio::spawn(follow(client, Arc::clone(&hub), stop.clone(), subscribed));
         tokio::time::timeout(START_TIMEOUT, ready)
             .await
             .map_err(|_| unreachable("could not subscribe in time".into()))?
@@ -220,14 +207,12 @@ impl RedisStore {
         if retention.age.is_some() {
             tokio::spawn(prune_by_age(conn.clone(), retention, stop.clone()));
         }
-        // This node's name in presence entries: random, so no two nodes (or lives) share one.
-        let node = {
-            use std::hash::{BuildHasher, Hasher};
-            format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish())
-        };
+        let presence = SharedPresence::start(conn.clone(), Arc::clone(&hub), stop.clone())
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         Ok(Self {
             conn,
-            node,
+            presence,
             url: url.to_owned(),
             retention,
             append: Script::new(APPEND),
@@ -392,35 +377,25 @@ impl Store for RedisStore {
         conn.publish::<_, _, ()>(TYPING, payload).await.map_err(|e| self.unavailable(e))
     }
 
-    async fn share_presence(&self, room: &RoomName, local: PresenceView) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let entry = serde_json::to_string(&NodePresence { view: local, at: Timestamp::now().millis() })
-            .expect("presence serialises");
-        redis::pipe()
-            .hset(presence_key(room), &self.node, entry)
-            .ignore()
-            .pexpire(presence_key(room), PRESENCE_STALE.as_millis() as i64 * 2)
-            .ignore()
-            .publish(PRESENCE, room.as_str())
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.unavailable(e))
+    async fn share_presence(
+        &self,
+        room: &RoomName,
+        local: PresenceView,
+        joined: PresenceView,
+    ) -> Result<(), StoreError> {
+        self.presence.share(room, local, joined).await.map_err(|e| self.unavailable(e))
     }
 
     async fn presence(&self, room: &RoomName, local: PresenceView) -> Result<PresenceView, StoreError> {
-        let mut conn = self.conn.clone();
-        let entries: HashMap<String, String> =
-            conn.hgetall(presence_key(room)).await.map_err(|e| self.unavailable(e))?;
-        let fresh_after = Timestamp::now().millis() - PRESENCE_STALE.as_millis() as i64;
-        let others: Vec<PresenceView> = entries
-            .iter()
-            .filter(|(node, _)| **node != self.node)
-            .filter_map(|(_, entry)| serde_json::from_str::<NodePresence>(entry).ok())
-            .filter(|entry| entry.at >= fresh_after)
-            .map(|entry| entry.view)
-            .collect();
-        Ok(PresenceView::merge(others.iter().chain([&local])))
+        self.presence.read(room, local).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn withdraw_presence(
+        &self,
+        rooms: &[(RoomName, PresenceView)],
+        grace: Duration,
+    ) -> Result<(), StoreError> {
+        self.presence.withdraw(rooms, grace).await.map_err(|e| self.unavailable(e))
     }
 
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
@@ -588,6 +563,7 @@ async fn prune_expired(conn: &mut ConnectionManager, retention: Retention) -> re
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     /// A throwaway `redis-server` on a free loopback port, stopped on drop.
     pub struct RedisServer {

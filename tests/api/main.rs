@@ -21,6 +21,8 @@ mod names;
 mod nginx;
 mod page;
 mod presence;
+mod presence_nodes;
+mod presence_order;
 mod proxy;
 mod resume;
 mod rooms;

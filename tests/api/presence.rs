@@ -32,12 +32,15 @@ async fn next_typing(stream: &mut EventStream) -> crate::helpers::Block {
     }
 }
 
-/// The next presence event, skipping anything else.
+/// The next presence event without its version (checked to be there), skipping anything else.
 async fn next_presence(stream: &mut EventStream) -> Value {
     loop {
         let event = stream.next_event().await;
         if event.event.as_deref() == Some("presence") {
-            return event.json();
+            let mut view = event.json();
+            let version = view.as_object_mut().unwrap().remove("version");
+            assert!(version.and_then(|v| v.as_u64()).is_some_and(|v| v > 0), "{event:?}");
+            return view;
         }
     }
 }
