@@ -20,7 +20,9 @@
 //!   path, everything else to hyper one request at a time.
 //! - [`fast_path`]: streams served straight on the socket.
 //! - [`wire`]: the SSE, NDJSON and plain-text encodings.
-//! - [`store`]: the history trait and its backends.
+//! - [`store`]: the history trait and its backends (memory, SQLite, Redis; Redis's presence
+//!   sharing and node liveness in `store/redis/presence.rs`), and the settling of a send whose
+//!   outcome is unknown.
 //! - [`routes`]: one module per endpoint.
 //! - [`error`]: the error type that decides status codes.
 
