@@ -4,8 +4,9 @@
 //! the socket by `fast_path.rs`, whether it is the connection's first request or follows a
 //! page load on the same keep-alive connection, as a browser's EventSource does. Any other
 //! request is handed to hyper and the router for exactly that request, and the socket
-//! comes back afterwards for the next one. A connection this loop can't follow (an oversized
-//! head, HTTP/1.0, a chunked request body, pipelining) is left to hyper for the rest of its
+//! comes back afterwards for the next one: hyper is given exactly that request's bytes, so
+//! pipelined requests come back here one by one. A connection this loop can't follow (an
+//! oversized head, HTTP/1.0, a chunked request body) is left to hyper for the rest of its
 //! life, which answers it as it always would.
 //!
 //! Deadlines: a whole request head within `--header-timeout` (from accept, or from the first
