@@ -395,7 +395,9 @@ impl Feed {
             page = store.read(room, Range::After(0), REPLAY_PAGE).await?;
             batch.push_event(Event::Reset { oldest_id: page.first_held }, format);
             metrics.reset(ResetReason::UnknownId);
-        } else if *cursor + 1 < page.first_held {
+        } else if *cursor > 0 && *cursor + 1 < page.first_held {
+            // (0 is a client that has nothing yet: whatever went before it, it had none of,
+            // so there is no gap to tell it about, and ids that start high are no gap.)
             batch.push_event(Event::Reset { oldest_id: page.first_held }, format);
             metrics.reset(ResetReason::Pruned);
         }

@@ -122,3 +122,21 @@ async fn a_redis_that_lost_its_data_never_gives_an_id_again() {
     assert!(new > old[8], "{old:?} then {new}");
     resume_across_lives(&app.client, &app.base, old[7], &[new]).await;
 }
+
+/// `since=0` (or `Last-Event-ID: 0`) asks for everything held, as a client that has nothing
+/// yet: no `reset`, on every store, wherever its ids start.
+#[tokio::test]
+async fn from_zero_is_everything_held_without_a_reset() {
+    every_store(async |app| {
+        let sent = [app.say("general", "ana", "one").await, app.say("general", "ana", "two").await];
+        for (query, headers) in
+            [("?room=general&since=0", vec![]), ("?room=general", vec![("last-event-id", "0")])]
+        {
+            let mut stream = app.subscribe(query, &headers).await;
+            for expected in &sent {
+                assert_eq!(&stream.next_event().await.message(), expected);
+            }
+        }
+    })
+    .await;
+}
