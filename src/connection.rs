@@ -195,11 +195,7 @@ impl Connection {
         // A body larger than any this server reads is not skipped afterwards: say close.
         let close = head.body > MAX_BODY as u64;
         let service = RouterService::new(app.clone(), peer, &watch, refused, close);
-        let mut http = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.config.header_timeout)
-            .keep_alive(keep_alive)
-            .serve_connection(TokioIo::new(io), service);
+        let mut http = hyper_connection(&state, io, service, keep_alive);
         let outcome = one_response(&mut http, &watch).await;
         if let Err(e) = &outcome {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -227,11 +223,8 @@ impl Connection {
         let watch = Watch::default();
         let io = Rewind::new(socket, buffered.freeze(), state.config.stall_timeout, watch.clone());
         let draining = state.shutdown.is_cancelled();
-        let http = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.config.header_timeout)
-            .keep_alive(!draining)
-            .serve_connection(TokioIo::new(io), RouterService::new(app, peer, &watch, None, false));
+        let http =
+            hyper_connection(&state, io, RouterService::new(app, peer, &watch, None, false), !draining);
         tokio::pin!(http);
         let result = tokio::select! {
             result = http.as_mut() => result,
@@ -245,6 +238,20 @@ impl Connection {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }
+}
+
+/// Hyper's HTTP/1.1 server on `io`, with the head deadline of `--header-timeout`.
+fn hyper_connection(
+    state: &AppState,
+    io: Rewind,
+    service: RouterService,
+    keep_alive: bool,
+) -> http1::Connection<TokioIo<Rewind>, RouterService> {
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_timeout)
+        .keep_alive(keep_alive)
+        .serve_connection(TokioIo::new(io), service)
 }
 
 /// Drives hyper until it has answered one request. Once the answer has started, hyper is

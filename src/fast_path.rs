@@ -12,7 +12,7 @@
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,7 +26,7 @@ const MAX_HEADERS: usize = 32;
 /// Writes the response head, then the feed, until the stream ends or the client leaves or
 /// stops reading for `stall`.
 pub async fn serve(socket: &mut TcpStream, mut feed: Feed, stall: Duration) {
-    if socket.write_all(&response_head(&stream_headers(feed.format()))).await.is_err() {
+    if socket.write_all(&stream_head(feed.format())).await.is_err() {
         return; // counted as the client leaving when the feed drops
     }
     let mut scratch = [0u8; 64];
@@ -58,16 +58,26 @@ pub async fn serve(socket: &mut TcpStream, mut feed: Feed, stall: Duration) {
     let _ = socket.shutdown().await;
 }
 
-/// `HTTP/1.1 200 OK` and `headers`, for a chunked body.
-fn response_head(headers: &HeaderMap) -> Vec<u8> {
-    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+/// A stream's response head, chunked. Made and dropped before the stream starts: a stream
+/// keeps nothing it doesn't need.
+fn stream_head(format: crate::wire::Format) -> Vec<u8> {
+    let mut headers = stream_headers(format);
+    headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    response_head(StatusCode::OK, &headers)
+}
+
+/// A response head as written to the socket, for the answers given without hyper: a
+/// stream's, and a refusal at accept.
+pub fn response_head(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let mut head = format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).into_bytes();
     for (name, value) in headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    head.extend_from_slice(b"\r\n");
     head
 }
 

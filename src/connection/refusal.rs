@@ -8,7 +8,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use axum::http::{HeaderMap, HeaderValue, header};
+
 use crate::error::AppError;
+use crate::fast_path::response_head;
 use crate::routes::SECURITY_HEADERS;
 
 /// How long a closing connection keeps reading (and dropping) what the client still sends.
@@ -25,22 +28,18 @@ pub async fn refuse(mut socket: TcpStream, error: &AppError) {
 
 /// The whole response to `error`: the JSON error body the router would give.
 fn response(error: &AppError) -> Vec<u8> {
-    let status = error.status();
     let body = serde_json::json!({ "error": error.public_message() }).to_string();
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CONTENT_LENGTH, body.len().into());
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     if let Some(seconds) = error.retry_after() {
-        head.push_str(&format!("retry-after: {seconds}\r\n"));
+        headers.insert(header::RETRY_AFTER, seconds.into());
     }
     for (name, value) in SECURITY_HEADERS {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        headers.insert(name, HeaderValue::from_static(value));
     }
-    head.push_str("\r\n");
-    [head.into_bytes(), body.into_bytes()].concat()
+    [response_head(error.status(), &headers), body.into_bytes()].concat()
 }
 
 /// Says we are done writing, then reads and drops what the client still sends for a
