@@ -9,6 +9,7 @@
 //! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
 //! - [`state`]: [`state::AppState`], what every handler shares, built from the config.
 //! - [`app`]: the router.
+//! - [`auth`]: who is asking (a guest or a signed-in user) and what they may do in a room.
 //! - [`body_deadline`]: one deadline for a whole request body.
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
 //! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
@@ -27,6 +28,7 @@
 //! - [`error`]: the error type that decides status codes.
 
 pub mod app;
+pub mod auth;
 pub mod body_deadline;
 pub mod config;
 pub mod connection;

@@ -79,6 +79,16 @@ impl AppState {
         Ok(state)
     }
 
+    /// What `who` may do in `room`. Every room is open to everyone today; access rules
+    /// (`ssechat access`) decide it here.
+    pub async fn access(
+        &self,
+        _who: &crate::auth::Identity,
+        _room: &crate::domain::RoomName,
+    ) -> Result<crate::auth::Access, AppError> {
+        Ok(crate::auth::Access::OPEN)
+    }
+
     /// The client a request comes from, as the key of its rate limits and stream caps: the
     /// peer, or behind a trusted proxy the client it reports (see [`TrustedProxies::client`]);
     /// IPv6 cut to its /64.
