@@ -159,10 +159,26 @@
     showTyping();
   };
 
+  // This tab's reader id, kept across reconnects and reloads (and so across nodes): a
+  // reader that moves to another node is counted once in presence.
+  const readerId = (() => {
+    try {
+      let id = sessionStorage.getItem("ssechat-reader");
+      if (!id) {
+        const bytes = crypto.getRandomValues(new Uint8Array(12));
+        id = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_");
+        sessionStorage.setItem("ssechat-reader", id);
+      }
+      return `&reader=${id}`;
+    } catch {
+      return ""; // storage off: counted without an id
+    }
+  })();
+
   let source = null;
   const connect = () => {
     const name = me() ? `&name=${encodeURIComponent(me())}` : "";
-    source = new EventSource(`${root}events?room=${encodeURIComponent(room)}&since=${lastId}&presence=1${name}`);
+    source = new EventSource(`${root}events?room=${encodeURIComponent(room)}&since=${lastId}&presence=1${name}${readerId}`);
     source.addEventListener("open", () => setStatus("live"));
     source.addEventListener("message", (e) => render(JSON.parse(e.data)));
     source.addEventListener("reset", (e) => reset(JSON.parse(e.data).oldest_id));

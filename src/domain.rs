@@ -346,6 +346,28 @@ impl Message {
     }
 }
 
+/// One reader, across reconnects and nodes (`?reader=` on a stream): the page makes one
+/// per tab. Only presence uses it, to count a reader once wherever it is connected.
+/// 8 to 32 characters of `A-Z a-z 0-9 _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReaderId(String);
+
+impl ReaderId {
+    const FIELD: &str = "reader";
+
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if !(8..=32).contains(&s.len()) || !s.chars().all(allowed) {
+            return Err(FieldError::new(Self::FIELD, "must be 8 to 32 characters of A-Z, a-z, 0-9, _ and -"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Who is in a room: the names of named readers, and how many are anonymous.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceView {
@@ -358,19 +380,35 @@ pub struct PresenceView {
     /// does not.
     #[serde(skip)]
     pub version: u64,
+    /// Among the anonymous readers, the ids of those who gave one (`?reader=`, see
+    /// [`ReaderId`]), each once; at most [`PresenceView::MAX_READER_IDS`] of them per node.
+    /// Merged by union, so a reader who moved to another node while the first was dying is
+    /// counted once. Shared between nodes only, never shown.
+    #[serde(skip)]
+    pub readers: Vec<String>,
 }
 
 impl PresenceView {
-    /// Everyone in several views (one per node): names united, anonymous readers summed.
+    /// Reader ids one node lists per room at most; readers past them are only counted.
+    pub const MAX_READER_IDS: usize = 200;
+
+    /// Everyone in several views (one per node): names united, anonymous readers with an
+    /// id united, the other anonymous readers summed.
     pub fn merge<'a>(views: impl IntoIterator<Item = &'a PresenceView>) -> PresenceView {
-        let mut names = BTreeSet::new();
-        let (mut anonymous, mut version) = (0, 0);
+        let (mut names, mut readers) = (BTreeSet::new(), BTreeSet::new());
+        let (mut without_id, mut version) = (0, 0);
         for view in views {
             names.extend(view.names.iter().cloned());
-            anonymous += view.anonymous;
+            readers.extend(view.readers.iter().cloned());
+            without_id += view.anonymous.saturating_sub(view.readers.len() as u64);
             version = version.max(view.version);
         }
-        PresenceView { names: names.into_iter().collect(), anonymous, version }
+        PresenceView {
+            names: names.into_iter().collect(),
+            anonymous: without_id + readers.len() as u64,
+            version,
+            readers: readers.into_iter().collect(),
+        }
     }
 
     /// The same people, whatever the versions: such a view is not worth telling again.

@@ -17,7 +17,7 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
-use crate::domain::{Author, MessageId, PresenceView, RoomName};
+use crate::domain::{Author, MessageId, PresenceView, ReaderId, RoomName};
 use crate::error::AppError;
 use crate::hub::Subscription;
 use crate::limits::Permit;
@@ -41,6 +41,8 @@ pub struct FeedRequest {
     pub format: Format,
     /// Who is reading, if they said (`?name=`): named in the room's presence.
     pub reader: Option<Author>,
+    /// Which reader this is across reconnects (`?reader=`), so presence counts it once.
+    pub reader_id: Option<ReaderId>,
     /// Whether to send presence and typing events too (`?presence=1`).
     pub presence: bool,
     /// Who is asking, for the per-client stream cap.
@@ -171,7 +173,7 @@ impl Feed {
     /// misses nothing posted after; a store that cannot answer is an error response, not a
     /// stream that ends at once.
     pub async fn open(state: &AppState, request: FeedRequest) -> Result<Self, AppError> {
-        let FeedRequest { room, resume_from, format, reader, presence, client } = request;
+        let FeedRequest { room, resume_from, format, reader, reader_id, presence, client } = request;
         if state.shutdown.is_cancelled() {
             return Err(AppError::Unavailable(
                 "the server is shutting down; reconnect in a moment".to_owned(),
@@ -186,7 +188,7 @@ impl Feed {
             Some(id) => id,
             None => state.store.read(&room, Range::Latest, 0).await?.last_id,
         };
-        let reader = state.presence.join(&room, reader.as_ref(), client);
+        let reader = state.presence.join(&room, reader.as_ref(), reader_id.as_ref(), client);
         let here = match presence {
             true => Some(state.presence.view(&room).await?),
             false => None,
@@ -498,7 +500,7 @@ mod tests {
     use super::*;
 
     fn view(anonymous: u64, version: u64) -> PresenceView {
-        PresenceView { names: Vec::new(), anonymous, version }
+        PresenceView { anonymous, version, ..PresenceView::default() }
     }
 
     fn sent(sorting: &mut Sorting, view: PresenceView) -> bool {

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::domain::PresenceView;
-use crate::domain::{Author, RoomName};
+use crate::domain::{Author, ReaderId, RoomName};
 use crate::hub::Hub;
 use crate::store::{Store, StoreError};
 use crate::wire::Event;
@@ -70,10 +70,23 @@ impl Count {
     }
 }
 
+/// Where a reader is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seat {
+    /// Under its name.
+    Named(String),
+    /// Anonymously, under the id it gave (counted once per id, here and across nodes).
+    Identified(ReaderId),
+    /// Anonymously, with no id.
+    Anonymous,
+}
+
 #[derive(Debug, Default)]
 struct RoomReaders {
     names: HashMap<String, Count>,
     anonymous: Count,
+    /// Anonymous readers who gave an id.
+    identified: HashMap<ReaderId, Count>,
     /// The names each client is listed under here, with its readers under each (live or in
     /// the grace period): what the per-client cap counts.
     clients: HashMap<IpAddr, HashMap<String, usize>>,
@@ -97,21 +110,33 @@ impl RoomReaders {
         }
         let mut names: Vec<String> = present.into_iter().map(|(n, _)| n.clone()).collect();
         names.sort();
-        PresenceView { names, anonymous: (self.anonymous.present() + hidden) as u64, version: 0 }
+        let identified: Vec<&ReaderId> = self.identified.keys().collect();
+        let mut readers: Vec<String> =
+            identified.iter().take(PresenceView::MAX_READER_IDS).map(|id| id.as_str().to_owned()).collect();
+        readers.sort();
+        let anonymous = self.anonymous.present() + hidden + identified.len();
+        PresenceView { names, anonymous: anonymous as u64, version: 0, readers }
     }
 
-    /// The count `reader` is kept under; a name new here is stamped with its arrival.
-    fn count(&mut self, reader: &Option<String>) -> &mut Count {
-        match reader {
-            Some(name) => {
+    /// The count `seat` is kept under; a name new here is stamped with its arrival.
+    fn count(&mut self, seat: &Seat) -> &mut Count {
+        match seat {
+            Seat::Named(name) => {
                 let arrivals = &mut self.arrivals;
                 self.names.entry(name.clone()).or_insert_with(|| {
                     *arrivals += 1;
                     Count { since: *arrivals, ..Count::default() }
                 })
             }
-            None => &mut self.anonymous,
+            Seat::Identified(id) => self.identified.entry(id.clone()).or_default(),
+            Seat::Anonymous => &mut self.anonymous,
         }
+    }
+
+    /// Forgets the names and ids nobody is under any more.
+    fn forget_absent(&mut self) {
+        self.names.retain(|_, c| c.present() > 0);
+        self.identified.retain(|_, c| c.present() > 0);
     }
 
     /// Whether `client` may be listed as `name`: a name it is already listed under, or a
@@ -143,7 +168,10 @@ impl RoomReaders {
 
     /// Nobody left, not even within the grace period.
     fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.anonymous.present() == 0 && self.clients.is_empty()
+        self.names.is_empty()
+            && self.identified.is_empty()
+            && self.anonymous.present() == 0
+            && self.clients.is_empty()
     }
 }
 
@@ -253,29 +281,40 @@ impl Presence {
     }
 
     /// Counts a reader from `client` in `room` until the returned guard is dropped (plus the
-    /// grace): under its name, unless the client is listed under too many names already.
-    pub fn join(self: &Arc<Self>, room: &RoomName, reader: Option<&Author>, client: IpAddr) -> Reader {
-        let reader = {
+    /// grace): under its name, unless the client is listed under too many names already;
+    /// otherwise anonymously, under its id if it gave one.
+    pub fn join(
+        self: &Arc<Self>,
+        room: &RoomName,
+        reader: Option<&Author>,
+        id: Option<&ReaderId>,
+        client: IpAddr,
+    ) -> Reader {
+        let seat = {
             let mut rooms = self.rooms.lock().expect("presence lock poisoned");
             let readers = rooms.entry(room.clone()).or_default();
             let cap = self.rules.names_per_client;
-            let reader = reader.map(Author::as_str).filter(|name| readers.hold(client, name, cap));
-            let reader = reader.map(str::to_owned);
-            let count = readers.count(&reader);
+            let name = reader.map(Author::as_str).filter(|name| readers.hold(client, name, cap));
+            let seat = match (name, id) {
+                (Some(name), _) => Seat::Named(name.to_owned()),
+                (None, Some(id)) => Seat::Identified(id.clone()),
+                (None, None) => Seat::Anonymous,
+            };
+            let count = readers.count(&seat);
             // A reader back within the grace period takes its own place again.
             if count.leaving > 0 {
                 count.leaving -= 1;
             }
             count.live += 1;
-            match &reader {
-                Some(name) => readers.joined.names.push(name.clone()),
-                None => readers.joined.anonymous += 1,
+            match &seat {
+                Seat::Named(name) => readers.joined.names.push(name.clone()),
+                _ => readers.joined.anonymous += 1,
             }
-            reader
+            seat
         };
         // Shared even when the count here did not change: the arrival is news elsewhere.
         self.share(room);
-        Reader { presence: Arc::downgrade(self), room: room.clone(), reader, client }
+        Reader { presence: Arc::downgrade(self), room: room.clone(), seat, client }
     }
 
     /// This node's readers of `room`.
@@ -391,15 +430,15 @@ impl Presence {
         });
     }
 
-    fn leave(self: &Arc<Self>, room: &RoomName, reader: &Option<String>, client: IpAddr) {
+    fn leave(self: &Arc<Self>, room: &RoomName, seat: &Seat, client: IpAddr) {
         {
             let mut rooms = self.rooms.lock().expect("presence lock poisoned");
             let Some(readers) = rooms.get_mut(room) else { return };
-            let count = readers.count(reader);
+            let count = readers.count(seat);
             count.live = count.live.saturating_sub(1);
             count.leaving += 1;
         }
-        let (presence, room, reader) = (Arc::downgrade(self), room.clone(), reader.clone());
+        let (presence, room, seat) = (Arc::downgrade(self), room.clone(), seat.clone());
         let grace = self.rules.grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
@@ -407,15 +446,15 @@ impl Presence {
             let changed = {
                 let mut rooms = presence.rooms.lock().expect("presence lock poisoned");
                 let Some(readers) = rooms.get_mut(&room) else { return };
-                if let Some(name) = &reader {
+                if let Seat::Named(name) = &seat {
                     readers.release(client, name);
                 }
-                let count = readers.count(&reader);
+                let count = readers.count(&seat);
                 let before = count.present();
                 count.leaving = count.leaving.saturating_sub(1);
                 let changed = count.present() != before;
                 // Forget what is gone, so the map only holds rooms with readers.
-                readers.names.retain(|_, c| c.present() > 0);
+                readers.forget_absent();
                 if readers.is_empty() {
                     rooms.remove(&room);
                 }
@@ -432,15 +471,14 @@ impl Presence {
 pub struct Reader {
     presence: Weak<Presence>,
     room: RoomName,
-    /// The name it is listed under, if any.
-    reader: Option<String>,
+    seat: Seat,
     client: IpAddr,
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
         if let Some(presence) = self.presence.upgrade() {
-            presence.leave(&self.room, &self.reader, self.client);
+            presence.leave(&self.room, &self.seat, self.client);
         }
     }
 }
@@ -450,7 +488,11 @@ mod tests {
     use super::*;
 
     fn view(names: &[&str], anonymous: u64) -> PresenceView {
-        PresenceView { names: names.iter().map(|n| n.to_string()).collect(), anonymous, version: 0 }
+        PresenceView {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            anonymous,
+            ..PresenceView::default()
+        }
     }
 
     #[test]
@@ -463,10 +505,27 @@ mod tests {
         assert_eq!(capped(view(&["a", "b", "c"], 2), 2), view(&["a", "b"], 3));
     }
 
+    #[test]
+    fn a_reader_with_an_id_is_counted_once_across_views() {
+        let with = |ids: &[&str], anonymous| PresenceView {
+            readers: ids.iter().map(|id| id.to_string()).collect(),
+            ..view(&[], anonymous)
+        };
+        // One node: a reader with an id, one without. The other: the same id, two others.
+        let merged = PresenceView::merge([&with(&["tab-a"], 2), &with(&["tab-a", "tab-b"], 3)]);
+        assert_eq!((merged.anonymous, merged.readers.clone()), (4, vec!["tab-a".into(), "tab-b".into()]));
+        let mut readers = RoomReaders::default();
+        let tab = Seat::Identified(ReaderId::parse("tab-0001").unwrap());
+        readers.count(&tab).live += 2; // a duplicated tab: the same reader
+        readers.count(&Seat::Anonymous).live += 1;
+        assert_eq!(readers.view(20), with(&["tab-0001"], 2));
+    }
+
     /// Joins `name` from `client` the way [`Presence::join`] does.
     fn join(readers: &mut RoomReaders, client: &str, name: &str, cap: usize) -> Option<String> {
         let reader = Some(name.to_owned()).filter(|n| readers.hold(client.parse().unwrap(), n, cap));
-        readers.count(&reader).live += 1;
+        let seat = reader.clone().map_or(Seat::Anonymous, Seat::Named);
+        readers.count(&seat).live += 1;
         reader
     }
 
@@ -476,10 +535,10 @@ mod tests {
         for name in ["zoe", "yan", "xu", "bob", "ana"] {
             join(&mut readers, "127.0.0.1", name, 100);
         }
-        readers.count(&None).live += 1;
+        readers.count(&Seat::Anonymous).live += 1;
         assert_eq!(readers.view(3), view(&["xu", "yan", "zoe"], 3), "the first three, sorted");
         assert_eq!(readers.view(20), view(&["ana", "bob", "xu", "yan", "zoe"], 1));
-        readers.count(&Some("yan".into())).live -= 1;
+        readers.count(&Seat::Named("yan".into())).live -= 1;
         assert_eq!(readers.view(3), view(&["bob", "xu", "zoe"], 2), "the next one moves up");
     }
 

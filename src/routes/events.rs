@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Params, Peer, SECURITY_HEADERS, cross_site, negotiate, parse_id};
-use crate::domain::{Author, FieldError, RoomName};
+use crate::domain::{Author, FieldError, ReaderId, RoomName};
 use crate::error::AppError;
 use crate::feed::{Feed, FeedRequest, Refused, StallWatch};
 use crate::state::AppState;
@@ -87,7 +87,8 @@ pub fn feed_request(
         Some(name) => Some(Author::parse(name).map_err(|e| FieldError::new("name", e.problem))?),
     };
     let reader = reader.filter(|_| cross_site(state, peer, headers).is_none());
+    let reader_id = params.get("reader").filter(|id| !id.is_empty()).map(ReaderId::parse).transpose()?;
     let presence = matches!(params.get("presence"), Some("1" | "true" | "yes"));
     let client = state.client_of(peer, headers);
-    Ok(FeedRequest { room, resume_from, format, reader, presence, client })
+    Ok(FeedRequest { room, resume_from, format, reader, reader_id, presence, client })
 }

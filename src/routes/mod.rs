@@ -114,7 +114,7 @@ pub fn unescape_form(part: &str) -> Result<String, String> {
 }
 
 /// The query parameters any endpoint reads, for errors that name them.
-const QUERY_PARAMETERS: [&str; 5] = ["room", "since", "limit", "name", "presence"];
+const QUERY_PARAMETERS: [&str; 6] = ["room", "since", "limit", "name", "reader", "presence"];
 
 /// Query-string parameters, decoded once, with errors that name the parameter.
 pub struct Params(Vec<(String, String)>);

@@ -222,8 +222,20 @@ async fn a_reload_shows_the_history_once() {
     open(&page, &app.base, "/rooms/reload").await;
     app.say("reload", "bob", "live one").await;
     wait_until(&page, "document.querySelectorAll('#messages .msg').length === 4").await;
+    let reader = js(&page, "sessionStorage.getItem('ssechat-reader')").await;
     page.refresh().await.unwrap();
     wait_until(&page, "document.getElementById('status').textContent === 'live'").await;
+    // The tab keeps its reader id across the reload, and its stream gives it: a stream
+    // under the same id (the same reader, reconnected elsewhere) is counted once.
+    assert_eq!(js(&page, "sessionStorage.getItem('ssechat-reader')").await, reader);
+    let reader = reader.as_str().expect("the page made a reader id").to_owned();
+    let _same = app.subscribe(&format!("?room=reload&presence=1&reader={reader}"), &[]).await;
+    let _other = app.subscribe("?room=reload&presence=1&reader=another-tab", &[]).await;
+    crate::helpers::eventually("the page's reader and the other counted, the same reader once", || async {
+        let view: serde_json::Value = app.get("/rooms/reload/presence").await.json().await.unwrap();
+        view["anonymous"] == 2
+    })
+    .await;
     app.say("reload", "bob", "after reload").await;
     wait_until(&page, "document.querySelectorAll('#messages .msg').length === 5").await;
     let ids =

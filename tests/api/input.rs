@@ -132,6 +132,13 @@ async fn bad_stream_and_history_parameters_are_400() {
     let response =
         app.client.get(app.url("/events")).header("last-event-id", "yesterday").send().await.unwrap();
     assert_refused(&app, response, 400, "Last-Event-ID").await;
+    for reader in ["short", "has%20space", &"x".repeat(33)] {
+        let response = app.get(&format!("/events?presence=1&reader={reader}")).await;
+        assert_eq!(response.status(), 400, "{reader}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["field"], "reader", "{body}");
+        assert!(body["error"].as_str().unwrap().contains("8 to 32 characters"), "{body}");
+    }
 }
 
 #[tokio::test]

@@ -19,7 +19,12 @@ async fn node(redis: &RedisServer, grace: &str) -> Server {
 /// A presence stream in `general` on `server`, as `name` if any, past its opening.
 async fn reader(server: &Server, name: Option<&str>) -> EventStream {
     let name = name.map_or(String::new(), |n| format!("&name={n}"));
-    let url = format!("{}/events?room=general&presence=1{name}", server.base);
+    stream(server, &name).await
+}
+
+/// A presence stream in `general` with `extra` query parameters, past its opening.
+async fn stream(server: &Server, extra: &str) -> EventStream {
+    let url = format!("{}/events?room=general&presence=1{extra}", server.base);
     let mut stream = EventStream::new(reqwest::get(url).await.unwrap());
     stream.next_block().await.expect("preamble");
     stream
@@ -146,6 +151,27 @@ async fn a_reader_moving_off_a_draining_node_is_counted_once_and_never_flickers(
     drop(moving);
     let _moved = reader(&two, None).await;
     until_hash(&redis, "the moved reader taking its place", Duration::from_secs(2), |f| f.len() == 1).await;
+    let told = views_until_quiet(&mut watcher).await;
+    assert!(told.iter().all(|view| *view == everyone), "counted once throughout: {told:?}");
+}
+
+/// The page gives each tab a reader id (`?reader=`) that survives reconnects: a reader whose
+/// node was killed, and who reconnected to another node before the dead one was noticed, is
+/// on both nodes' entries for a while, and counted once.
+#[tokio::test]
+async fn a_reader_moving_off_a_killed_node_is_counted_once() {
+    let redis = RedisServer::start(false);
+    let (one, two) = (node(&redis, "5s").await, node(&redis, "5s").await);
+    let mut watcher = reader(&two, Some("watcher")).await;
+    let moving = stream(&one, "&reader=tab-4f9c2a71").await;
+    let everyone = json!({ "names": ["watcher"], "anonymous": 1 });
+    until_view(&mut watcher, everyone.clone(), crate::helpers::WAIT).await;
+
+    one.kill9().await;
+    drop(moving);
+    let _moved = stream(&two, "&reader=tab-4f9c2a71").await;
+    // Until the dead node is noticed and its entry deleted, both entries hold the reader.
+    until_hash(&redis, "the dead node's entry deleted", DEAD_NODE_BOUND, |f| f.len() == 1).await;
     let told = views_until_quiet(&mut watcher).await;
     assert!(told.iter().all(|view| *view == everyone), "counted once throughout: {told:?}");
 }

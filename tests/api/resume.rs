@@ -140,6 +140,7 @@ async fn lagging_feed(history: usize, buffer: usize, posts: u64) -> (TestApp, Ev
         resume_from: None,
         format: Format::Sse,
         reader: None,
+        reader_id: None,
         presence: false,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
     };
@@ -192,6 +193,7 @@ async fn a_busy_stream_gets_several_messages_per_write() {
         resume_from: None,
         format: Format::Ndjson,
         reader: None,
+        reader_id: None,
         presence: false,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
     };

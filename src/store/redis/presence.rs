@@ -10,6 +10,8 @@
 //!   ignored and deleted by whoever reads them, and every node checks, every beat, the
 //!   nodes it has seen in its rooms: when one is gone those rooms are recomputed. So the
 //!   readers of a node that died (`kill -9`) vanish within `NODE_TTL + NODE_BEAT` (8 s).
+//!   Until then, a reader of it that reconnected elsewhere is in two entries, and counted
+//!   once: by its name, or by the reader id among the anonymous ones (`readers`).
 //! - **Drain.** A draining node deletes its entries at once and leaves its readers in
 //!   transit (`left:NODE`) for `--presence-grace`. A reader that reconnects to another node
 //!   within it takes one place in transit there (by name, or any anonymous place), in the
@@ -115,6 +117,9 @@ struct NodeEntry {
     /// The node's presence clock when it counted them.
     #[serde(default)]
     version: u64,
+    /// The ids among its anonymous readers (`PresenceView::readers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    readers: Vec<String>,
 }
 
 /// Readers of a drained node, counted until `until` (Redis time, ms) unless they
@@ -131,7 +136,7 @@ impl Transit {
     fn view(&self) -> PresenceView {
         let mut names: Vec<String> = self.names.keys().cloned().collect();
         names.sort();
-        PresenceView { names, anonymous: self.anonymous, version: 0 }
+        PresenceView { names, anonymous: self.anonymous, ..PresenceView::default() }
     }
 }
 
@@ -227,7 +232,9 @@ impl SharedPresence {
     /// Writes this node's readers of `room` (`joined`: who arrived since the last share).
     pub async fn share(&self, room: &RoomName, local: PresenceView, joined: PresenceView) -> RedisResult<()> {
         let version = local.version;
-        let entry = serde_json::to_string(&NodeEntry { view: local, version }).expect("presence serialises");
+        let entry =
+            serde_json::to_string(&NodeEntry { readers: local.readers.clone(), view: local, version })
+                .expect("presence serialises");
         let names = serde_json::to_string(&joined.names).expect("names serialise");
         self.share
             .key(presence_key(room))
@@ -303,7 +310,7 @@ impl SharedPresence {
             if alive {
                 let mut peers = self.peers.lock().expect("peers lock poisoned");
                 peers.entry(node).or_default().insert(room.clone());
-                views.push(PresenceView { version: entry.version, ..entry.view });
+                views.push(PresenceView { version: entry.version, readers: entry.readers, ..entry.view });
             } else {
                 stale.push(node);
             }
@@ -340,7 +347,12 @@ mod tests {
     use crate::store::redis::tests::RedisServer;
 
     fn view(names: &[&str], anonymous: u64, version: u64) -> PresenceView {
-        PresenceView { names: names.iter().map(|n| n.to_string()).collect(), anonymous, version }
+        PresenceView {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            anonymous,
+            version,
+            ..PresenceView::default()
+        }
     }
 
     async fn node(server: &RedisServer) -> Arc<SharedPresence> {
