@@ -166,16 +166,18 @@ pub async fn room_page(
             return error_page(e.status(), &e.public_message(), root);
         }
     };
+    let last_id = page.last_id;
+    let messages = page.current();
     let html = RoomPage {
         root,
         room: room.as_str(),
-        messages: page.messages.iter().map(MessageView::from).collect(),
+        messages: messages.iter().map(MessageView::from).collect(),
         rooms: rooms
             .into_iter()
             .map(|r| RoomLink { name: r.name.to_string(), messages: r.messages })
             .collect(),
         here,
-        last_id: page.last_id,
+        last_id,
         author: draft.author,
         text: draft.text,
         error: draft.error,
