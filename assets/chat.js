@@ -9,6 +9,11 @@
 
   const room = list.dataset.room;
   const root = list.dataset.root;
+  // Who reads (signed in, else ""), whether they may delete anyone's messages here, and how
+  // long an author may edit: the same controls the server puts on the messages it renders.
+  const viewer = list.dataset.viewer || "";
+  const moderates = list.dataset.moderates === "true";
+  const editWindowMs = Number(list.dataset.editWindow || 0) * 1000;
   // The id of the last message on the page: the stream starts exactly after it.
   let lastId = Number(list.dataset.lastId) || 0;
   const status = $("status");
@@ -77,6 +82,60 @@
     showUnread();
   });
 
+  const messageUrl = (id) => `${root}rooms/${encodeURIComponent(room)}/messages/${id}`;
+  // The author's own message (posted signed in), or a moderator's view: the controls the
+  // server would render. Guests get none.
+  const controls = (li, m) => {
+    const own = viewer !== "" && m.user === true && m.author === viewer;
+    if (own && Date.now() - new Date(m.time).getTime() < editWindowMs) {
+      const edit = document.createElement("a");
+      edit.className = "edit";
+      edit.href = `${messageUrl(m.id)}/edit`;
+      edit.textContent = "Edit";
+      li.append(" ", edit);
+    }
+    if (own || moderates) {
+      const del = document.createElement("form");
+      del.className = "delete";
+      del.method = "post";
+      del.action = `${messageUrl(m.id)}/delete`;
+      const button = document.createElement("button");
+      button.type = "submit";
+      button.textContent = "Delete";
+      del.append(button);
+      li.append(" ", del);
+    }
+  };
+
+  // The text of a message, with its "(edited)" mark.
+  const fillText = (body, m) => {
+    body.replaceChildren();
+    linkify(body, m.text);
+    const mark = body.parentNode && body.parentNode.querySelector(".edited");
+    if (mark && m.edited) mark.title = m.edited;
+    if (!m.edited || mark) return;
+    const small = document.createElement("small");
+    small.className = "edited";
+    small.title = m.edited;
+    small.textContent = "(edited)";
+    body.after(" ", small);
+  };
+
+  // Deletes and edits are entries of the log with their own ids: the stream resumes after them.
+  const advance = (e) => {
+    const id = Number(e.lastEventId);
+    if (id > lastId) lastId = id;
+  };
+  const removeMessage = (id) => {
+    const li = $("m" + id);
+    if (li) li.remove();
+  };
+  const editMessage = (m) => {
+    const li = $("m" + m.id);
+    const body = li && li.querySelector(".text");
+    if (body) fillText(body, m);
+  };
+
   const render = (m) => {
     if (m.id <= lastId) return; // already shown
     lastId = m.id;
@@ -93,8 +152,9 @@
     who.textContent = m.author;
     const body = document.createElement("span");
     body.className = "text";
-    linkify(body, m.text);
     li.append(time, " ", who, " ", body);
+    fillText(body, m);
+    controls(li, m);
     mark(li);
     append(li);
     stopTyping(m.author);
@@ -110,7 +170,13 @@
     if (oldest <= lastId) list.replaceChildren();
     const li = document.createElement("li");
     li.className = "notice";
-    li.textContent = "Some messages are no longer available.";
+    // What was missed may have deleted or edited messages still shown: a reload shows the
+    // current state.
+    li.append("Some messages are no longer available. ");
+    const reload = document.createElement("a");
+    reload.href = location.href;
+    reload.textContent = "Reload for the current state";
+    li.append(reload);
     append(li);
     lastId = oldest - 1;
   };
@@ -165,6 +231,14 @@
     source = new EventSource(`${root}events?room=${encodeURIComponent(room)}&since=${lastId}&presence=1${name}`);
     source.addEventListener("open", () => setStatus("live"));
     source.addEventListener("message", (e) => render(JSON.parse(e.data)));
+    source.addEventListener("delete", (e) => {
+      advance(e);
+      removeMessage(JSON.parse(e.data).id);
+    });
+    source.addEventListener("edit", (e) => {
+      advance(e);
+      editMessage(JSON.parse(e.data));
+    });
     source.addEventListener("reset", (e) => reset(JSON.parse(e.data).oldest_id));
     source.addEventListener("presence", (e) => presence(JSON.parse(e.data)));
     source.addEventListener("typing", (e) => typing(JSON.parse(e.data).author));
@@ -228,6 +302,23 @@
       break;
     }
     text.focus();
+  });
+
+  // The delete buttons: with the script, a DELETE request; the stream removes the message
+  // (here and on every other open page).
+  list.addEventListener("submit", async (e) => {
+    const del = e.target.closest("form.delete");
+    if (!del) return;
+    e.preventDefault();
+    let res = null;
+    try {
+      res = await fetch(del.action.replace(/\/delete$/, ""), { method: "DELETE", headers: { Accept: "application/json" } });
+    } catch {
+      // no answer: say so below
+    }
+    if (res && res.ok) return showError("");
+    const problem = res ? await res.json().catch(() => ({ error: res.statusText })) : null;
+    showError(problem ? problem.error : "Could not reach the server; nothing was deleted.");
   });
 
   // Enter sends; Shift+Enter starts a new line.

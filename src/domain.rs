@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 mod entry;
 mod unicode;
 
-pub use entry::{Change, Entry, TakeBack, current_message, current_state, parse_message_id};
+pub use entry::{Change, Entry, TakeBack, current_message, current_state};
 
 /// Why a value was refused, and which field it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

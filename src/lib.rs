@@ -25,6 +25,7 @@
 //!   sharing and node liveness in `store/redis/presence.rs`), and the settling of a send whose
 //!   outcome is unknown.
 //! - [`routes`]: one module per endpoint.
+//! - [`takeback`]: who may delete or edit a message (the log entries are in `domain`).
 //! - [`error`]: the error type that decides status codes.
 
 pub mod app;
@@ -44,6 +45,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod takeback;
 pub mod wire;
 
 pub use app::router;

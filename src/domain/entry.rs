@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::{FieldError, Message, MessageId, MessageText, RoomName, Timestamp};
+use super::{Message, MessageId, MessageText, RoomName, Timestamp};
 
 /// One entry of a room's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,21 +95,6 @@ impl TakeBack {
             }
         }
     }
-}
-
-/// A message id as given in a path: a positive whole number, at most [`super::MAX_MESSAGE_ID`].
-pub fn parse_message_id(field: &'static str, s: &str) -> Result<MessageId, FieldError> {
-    match s.parse::<MessageId>() {
-        Ok(id) if (1..=super::MAX_MESSAGE_ID).contains(&id) => Ok(id),
-        _ => Err(FieldError::new(
-            field,
-            format!("{:?} is not a message id (a positive whole number)", shown(s)),
-        )),
-    }
-}
-
-fn shown(s: &str) -> String {
-    s.chars().take(40).collect()
 }
 
 /// The current state of a log, oldest first: deleted messages gone, edited ones as they
@@ -204,14 +189,5 @@ mod tests {
         assert_eq!((e.id(), e.target()), (3, 1));
         assert_eq!(e.time().millis(), 1_764_072_099_000, "an edit's time is when it was made");
         assert_eq!(delete(4, 2).target(), 2);
-    }
-
-    #[test]
-    fn message_ids_in_paths() {
-        assert_eq!(parse_message_id("id", "42"), Ok(42));
-        for bad in ["0", "-1", "x", "", "1.5", "9007199254740992", "99999999999999999999999"] {
-            let err = parse_message_id("id", bad).unwrap_err();
-            assert!(err.problem.contains("not a message id"), "{bad}: {err}");
-        }
     }
 }
