@@ -784,6 +784,37 @@ pub mod tests {
         assert!(!calls.contains_key("zrevrange") && !calls.contains_key("zrange"), "{calls:?}");
     }
 
+    /// A payload written before deletes and edits existed (no `kind`) is a message, and can
+    /// be deleted and edited like a new one.
+    #[tokio::test]
+    async fn messages_stored_before_deletes_and_edits_can_be_taken_back() {
+        let server = RedisServer::start();
+        let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
+        let old = r#"{"id":7,"room":"general","author":"ana","text":"old","time":1764072062345}"#;
+        redis::pipe()
+            .zadd("ssechat:{general}:log", old, 7)
+            .set("ssechat:{general}:seq", 7)
+            .zadd(ROOMS, "general", 1764072062345_i64)
+            .exec(&mut conn)
+            .unwrap();
+        let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
+        let room = RoomName::general();
+        assert_eq!(store.message(&room, 7).await.unwrap().unwrap().text.as_str(), "old");
+        let text = MessageText::parse("new").unwrap();
+        let change = TakeBack { room: room.clone(), target: 7, change: Change::Edit(text) };
+        let Some(Entry::Edit { id, message }) = store.take_back(change).await.unwrap() else {
+            panic!("an edit")
+        };
+        assert_eq!(
+            (id, message.id, message.text.as_str(), message.time.millis()),
+            (8, 7, "new", 1764072062345)
+        );
+        let delete = TakeBack { room: room.clone(), target: 7, change: Change::Delete };
+        assert_eq!(store.take_back(delete.clone()).await.unwrap().unwrap().id(), 9);
+        assert_eq!(store.take_back(delete).await.unwrap(), None, "deleted once");
+        assert!(store.read(&room, Range::Latest, 10).await.unwrap().current().is_empty());
+    }
+
     #[tokio::test]
     async fn an_unreachable_redis_is_a_clear_error() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

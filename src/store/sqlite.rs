@@ -876,6 +876,37 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
     }
 
+    /// A file from before deletes and edits: its messages read back as messages, and can be
+    /// deleted and edited like new ones.
+    #[tokio::test]
+    async fn a_version_3_file_gains_deletes_and_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let conn = file_of_version(&path, 3);
+            conn.execute_batch(
+                "INSERT INTO rooms VALUES ('general', 2, 1764072062345);
+                 INSERT INTO messages VALUES ('general', 1, 'ana', 'one', 1764072062000, NULL),
+                     ('general', 2, 'ana', 'two', 1764072062345, 'k');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, Hub::new(4), Retention::count(100)).unwrap();
+        let change = |target, change| TakeBack { room: RoomName::general(), target, change };
+        store.take_back(change(1, crate::domain::Change::Delete)).await.unwrap().unwrap();
+        let text = MessageText::parse("two!").unwrap();
+        let edited = store.take_back(change(2, crate::domain::Change::Edit(text))).await.unwrap().unwrap();
+        assert_eq!(edited.id(), 4);
+        let page = store.read(&RoomName::general(), Range::Latest, 10).await.unwrap();
+        assert_eq!(page.entries.len(), 4);
+        let now = page.current();
+        assert_eq!(now.len(), 1);
+        assert_eq!((now[0].id, now[0].text.as_str(), now[0].time.millis()), (2, "two!", 1764072062345));
+        let version: i32 =
+            Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
     /// Names and texts stored before the Unicode rules still read back (what they hid shown
     /// as U+FFFD), rather than making the room's history unreadable.
     #[tokio::test]
