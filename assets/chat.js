@@ -9,8 +9,7 @@
 
   const room = list.dataset.room;
   const root = list.dataset.root;
-  // Who reads (signed in, else ""), whether they may delete anyone's messages here, and how
-  // long an author may edit: the same controls the server puts on the messages it renders.
+  // Who reads (signed in, else ""), whether they moderate here, how long authors may edit.
   const viewer = list.dataset.viewer || "";
   const moderates = list.dataset.moderates === "true";
   const editWindowMs = Number(list.dataset.editWindow || 0) * 1000;
@@ -82,58 +81,39 @@
     showUnread();
   });
 
-  const messageUrl = (id) => `${root}rooms/${encodeURIComponent(room)}/messages/${id}`;
-  // The author's own message (posted signed in), or a moderator's view: the controls the
-  // server would render. Guests get none.
+  // The controls the server renders: own messages (posted signed in) and, for moderators, all.
+  const button = (tag, cls, label, url, post) => {
+    const el = document.createElement(tag);
+    el.className = cls;
+    if (post) {
+      Object.assign(el, { method: "post", action: url });
+      el.append(Object.assign(document.createElement("button"), { type: "submit", textContent: label }));
+    } else Object.assign(el, { href: url, textContent: label });
+    return el;
+  };
   const controls = (li, m) => {
+    const url = `${root}rooms/${encodeURIComponent(room)}/messages/${m.id}`;
     const own = viewer !== "" && m.user === true && m.author === viewer;
-    if (own && Date.now() - new Date(m.time).getTime() < editWindowMs) {
-      const edit = document.createElement("a");
-      edit.className = "edit";
-      edit.href = `${messageUrl(m.id)}/edit`;
-      edit.textContent = "Edit";
-      li.append(" ", edit);
-    }
-    if (own || moderates) {
-      const del = document.createElement("form");
-      del.className = "delete";
-      del.method = "post";
-      del.action = `${messageUrl(m.id)}/delete`;
-      const button = document.createElement("button");
-      button.type = "submit";
-      button.textContent = "Delete";
-      del.append(button);
-      li.append(" ", del);
-    }
+    if (own && Date.now() - new Date(m.time).getTime() < editWindowMs) li.append(" ", button("a", "edit", "Edit", `${url}/edit`));
+    if (own || moderates) li.append(" ", button("form", "delete", "Delete", `${url}/delete`, true));
   };
 
-  // The text of a message, with its "(edited)" mark.
+  // A message's text, and its "(edited)" mark.
   const fillText = (body, m) => {
     body.replaceChildren();
     linkify(body, m.text);
-    const mark = body.parentNode && body.parentNode.querySelector(".edited");
-    if (mark && m.edited) mark.title = m.edited;
-    if (!m.edited || mark) return;
-    const small = document.createElement("small");
-    small.className = "edited";
-    small.title = m.edited;
-    small.textContent = "(edited)";
-    body.after(" ", small);
+    if (!m.edited) return;
+    const mark = body.parentNode.querySelector(".edited") || document.createElement("small");
+    if (!mark.isConnected) body.after(" ", mark);
+    Object.assign(mark, { className: "edited", title: m.edited, textContent: "(edited)" });
   };
 
-  // Deletes and edits are entries of the log with their own ids: the stream resumes after them.
-  const advance = (e) => {
-    const id = Number(e.lastEventId);
-    if (id > lastId) lastId = id;
-  };
-  const removeMessage = (id) => {
-    const li = $("m" + id);
-    if (li) li.remove();
-  };
-  const editMessage = (m) => {
+  // Deletes and edits are log entries with ids of their own: the stream resumes after them.
+  const entry = (e, apply) => {
+    lastId = Math.max(lastId, Number(e.lastEventId));
+    const m = JSON.parse(e.data);
     const li = $("m" + m.id);
-    const body = li && li.querySelector(".text");
-    if (body) fillText(body, m);
+    if (li) apply(li, m);
   };
 
   const render = (m) => {
@@ -170,13 +150,8 @@
     if (oldest <= lastId) list.replaceChildren();
     const li = document.createElement("li");
     li.className = "notice";
-    // What was missed may have deleted or edited messages still shown: a reload shows the
-    // current state.
-    li.append("Some messages are no longer available. ");
-    const reload = document.createElement("a");
-    reload.href = location.href;
-    reload.textContent = "Reload for the current state";
-    li.append(reload);
+    // What was missed may have deleted or edited messages shown: a reload shows the current state.
+    li.append("Some messages are no longer available. ", button("a", "", "Reload", location.href));
     append(li);
     lastId = oldest - 1;
   };
@@ -231,14 +206,8 @@
     source = new EventSource(`${root}events?room=${encodeURIComponent(room)}&since=${lastId}&presence=1${name}`);
     source.addEventListener("open", () => setStatus("live"));
     source.addEventListener("message", (e) => render(JSON.parse(e.data)));
-    source.addEventListener("delete", (e) => {
-      advance(e);
-      removeMessage(JSON.parse(e.data).id);
-    });
-    source.addEventListener("edit", (e) => {
-      advance(e);
-      editMessage(JSON.parse(e.data));
-    });
+    source.addEventListener("delete", (e) => entry(e, (li) => li.remove()));
+    source.addEventListener("edit", (e) => entry(e, (li, m) => fillText(li.querySelector(".text"), m)));
     source.addEventListener("reset", (e) => reset(JSON.parse(e.data).oldest_id));
     source.addEventListener("presence", (e) => presence(JSON.parse(e.data)));
     source.addEventListener("typing", (e) => typing(JSON.parse(e.data).author));
@@ -304,21 +273,14 @@
     text.focus();
   });
 
-  // The delete buttons: with the script, a DELETE request; the stream removes the message
-  // (here and on every other open page).
+  // Delete buttons send DELETE; the stream removes the message here and on every open page.
   list.addEventListener("submit", async (e) => {
-    const del = e.target.closest("form.delete");
-    if (!del) return;
+    if (!e.target.matches("form.delete")) return;
     e.preventDefault();
-    let res = null;
-    try {
-      res = await fetch(del.action.replace(/\/delete$/, ""), { method: "DELETE", headers: { Accept: "application/json" } });
-    } catch {
-      // no answer: say so below
-    }
-    if (res && res.ok) return showError("");
-    const problem = res ? await res.json().catch(() => ({ error: res.statusText })) : null;
-    showError(problem ? problem.error : "Could not reach the server; nothing was deleted.");
+    const url = e.target.action.replace(/\/delete$/, "");
+    const res = await fetch(url, { method: "DELETE", headers: { Accept: "application/json" } }).catch(() => null);
+    const problem = res && !res.ok && (await res.json().catch(() => ({ error: res.statusText })));
+    showError(res ? problem && problem.error : "Could not reach the server; nothing was deleted.");
   });
 
   // Enter sends; Shift+Enter starts a new line.

@@ -95,10 +95,10 @@ fn decide(
     }
 }
 
-/// Whether `now` is at most `window` after `posted`.
+/// Whether `now` is at most `window` after `posted` (a zero window: never).
 fn within(posted: Timestamp, now: Timestamp, window: Duration) -> bool {
     let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-    now.millis().saturating_sub(posted.millis()) <= window_ms
+    !window.is_zero() && now.millis().saturating_sub(posted.millis()) <= window_ms
 }
 
 /// What the page offers one reader for one message: the controls shown are exactly the
@@ -187,6 +187,9 @@ mod tests {
         let error = late.unwrap_err().into_error(&edit());
         assert_eq!(error.status(), 409);
         assert!(error.to_string().contains("15m"), "{error}");
+        let m = message();
+        let never = super::decide(&ana, Access::OPEN, &m, true, &edit(), (m.time, Duration::ZERO));
+        assert_eq!(never, Err(Refused::TooLate { window: Duration::ZERO }), "a zero window: never");
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!
 //! The `/send` acknowledgement means "the script ran": the message is in Redis, as durable
 //! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`).
+//! Deletes and edits are entries of the same log, published on the same channel
+//! ([`TAKE_BACK`]): a payload with `kind` `delete` or `edit` and a `target`; one without
+//! `kind` (all that was written before them) is a message. Checking a take-back reads the
+//! log from its target on, within the room's one key: no second slot.
 //! Keys are `ssechat:{room}:seq`, `ssechat:{room}:log` and `ssechat:rooms`; one Redis
 //! primary (with replicas or Sentinel) is supported, not Redis Cluster.
 //!
