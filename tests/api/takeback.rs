@@ -12,7 +12,8 @@ const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*
 /// Logs a change the way the routes do once allowed: through the store.
 async fn take_back(app: &TestApp, room: &str, target: u64, change: Change) {
     let change = TakeBack { room: RoomName::parse(room).unwrap(), target, change };
-    app.state.store.take_back(change).await.unwrap().expect("the message is there");
+    let what = format!("{change:?}");
+    app.state.store.take_back(change).await.unwrap().expect(&what);
 }
 
 fn edit(text: &str) -> Change {
@@ -340,4 +341,53 @@ async fn a_page_shows_deletes_and_edits_live_and_after_a_reload_with_and_without
     let texts = js(&plain, "[...document.querySelectorAll('#messages .text')].map(e => e.textContent)").await;
     assert_eq!(texts, json!(["first, edited", "third"]));
     plain.close().await.unwrap();
+}
+
+/// On a store given by `store`: entries replay on resume, in order, and history folds them.
+async fn replays_and_folds(store: ssechat::config::StoreUrl) {
+    let app = TestApp::spawn_with(|c| c.store = store).await;
+    // (A Redis room's ids start at its first message: `id_base` can't tell before.)
+    let b = app.say("stores", "ana", "one").await.id - 1;
+    app.say("stores", "ana", "two").await;
+    take_back(&app, "stores", b + 1, edit("one!")).await;
+    take_back(&app, "stores", b + 2, Change::Delete).await;
+    let mut stream = app.subscribe("?room=stores", &[("last-event-id", &b.to_string())]).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let block = stream.next_event().await;
+        seen.push((block.id.unwrap().parse::<u64>().unwrap() - b, block.event.unwrap()));
+    }
+    assert_eq!(
+        seen,
+        [(1, "message".into()), (2, "message".into()), (3, "edit".into()), (4, "delete".into())]
+    );
+    let history = app.history("stores").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].text.as_str(), history[0].edited.is_some()), ("one!", true));
+}
+
+#[tokio::test]
+async fn sqlite_and_redis_replay_and_fold_entries_like_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    replays_and_folds(ssechat::config::StoreUrl::Sqlite(dir.path().join("chat.db"))).await;
+    let redis = crate::process::RedisServer::start(false);
+    replays_and_folds(ssechat::config::StoreUrl::Redis(redis.url.clone())).await;
+}
+
+#[tokio::test]
+async fn a_delete_and_an_edit_on_one_node_reach_every_node() {
+    let redis = crate::process::RedisServer::start(false);
+    let node = || TestApp::spawn_with(|c| c.store = ssechat::config::StoreUrl::Redis(redis.url.clone()));
+    let (a, b) = (node().await, node().await);
+    let mut on_b = b.subscribe("?room=nodes", &[]).await;
+    let sent = a.say("nodes", "ana", "hello").await;
+    take_back(&a, "nodes", sent.id, edit("hello!")).await;
+    take_back(&a, "nodes", sent.id, Change::Delete).await;
+    assert_eq!(on_b.next_message().await, sent);
+    let edited = on_b.next_event().await;
+    assert_eq!((edited.event.as_deref(), edited.json()["text"].as_str()), (Some("edit"), Some("hello!")));
+    assert_eq!(edited.id, Some((sent.id + 1).to_string()));
+    let deleted = on_b.next_event().await;
+    assert_eq!((deleted.event.as_deref(), deleted.json()), (Some("delete"), json!({ "id": sent.id })));
+    assert!(b.history("nodes").await.is_empty(), "history is shared, and current");
 }
