@@ -378,6 +378,23 @@ mod tests {
             }
 
             #[test]
+            fn an_edit_is_one_sse_event_and_one_ndjson_line_that_round_trip(text in texts()) {
+                let m = Message { edited: Some(Timestamp::from_millis(1_764_072_099_000).unwrap()), ..message(text) };
+                let frame = Frame::new(Event::Edit { id: 9, message: m.clone() });
+                let sse = frame.encoded(Format::Sse);
+                let lines: Vec<&str> = std::str::from_utf8(&sse).unwrap().split(['\n', '\r']).collect();
+                prop_assert_eq!(&lines[..2], &["id: 9", "event: edit"]);
+                prop_assert_eq!(lines.len(), 5);
+                let data: Message = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
+                prop_assert_eq!(&data, &m);
+                let line = frame.encoded(Format::Ndjson);
+                let line = std::str::from_utf8(&line).unwrap();
+                prop_assert!(!line[..line.len() - 1].contains(['\n', '\r']));
+                let back: Message = serde_json::from_str(line).unwrap();
+                prop_assert_eq!(back, m);
+            }
+
+            #[test]
             fn ndjson_is_one_line_that_round_trips(text in texts()) {
                 let m = message(text);
                 let line = encode_ndjson_line(&Event::Message(m.clone()));
