@@ -9,6 +9,10 @@
 
   const room = list.dataset.room;
   const root = list.dataset.root;
+  // Who reads (signed in, else ""), whether they moderate here, how long authors may edit.
+  const viewer = list.dataset.viewer || "";
+  const moderates = list.dataset.moderates === "true";
+  const editWindowMs = Number(list.dataset.editWindow || 0) * 1000;
   // The id of the last message on the page: the stream starts exactly after it.
   let lastId = Number(list.dataset.lastId) || 0;
   const status = $("status");
@@ -77,6 +81,41 @@
     showUnread();
   });
 
+  // The controls the server renders: own messages (posted signed in) and, for moderators, all.
+  const button = (tag, cls, label, url, post) => {
+    const el = document.createElement(tag);
+    el.className = cls;
+    if (post) {
+      Object.assign(el, { method: "post", action: url });
+      el.append(Object.assign(document.createElement("button"), { type: "submit", textContent: label }));
+    } else Object.assign(el, { href: url, textContent: label });
+    return el;
+  };
+  const controls = (li, m) => {
+    const url = `${root}rooms/${encodeURIComponent(room)}/messages/${m.id}`;
+    const own = viewer !== "" && m.user === true && m.author === viewer;
+    if (own && Date.now() - new Date(m.time).getTime() < editWindowMs) li.append(" ", button("a", "edit", "Edit", `${url}/edit`));
+    if (own || moderates) li.append(" ", button("form", "delete", "Delete", `${url}/delete`, true));
+  };
+
+  // A message's text, and its "(edited)" mark.
+  const fillText = (body, m) => {
+    body.replaceChildren();
+    linkify(body, m.text);
+    if (!m.edited) return;
+    const mark = body.parentNode.querySelector(".edited") || document.createElement("small");
+    if (!mark.isConnected) body.after(" ", mark);
+    Object.assign(mark, { className: "edited", title: m.edited, textContent: "(edited)" });
+  };
+
+  // Deletes and edits are log entries with ids of their own: the stream resumes after them.
+  const entry = (e, apply) => {
+    lastId = Math.max(lastId, Number(e.lastEventId));
+    const m = JSON.parse(e.data);
+    const li = $("m" + m.id);
+    if (li) apply(li, m);
+  };
+
   const render = (m) => {
     if (m.id <= lastId) return; // already shown
     lastId = m.id;
@@ -93,8 +132,9 @@
     who.textContent = m.author;
     const body = document.createElement("span");
     body.className = "text";
-    linkify(body, m.text);
     li.append(time, " ", who, " ", body);
+    fillText(body, m);
+    controls(li, m);
     mark(li);
     append(li);
     stopTyping(m.author);
@@ -110,7 +150,8 @@
     if (oldest <= lastId) list.replaceChildren();
     const li = document.createElement("li");
     li.className = "notice";
-    li.textContent = "Some messages are no longer available.";
+    // What was missed may have deleted or edited messages shown: a reload shows the current state.
+    li.append("Some messages are no longer available. ", button("a", "", "Reload", location.href));
     append(li);
     lastId = oldest - 1;
   };
@@ -181,6 +222,8 @@
     source = new EventSource(`${root}events?room=${encodeURIComponent(room)}&since=${lastId}&presence=1${name}${readerId}`);
     source.addEventListener("open", () => setStatus("live"));
     source.addEventListener("message", (e) => render(JSON.parse(e.data)));
+    source.addEventListener("delete", (e) => entry(e, (li) => li.remove()));
+    source.addEventListener("edit", (e) => entry(e, (li, m) => fillText(li.querySelector(".text"), m)));
     source.addEventListener("reset", (e) => reset(JSON.parse(e.data).oldest_id));
     source.addEventListener("presence", (e) => presence(JSON.parse(e.data)));
     source.addEventListener("typing", (e) => typing(JSON.parse(e.data).author));
@@ -244,6 +287,16 @@
       break;
     }
     text.focus();
+  });
+
+  // Delete buttons send DELETE; the stream removes the message here and on every open page.
+  list.addEventListener("submit", async (e) => {
+    if (!e.target.matches("form.delete")) return;
+    e.preventDefault();
+    const url = e.target.action.replace(/\/delete$/, "");
+    const res = await fetch(url, { method: "DELETE", headers: { Accept: "application/json" } }).catch(() => null);
+    const problem = res && !res.ok && (await res.json().catch(() => ({ error: res.statusText })));
+    showError(res ? problem && problem.error : "Could not reach the server; nothing was deleted.");
   });
 
   // Enter sends; Shift+Enter starts a new line.

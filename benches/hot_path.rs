@@ -36,7 +36,7 @@ fn publish(c: &mut Criterion) {
         let hub = Hub::new(1024);
         let room = RoomName::general();
         let mut subs: Vec<_> = (0..subscribers).map(|_| hub.subscribe(&room)).collect();
-        let msg = message("hello, how is everyone doing today?");
+        let msg = ssechat::domain::Entry::Message(message("hello, how is everyone doing today?"));
         group.throughput(criterion::Throughput::Elements(subscribers as u64));
         group.bench_with_input(BenchmarkId::from_parameter(subscribers), &subscribers, |b, _| {
             b.iter(|| {

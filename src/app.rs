@@ -14,6 +14,15 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms", get(routes::rooms::rooms))
         .route("/rooms/{room}", get(routes::index::room))
         .route("/rooms/{room}/presence", get(routes::presence::presence))
+        .route(
+            "/rooms/{room}/messages/{id}",
+            axum::routing::delete(routes::takeback::delete).patch(routes::takeback::edit),
+        )
+        .route("/rooms/{room}/messages/{id}/delete", post(routes::takeback::delete_form))
+        .route(
+            "/rooms/{room}/messages/{id}/edit",
+            get(routes::takeback::edit_page).post(routes::takeback::edit_form_post),
+        )
         .route("/typing", post(routes::presence::typing))
         .route("/go", get(routes::index::go))
         .route("/send", post(routes::send::send))

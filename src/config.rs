@@ -176,6 +176,11 @@ pub struct Config {
     /// then the answer is `503` saying the outcome is unknown, with the key to retry with.
     #[arg(long, env = "SSECHAT_SEND_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub send_timeout: Duration,
+
+    /// How long after posting a signed-in author may still edit a message (0s: never).
+    /// Deleting has no time limit.
+    #[arg(long, env = "SSECHAT_EDIT_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub edit_window: Duration,
 }
 
 impl Config {
@@ -216,6 +221,7 @@ impl Config {
             allowed_host: Vec::new(),
             max_rooms: None,
             send_timeout: Duration::from_secs(10),
+            edit_window: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -7,7 +7,10 @@ use std::fmt;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 
+mod entry;
 mod unicode;
+
+pub use entry::{Change, Entry, TakeBack, current_message, current_state};
 
 /// Why a value was refused, and which field it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,7 +333,8 @@ impl NewMessage {
     }
 }
 
-/// A stored message, exactly as every client sees it: `{id, room, author, text, time}`.
+/// A stored message, exactly as every client sees it: `{id, room, author, text, time}`,
+/// and `edited` once it was edited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: MessageId,
@@ -338,11 +342,14 @@ pub struct Message {
     pub author: Author,
     pub text: MessageText,
     pub time: Timestamp,
+    /// When the text was last edited (see [`Entry::Edit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<Timestamp>,
 }
 
 impl Message {
     pub fn new(id: MessageId, new: NewMessage, time: Timestamp) -> Self {
-        Self { id, room: new.room, author: new.author, text: new.text, time }
+        Self { id, room: new.room, author: new.author, text: new.text, time, edited: None }
     }
 }
 

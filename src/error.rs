@@ -32,8 +32,14 @@ pub enum AppError {
     /// Over a rate limit: try again after this many seconds.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
+    /// Not signed in, and signing in may help.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The request is valid but the resource's state refuses it (an edit too late).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Unavailable(String),
     /// The client took too long to send its request (head or body); the connection closes.
@@ -63,7 +69,9 @@ impl AppError {
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,

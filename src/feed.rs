@@ -403,9 +403,9 @@ impl Feed {
             batch.push_event(Event::Reset { oldest_id: page.first_held }, format);
             metrics.reset(ResetReason::Pruned);
         }
-        let more = page.messages.len() == REPLAY_PAGE;
-        for message in page.messages {
-            batch.push(&Frame::new(Event::Message(message)), cursor, format);
+        let more = page.entries.len() == REPLAY_PAGE;
+        for entry in page.entries {
+            batch.push(&Frame::new(Event::of(entry)), cursor, format);
         }
         // Replayed, not live: counted as deliveries, but not timed from publication.
         metrics.delivered(batch.messages);

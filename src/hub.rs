@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::domain::{Message, RoomName};
+use crate::domain::{Entry, RoomName};
 use crate::wire::{Event, Frame};
 
 pub struct Hub {
@@ -65,12 +65,13 @@ impl Hub {
         Subscription { hub: Arc::clone(self), room: room.clone(), rx }
     }
 
-    /// Hands a stored message to every subscriber of its room.
+    /// Hands a stored log entry (a message, a delete, an edit) to every subscriber of its
+    /// room.
     ///
     /// Stores call this in id order (under their own ordering), which is what lets every
     /// stream de-duplicate by id. Nothing is encoded for a room nobody reads.
-    pub fn publish(&self, message: &Message) {
-        self.send_to(&message.room, || Event::Message(message.clone()));
+    pub fn publish(&self, entry: &Entry) {
+        self.send_to(entry.room(), || Event::of(entry.clone()));
     }
 
     /// Sends an event that is not a message (presence, typing) to everyone in `room` now.
@@ -185,11 +186,11 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{NewMessage, Timestamp};
+    use crate::domain::{Message, NewMessage, Timestamp};
 
-    fn message(room: &str, id: u64) -> Message {
+    fn message(room: &str, id: u64) -> Entry {
         let new = NewMessage::parse(room, Some("ana"), Some("hi")).unwrap();
-        Message::new(id, new, Timestamp::now())
+        Entry::Message(Message::new(id, new, Timestamp::now()))
     }
 
     #[tokio::test]

@@ -11,7 +11,8 @@
 //! - [`app`]: the router.
 //! - [`auth`]: who is asking (a guest or a signed-in user) and what they may do in a room.
 //! - [`body_deadline`]: one deadline for a whole request body.
-//! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
+//! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge;
+//!   a room's log of `Entry`s (messages, deletes, edits) and its current state.
 //! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
 //! - [`limits`]: client identity, send rate limits, caps on open streams.
 //! - [`metrics`]: counters and the publish-to-flush histogram behind `/metrics`.
@@ -25,6 +26,7 @@
 //!   sharing and node liveness in `store/redis/presence.rs`), and the settling of a send whose
 //!   outcome is unknown.
 //! - [`routes`]: one module per endpoint.
+//! - [`takeback`]: who may delete or edit a message (the log entries are in `domain`).
 //! - [`error`]: the error type that decides status codes.
 
 pub mod app;
@@ -44,6 +46,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod takeback;
 pub mod wire;
 
 pub use app::router;

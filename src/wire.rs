@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::domain::PresenceView;
-use crate::domain::{Author, Message, MessageId};
+use crate::domain::{Author, Entry, Message, MessageId};
 
 /// The stream formats `/events` can speak, chosen by the `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,16 @@ impl Format {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Message(Message),
+    /// Log entry `id` deleted message `target`.
+    Delete {
+        id: MessageId,
+        target: MessageId,
+    },
+    /// Log entry `id` edited a message: `message` is how it now reads, `edited` set.
+    Edit {
+        id: MessageId,
+        message: Message,
+    },
     /// History no longer holds what the client asked for: what it gets next starts at
     /// `oldest_id`, so it knows it missed something.
     Reset {
@@ -69,6 +79,17 @@ pub enum Event {
     /// Internal: the store may hold messages this node never published (its link to a
     /// shared store was down), so every stream catches up from history. Never sent.
     Resync,
+}
+
+impl Event {
+    /// What a stream says about an entry of a room's log.
+    pub fn of(entry: Entry) -> Self {
+        match entry {
+            Entry::Message(m) => Event::Message(m),
+            Entry::Delete { id, target, .. } => Event::Delete { id, target },
+            Entry::Edit { id, message } => Event::Edit { id, message },
+        }
+    }
 }
 
 /// An event with its encodings, built once and shared.
@@ -94,10 +115,12 @@ impl Frame {
         }
     }
 
-    /// The message id, for resume and de-duplication; `None` for control events.
+    /// The log entry's id (a message's, a delete's or an edit's), for resume and
+    /// de-duplication; `None` for control events.
     pub fn id(&self) -> Option<MessageId> {
         match &self.event {
             Event::Message(m) => Some(m.id),
+            Event::Delete { id, .. } | Event::Edit { id, .. } => Some(*id),
             _ => None,
         }
     }
@@ -146,6 +169,12 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
         Event::Message(m) => {
             Bytes::from(format!("id: {}\nevent: message\ndata: {}\n\n", m.id, message_json(m)))
         }
+        Event::Delete { id, target } => {
+            Bytes::from(format!("id: {id}\nevent: delete\ndata: {}\n\n", json!({ "id": target })))
+        }
+        Event::Edit { id, message } => {
+            Bytes::from(format!("id: {id}\nevent: edit\ndata: {}\n\n", message_json(message)))
+        }
         Event::Reset { oldest_id } => {
             Bytes::from(format!("event: reset\ndata: {}\n\n", json!({ "oldest_id": oldest_id })))
         }
@@ -163,10 +192,18 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
     }
 }
 
-/// A message is its JSON object; control events carry an `event` field.
+/// A message is its JSON object; other events carry an `event` field, and a delete or an
+/// edit its own log id as `entry` (what `?since=` resumes from).
 pub fn encode_ndjson_line(event: &Event) -> Bytes {
     let mut line = match event {
         Event::Message(m) => message_json(m),
+        Event::Delete { id, target } => json!({ "event": "delete", "id": target, "entry": id }).to_string(),
+        Event::Edit { id, message } => {
+            let mut object = serde_json::to_value(message).expect("a message always serialises");
+            object["event"] = json!("edit");
+            object["entry"] = json!(id);
+            escaped_json(&object)
+        }
         Event::Reset { oldest_id } => json!({ "event": "reset", "oldest_id": oldest_id }).to_string(),
         Event::Presence(view) => escaped_json(&json!({
             "event": "presence",
@@ -181,24 +218,14 @@ pub fn encode_ndjson_line(event: &Event) -> Bytes {
     Bytes::from(line)
 }
 
-/// `[12:01:02] ana: hello`. Continuation lines are indented so that a message can never
-/// pass itself off as another line from someone else.
+/// `[12:01:02] ana: hello`; an edit is the message again, marked `(edited)`. Continuation
+/// lines are indented so that a message can never pass itself off as another line from
+/// someone else.
 pub fn encode_plain_line(event: &Event) -> Bytes {
     match event {
-        Event::Message(m) => {
-            let prefix = format!("[{}] ", m.time.clock());
-            let indent = " ".repeat(prefix.len());
-            let mut out = format!("{prefix}{}: ", m.author.as_str());
-            for (i, line) in m.text.as_str().split('\n').enumerate() {
-                if i > 0 {
-                    out.push('\n');
-                    out.push_str(&indent);
-                }
-                out.push_str(line);
-            }
-            out.push('\n');
-            Bytes::from(out)
-        }
+        Event::Message(m) => plain_message(m, ""),
+        Event::Edit { message, .. } => plain_message(message, " (edited)"),
+        Event::Delete { target, .. } => Bytes::from(format!("-- message #{target} was deleted --\n")),
         Event::Reset { oldest_id } => {
             Bytes::from(format!("-- some messages are no longer held; continuing from #{oldest_id} --\n"))
         }
@@ -206,6 +233,21 @@ pub fn encode_plain_line(event: &Event) -> Bytes {
         Event::Typing { author } => Bytes::from(format!("-- {author} is typing --\n")),
         Event::Heartbeat | Event::Resync | Event::Drain(_) => Bytes::new(),
     }
+}
+
+fn plain_message(m: &Message, mark: &str) -> Bytes {
+    let prefix = format!("[{}] ", m.time.clock());
+    let indent = " ".repeat(prefix.len());
+    let mut out = format!("{prefix}{}{mark}: ", m.author.as_str());
+    for (i, line) in m.text.as_str().split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            out.push_str(&indent);
+        }
+        out.push_str(line);
+    }
+    out.push('\n');
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -258,6 +300,38 @@ mod tests {
         assert_eq!(&reset[..], b"{\"event\":\"reset\",\"oldest_id\":5}\n");
     }
 
+    fn edited(text: &str) -> Message {
+        Message { edited: Some(Timestamp::from_millis(1_764_072_099_000).unwrap()), ..msg(text) }
+    }
+
+    #[test]
+    fn deletes_and_edits_carry_their_own_ids_in_every_format() {
+        let delete = Frame::new(Event::Delete { id: 9, target: 3 });
+        assert_eq!(&delete.encoded(Format::Sse)[..], b"id: 9\nevent: delete\ndata: {\"id\":3}\n\n");
+        assert_eq!(&delete.encoded(Format::Ndjson)[..], b"{\"entry\":9,\"event\":\"delete\",\"id\":3}\n");
+        assert_eq!(&delete.encoded(Format::Plain)[..], b"-- message #3 was deleted --\n");
+        assert_eq!(delete.id(), Some(9));
+        let edit = Frame::new(Event::Edit { id: 10, message: edited("new <b>\nline") });
+        let sse = std::str::from_utf8(&edit.encoded(Format::Sse)).unwrap().to_owned();
+        let lines: Vec<&str> = sse.trim_end().split('\n').collect();
+        assert_eq!(lines[..2], ["id: 10", "event: edit"]);
+        let data: Message = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data, edited("new <b>\nline"));
+        assert!(lines[2].contains(r#""edited":"2025-11-25T12:01:39.000Z""#), "{sse}");
+        let ndjson = edit.encoded(Format::Ndjson);
+        assert!(!ndjson.contains(&b'<'));
+        let object: serde_json::Value = serde_json::from_slice(&ndjson).unwrap();
+        assert_eq!(
+            (object["event"].as_str(), object["entry"].as_u64(), object["id"].as_u64()),
+            (Some("edit"), Some(10), Some(3))
+        );
+        assert_eq!(object["text"], "new <b>\nline");
+        assert_eq!(
+            std::str::from_utf8(&edit.encoded(Format::Plain)).unwrap(),
+            "[12:01:02] ana (edited): new <b>\n           line\n"
+        );
+    }
+
     mod properties {
         use super::*;
         use crate::domain::MessageText;
@@ -301,6 +375,23 @@ mod tests {
                 prop_assert_eq!(lines[3], "");
                 let data: Message = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
                 prop_assert_eq!(data, m);
+            }
+
+            #[test]
+            fn an_edit_is_one_sse_event_and_one_ndjson_line_that_round_trip(text in texts()) {
+                let m = Message { edited: Some(Timestamp::from_millis(1_764_072_099_000).unwrap()), ..message(text) };
+                let frame = Frame::new(Event::Edit { id: 9, message: m.clone() });
+                let sse = frame.encoded(Format::Sse);
+                let lines: Vec<&str> = std::str::from_utf8(&sse).unwrap().split(['\n', '\r']).collect();
+                prop_assert_eq!(&lines[..2], &["id: 9", "event: edit"]);
+                prop_assert_eq!(lines.len(), 5);
+                let data: Message = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
+                prop_assert_eq!(&data, &m);
+                let line = frame.encoded(Format::Ndjson);
+                let line = std::str::from_utf8(&line).unwrap();
+                prop_assert!(!line[..line.len() - 1].contains(['\n', '\r']));
+                let back: Message = serde_json::from_str(line).unwrap();
+                prop_assert_eq!(back, m);
             }
 
             #[test]

@@ -1,6 +1,8 @@
-//! `GET /history?room=R&since=ID&limit=N`: a JSON array of messages, oldest first.
+//! `GET /history?room=R&since=ID&limit=N`: a JSON array of messages, oldest first, as they
+//! read now: deleted ones left out, edited ones with their new text and `edited` time.
 //!
-//! With `since`, the first `limit` messages after that id; without it, the newest `limit`.
+//! With `since`, the first `limit` entries of the log after that id; without it, the newest
+//! `limit`. Deletes and edits are entries too, so fewer than `limit` messages may come.
 
 use axum::Json;
 use axum::extract::State;
@@ -21,5 +23,5 @@ pub async fn history(State(state): State<AppState>, uri: Uri) -> Result<Json<Vec
     let range = params.id("since")?.map_or(Range::Latest, Range::After);
     let limit = params.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = state.store.read(&room, range, limit).await?;
-    Ok(Json(page.messages))
+    Ok(Json(page.current()))
 }

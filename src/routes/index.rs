@@ -8,11 +8,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::auth::Identity;
 use crate::domain::PresenceView;
 use crate::domain::{IdempotencyKey, Message, RoomName};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::Range;
+use crate::takeback::Controls;
 
 #[derive(Template)]
 #[template(path = "room.html")]
@@ -26,6 +28,11 @@ struct RoomPage<'a> {
     here: PresenceView,
     /// Where the page's EventSource starts, so there is no gap and no duplicate.
     last_id: u64,
+    /// For the script, to offer the same controls on live messages: the reader's user name
+    /// (signed in), whether they may delete anyone's messages here, and the edit window.
+    viewer: &'a str,
+    moderates: bool,
+    edit_window: u64,
     author: &'a str,
     text: &'a str,
     error: Option<&'a str>,
@@ -41,16 +48,22 @@ struct MessageView<'a> {
     parts: Vec<TextPart<'a>>,
     time: String,
     clock: String,
+    /// When it was last edited, if it was.
+    edited: Option<String>,
+    /// What the reader may do to it: only these controls are shown.
+    controls: Controls,
 }
 
-impl<'a> From<&'a Message> for MessageView<'a> {
-    fn from(m: &'a Message) -> Self {
+impl<'a> MessageView<'a> {
+    fn new(m: &'a Message, controls: Controls) -> Self {
         Self {
             id: m.id,
             author: m.author.as_str(),
             parts: linkify(m.text.as_str()),
             time: m.time.rfc3339(),
             clock: m.time.clock(),
+            edited: m.edited.map(|t| t.rfc3339()),
+            controls,
         }
     }
 }
@@ -119,14 +132,20 @@ pub fn root_for(path: &str) -> String {
     if depth == 0 { "./".to_owned() } else { "../".repeat(depth) }
 }
 
-pub async fn general(State(state): State<AppState>, uri: Uri) -> Response {
-    room_page(&state, &RoomName::general(), &root_for(uri.path()), StatusCode::OK, Draft::default()).await
+pub async fn general(State(state): State<AppState>, who: Identity, uri: Uri) -> Response {
+    let root = root_for(uri.path());
+    room_page(&state, &who, &RoomName::general(), &root, StatusCode::OK, Draft::default()).await
 }
 
-pub async fn room(State(state): State<AppState>, Path(room): Path<String>, uri: Uri) -> Response {
+pub async fn room(
+    State(state): State<AppState>,
+    who: Identity,
+    Path(room): Path<String>,
+    uri: Uri,
+) -> Response {
     let root = root_for(uri.path());
     match RoomName::parse(&room) {
-        Ok(room) => room_page(&state, &room, &root, StatusCode::OK, Draft::default()).await,
+        Ok(room) => room_page(&state, &who, &room, &root, StatusCode::OK, Draft::default()).await,
         Err(e) => error_page(StatusCode::NOT_FOUND, &format!("There is no room here. {}", e.problem), &root),
     }
 }
@@ -149,33 +168,44 @@ pub async fn go(uri: Uri) -> Response {
 /// The room with its recent history, and the form (with `draft` when a post was refused).
 pub async fn room_page(
     state: &AppState,
+    who: &Identity,
     room: &RoomName,
     root: &str,
     status: StatusCode,
     draft: Draft<'_>,
 ) -> Response {
     let store = &state.store;
-    let (page, rooms, here) = match tokio::try_join!(
-        store.read(room, Range::Latest, state.config.page_messages),
-        store.rooms(ROOM_LINKS),
-        store.presence(room, state.presence.local(room)),
+    let (access, page, rooms, here) = match tokio::try_join!(
+        state.access(who, room),
+        async { Ok(store.read(room, Range::Latest, state.config.page_messages).await?) },
+        async { Ok(store.rooms(ROOM_LINKS).await?) },
+        async { Ok(store.presence(room, state.presence.local(room)).await?) },
     ) {
         Ok(found) => found,
         Err(e) => {
-            let e = AppError::from(e);
+            let e: AppError = e;
             return error_page(e.status(), &e.public_message(), root);
         }
     };
+    let window = state.config.edit_window;
+    let last_id = page.last_id;
+    let messages = page.current();
     let html = RoomPage {
         root,
         room: room.as_str(),
-        messages: page.messages.iter().map(MessageView::from).collect(),
+        messages: messages
+            .iter()
+            .map(|m| MessageView::new(m, Controls::for_message(who, access, m, window)))
+            .collect(),
         rooms: rooms
             .into_iter()
             .map(|r| RoomLink { name: r.name.to_string(), messages: r.messages })
             .collect(),
         here,
-        last_id: page.last_id,
+        last_id,
+        viewer: who.user().map_or("", |name| name.as_str()),
+        moderates: access.moderate || who.is_admin(),
+        edit_window: window.as_secs(),
         author: draft.author,
         text: draft.text,
         error: draft.error,
@@ -193,7 +223,7 @@ pub fn error_page(status: StatusCode, message: &str, root: &str) -> Response {
     render(status, &ErrorPage { root, status, message })
 }
 
-fn render(status: StatusCode, template: &impl Template) -> Response {
+pub fn render(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {

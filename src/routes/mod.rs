@@ -8,6 +8,7 @@ pub mod index;
 pub mod presence;
 pub mod rooms;
 pub mod send;
+pub mod takeback;
 
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -208,7 +209,7 @@ pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     let layer = CorsLayer::new()
         .vary([])
         .allow_origin(AllowOrigin::list(allowed))
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([
             header::CONTENT_TYPE,
             header::ACCEPT,

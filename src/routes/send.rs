@@ -46,6 +46,7 @@ pub struct SendFields {
 pub async fn send(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    who: crate::auth::Identity,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -61,7 +62,7 @@ pub async fn send(
     let fields = decode(&uri, &headers, body).await.map_err(early)?;
     match store(&state, &headers, &fields).await {
         Ok(appended) => Ok(accepted(appended, browser)),
-        Err(error) => Err(Refusal::late(&state, browser, &uri, &fields, error).await),
+        Err(error) => Err(Refusal::late(&state, &who, browser, &uri, &fields, error).await),
     }
 }
 
@@ -142,7 +143,14 @@ impl Refusal {
     }
 
     /// Refused once the fields were read: a browser gets its draft back.
-    async fn late(state: &AppState, browser: bool, uri: &Uri, fields: &SendFields, error: AppError) -> Self {
+    async fn late(
+        state: &AppState,
+        who: &crate::auth::Identity,
+        browser: bool,
+        uri: &Uri,
+        fields: &SendFields,
+        error: AppError,
+    ) -> Self {
         if !browser {
             return Self::Json(error);
         }
@@ -164,7 +172,7 @@ impl Refusal {
             error: Some(&message),
             client_id: client_id.or(fields.client_id.as_deref().filter(valid)),
         };
-        let mut page = room_page(state, &room, &root, error.status(), draft).await;
+        let mut page = room_page(state, who, &room, &root, error.status(), draft).await;
         error.add_headers(&mut page);
         Self::RoomPage(page)
     }
@@ -210,9 +218,16 @@ pub async fn admit_send(state: &AppState, peer: SocketAddr, headers: &HeaderMap)
     })
 }
 
-/// Reads the body by its content type and merges in `?room=`.
-pub async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFields, AppError> {
-    let params = Params::from_uri(uri)?;
+/// What a body is, by its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Form,
+}
+
+/// Reads a form or JSON body of at most `MAX_BODY` bytes, refusing other content types
+/// (`415`), larger bodies (`413`) and bodies that come too slowly (`408`).
+pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<(BodyKind, axum::body::Bytes), AppError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -242,7 +257,16 @@ pub async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFi
             AppError::Malformed(format!("could not read the request body: {e}"))
         }
     })?;
-    let mut fields: SendFields = if is_json { decode_json(&bytes)? } else { decode_form(&bytes)? };
+    Ok((if is_json { BodyKind::Json } else { BodyKind::Form }, bytes))
+}
+
+/// Reads the body by its content type and merges in `?room=`.
+pub async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFields, AppError> {
+    let params = Params::from_uri(uri)?;
+    let (kind, bytes) = read_body(headers, body).await?;
+    let is_json = kind == BodyKind::Json;
+    let mut fields: SendFields =
+        if is_json { decode_json(&bytes, "room, author and text")? } else { decode_form(&bytes)? };
     match (fields.room.as_deref(), params.get("room")) {
         (Some(body_room), Some(query_room)) if body_room != query_room => {
             return Err(FieldError::new(
@@ -261,9 +285,10 @@ pub async fn decode(uri: &Uri, headers: &HeaderMap, body: Body) -> Result<SendFi
 
 /// A JSON object; other fields (for later versions) are ignored, but no key may be given
 /// twice (serde_json would keep the last value without a word).
-pub fn decode_json(bytes: &[u8]) -> Result<SendFields, AppError> {
+/// `expected` names the fields that matter, for the error.
+pub fn decode_json(bytes: &[u8], expected: &str) -> Result<SendFields, AppError> {
     let UniqueKeys(object) = serde_json::from_slice::<UniqueKeys>(bytes).map_err(|e| {
-        AppError::Malformed(format!("malformed JSON (expected an object with room, author and text): {e}"))
+        AppError::Malformed(format!("malformed JSON (expected an object with {expected}): {e}"))
     })?;
     let field = |name: &'static str| match object.get(name) {
         None | Some(serde_json::Value::Null) => Ok(None),

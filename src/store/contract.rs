@@ -9,12 +9,14 @@ use super::{Range, Retention, Store};
 use crate::domain::{NewMessage, RoomName};
 use crate::hub::Hub;
 
+mod takeback;
+
 fn new(room: &str, text: &str) -> NewMessage {
     NewMessage::parse(room, Some("ana"), Some(text)).unwrap()
 }
 
 fn ids(page: &super::Page) -> Vec<u64> {
-    page.messages.iter().map(|m| m.id).collect()
+    page.entries.iter().map(crate::domain::Entry::id).collect()
 }
 
 /// Runs every contract check on fresh stores made by `make(hub, retention)`.
@@ -37,6 +39,7 @@ where
     expired_rooms_are_forgotten_and_their_ids_go_on(make(Hub::new(64), old).await).await;
     let hub = Hub::new(64);
     a_key_is_stored_once(make(Arc::clone(&hub), Retention::count(100)).await, hub).await;
+    takeback::run_all(&make).await;
 }
 
 async fn a_key_is_stored_once(store: Arc<dyn Store>, hub: Arc<Hub>) {
@@ -94,7 +97,7 @@ async fn ids_are_per_room_and_increasing(store: Arc<dyn Store>) {
     assert!(a2.time >= a1.time);
 
     let empty = store.read(&RoomName::parse("nobody").unwrap(), Range::Latest, 10).await.unwrap();
-    assert!(empty.messages.is_empty());
+    assert!(empty.entries.is_empty());
     assert_eq!(empty.first_held, empty.last_id + 1, "an empty room: nothing held, nothing missing");
 }
 
@@ -107,12 +110,12 @@ async fn reads_respect_range_and_limit(store: Arc<dyn Store>) {
     let at = |ns: &[u64]| ns.iter().map(|n| base + n).collect::<Vec<_>>();
     let all = store.read(&room, Range::After(0), 100).await.unwrap();
     assert_eq!(ids(&all), at(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
-    assert_eq!(all.messages[4].text.as_str(), "m5");
+    assert_eq!(all.entries[4].as_message().unwrap().text.as_str(), "m5");
     assert_eq!((all.first_held, all.last_id), (base + 1, base + 10));
     assert_eq!(ids(&store.read(&room, Range::After(base + 7), 100).await.unwrap()), at(&[8, 9, 10]));
     assert_eq!(ids(&store.read(&room, Range::After(base + 2), 3).await.unwrap()), at(&[3, 4, 5]));
     assert_eq!(ids(&store.read(&room, Range::Latest, 3).await.unwrap()), at(&[8, 9, 10]));
-    assert!(store.read(&room, Range::After(base + 10), 100).await.unwrap().messages.is_empty());
+    assert!(store.read(&room, Range::After(base + 10), 100).await.unwrap().entries.is_empty());
 }
 
 async fn publishes_in_id_order(store: Arc<dyn Store>, hub: Arc<Hub>) {
@@ -159,7 +162,7 @@ async fn retention_by_age(store: Arc<dyn Store>, expired: bool) {
     let page = store.read(&room, Range::After(0), 100).await.unwrap();
     let rooms = store.rooms(10).await.unwrap();
     if expired {
-        assert!(page.messages.is_empty());
+        assert!(page.entries.is_empty());
         assert_eq!((page.first_held, page.last_id), (base + 4, base + 3));
         assert!(rooms.is_empty(), "a room with nothing held is not active");
         assert_eq!(store.append(new("aging", "m4")).await.unwrap().id, base + 4, "ids go on");
@@ -218,7 +221,7 @@ async fn expired_rooms_are_forgotten_and_their_ids_go_on(store: Arc<dyn Store>) 
     store.prune().await.unwrap();
     assert!(store.rooms(10).await.unwrap().is_empty());
     let page = store.read(&RoomName::parse("gone").unwrap(), Range::After(0), 10).await.unwrap();
-    assert!(page.messages.is_empty());
+    assert!(page.entries.is_empty());
     assert!(page.last_id > first && page.first_held == page.last_id + 1, "{page:?}");
     let next = store.append(new("gone", "back")).await.unwrap();
     assert!(next.id > first + 1, "ids are not reused: {}", next.id);

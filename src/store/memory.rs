@@ -17,7 +17,8 @@ use hashlink::linked_hash_map::RawEntryMut;
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{
-    Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp, first_id_base,
+    Author, Entry, IdempotencyKey, Message, MessageId, NewMessage, RoomName, TakeBack, Timestamp,
+    current_message, first_id_base,
 };
 use crate::hub::Hub;
 use crate::wire::Event;
@@ -54,7 +55,8 @@ struct Rooms {
 
 #[derive(Default)]
 struct RoomLog {
-    messages: VecDeque<Message>,
+    /// Messages, deletes and edits, in id order.
+    entries: VecDeque<Entry>,
     last_id: MessageId,
     /// Idempotency keys of held messages; a key goes with its message.
     keys: HashMap<IdempotencyKey, MessageId>,
@@ -69,15 +71,15 @@ impl RoomLog {
 
     /// Drops what retention no longer keeps from the front.
     fn prune(&mut self, retention: Retention) {
-        while self.messages.len() > retention.count {
-            self.messages.pop_front();
+        while self.entries.len() > retention.count {
+            self.entries.pop_front();
         }
         if let Some(cutoff) = retention.cutoff() {
-            while self.messages.front().is_some_and(|m| m.time < cutoff) {
-                self.messages.pop_front();
+            while self.entries.front().is_some_and(|e| e.time() < cutoff) {
+                self.entries.pop_front();
             }
         }
-        let first_held = self.messages.front().map_or(self.last_id + 1, |m| m.id);
+        let first_held = self.entries.front().map_or(self.last_id + 1, Entry::id);
         while self.keyed.front().is_some_and(|(id, _)| *id < first_held) {
             let (_, key) = self.keyed.pop_front().expect("checked above");
             self.keys.remove(&key);
@@ -86,22 +88,22 @@ impl RoomLog {
 
     /// Whether it holds nothing younger than `cutoff` (`None`: nothing at all).
     fn expired(&self, cutoff: Option<Timestamp>) -> bool {
-        self.messages.back().is_none_or(|newest| cutoff.is_some_and(|cutoff| newest.time < cutoff))
+        self.entries.back().is_none_or(|newest| cutoff.is_some_and(|cutoff| newest.time() < cutoff))
     }
 
     fn held(&self, id: MessageId) -> Option<&Message> {
-        let index = self.messages.binary_search_by_key(&id, |m| m.id).ok()?;
-        self.messages.get(index)
+        let index = self.entries.binary_search_by_key(&id, Entry::id).ok()?;
+        self.entries.get(index)?.as_message()
     }
 
     fn page(&self, range: Range, limit: usize) -> Page {
         let skip = match range {
-            Range::After(after) => self.messages.partition_point(|m| m.id <= after),
-            Range::Latest => self.messages.len().saturating_sub(limit),
+            Range::After(after) => self.entries.partition_point(|e| e.id() <= after),
+            Range::Latest => self.entries.len().saturating_sub(limit),
         };
         Page {
-            messages: self.messages.iter().skip(skip).take(limit).cloned().collect(),
-            first_held: self.messages.front().map_or(self.last_id + 1, |m| m.id),
+            entries: self.entries.iter().skip(skip).take(limit).cloned().collect(),
+            first_held: self.entries.front().map_or(self.last_id + 1, Entry::id),
             last_id: self.last_id,
         }
     }
@@ -124,9 +126,22 @@ impl RoomLog {
             self.keys.insert(key.clone(), message.id);
             self.keyed.push_back((message.id, key));
         }
-        self.messages.push_back(message.clone());
+        self.entries.push_back(Entry::Message(message.clone()));
         self.prune(retention);
         Appended { message, replayed: false }
+    }
+
+    /// Appends `change` as the next entry, if its target is held and not deleted.
+    fn take_back(&mut self, change: &TakeBack, retention: Retention) -> Option<Entry> {
+        self.prune(retention);
+        let from = self.entries.partition_point(|e| e.id() < change.target);
+        let about = self.entries.range(from..).filter(|e| e.target() == change.target).cloned();
+        let current = current_message(change.target, about)?;
+        self.last_id += 1;
+        let entry = change.entry(self.last_id, current, Timestamp::now());
+        self.entries.push_back(entry.clone());
+        self.prune(retention);
+        Some(entry)
     }
 }
 
@@ -226,7 +241,7 @@ impl Store for MemoryStore {
             let mut rooms = self.lock();
             let appended = rooms.touch(&new.room).submit(new, self.retention);
             if !appended.replayed {
-                self.hub.publish(&appended.message);
+                self.hub.publish(&Entry::Message(appended.message.clone()));
             }
             // The room written to is the newest: the idlest others go.
             let over = rooms.logs.len().saturating_sub(self.retention.max_rooms.unwrap_or(usize::MAX));
@@ -234,6 +249,18 @@ impl Store for MemoryStore {
         };
         drop(forgotten); // after the lock: freeing a room's messages is no one else's wait
         Ok(appended)
+    }
+
+    async fn take_back(&self, change: TakeBack) -> Result<Option<Entry>, StoreError> {
+        let mut rooms = self.lock();
+        if !rooms.logs.contains_key(&change.room) {
+            return Ok(None);
+        }
+        let entry = rooms.touch(&change.room).take_back(&change, self.retention);
+        if let Some(entry) = &entry {
+            self.hub.publish(entry);
+        }
+        Ok(entry)
     }
 
     async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
@@ -266,9 +293,9 @@ impl Store for MemoryStore {
             self.examined.fetch_add(1, Ordering::Relaxed);
             log.prune(self.retention);
             // In activity order: once a room holds nothing, no idler one does.
-            let Some(newest) = log.messages.back() else { break };
-            let messages = log.messages.len() as u64;
-            active.push(RoomInfo { name: name.clone(), messages, last_activity: newest.time });
+            let Some(newest) = log.entries.back() else { break };
+            let messages = log.entries.len() as u64;
+            active.push(RoomInfo { name: name.clone(), messages, last_activity: newest.time() });
         }
         Ok(active)
     }
@@ -312,14 +339,14 @@ mod tests {
         assert_eq!(names(&store.rooms(10).await.unwrap()), ["d", "a", "c"], "b was the idlest");
         let b = RoomName::parse("b").unwrap();
         let page = store.read(&b, Range::After(0), 10).await.unwrap();
-        assert!(page.messages.is_empty());
+        assert!(page.entries.is_empty());
         assert_eq!((page.first_held, page.last_id), (base + 3, base + 2), "read as ending where it ended");
         // Written again, it comes back with ids after every forgotten room's, and the
         // idlest of the others (c) goes.
         assert_eq!(store.append(new("b")).await.unwrap().id, base + 3);
         assert_eq!(names(&store.rooms(10).await.unwrap()), ["b", "d", "a"]);
         let a = RoomName::parse("a").unwrap();
-        assert_eq!(store.read(&a, Range::After(0), 10).await.unwrap().messages.len(), 2);
+        assert_eq!(store.read(&a, Range::After(0), 10).await.unwrap().entries.len(), 2);
     }
 
     #[tokio::test]

@@ -23,7 +23,9 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 use serde::Serialize;
 
 use crate::domain::PresenceView;
-use crate::domain::{Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp};
+use crate::domain::{
+    Author, Entry, IdempotencyKey, Message, MessageId, NewMessage, RoomName, TakeBack, Timestamp,
+};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -48,16 +50,28 @@ pub enum Range {
     Latest,
 }
 
-/// A slice of a room's history, with what a resuming reader needs to spot a gap.
+/// A slice of a room's log, with what a resuming reader needs to spot a gap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
-    /// Oldest first, at most the limit asked for.
-    pub messages: Vec<Message>,
+    /// Log entries (messages, deletes, edits), oldest first, at most the limit asked for.
+    pub entries: Vec<Entry>,
     /// The oldest id still held, or `last_id + 1` when nothing is held.
     pub first_held: MessageId,
     /// The newest id ever given in this room (0 if none).
     pub last_id: MessageId,
 }
+
+impl Page {
+    /// The messages of this page as they read now: deleted ones gone, edited ones updated.
+    /// A held message's deletes and edits come after it, so they are held too: with
+    /// `Range::Latest` this is exact for every message in the page.
+    pub fn current(self) -> Vec<Message> {
+        crate::domain::current_state(self.entries)
+    }
+}
+
+/// Entries read per query when looking for a message's current state.
+const SCAN_PAGE: usize = 1000;
 
 /// How much history each room keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +131,7 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.submit(new).await?.message)
     }
 
-    /// Reads at most `limit` messages of `room`.
+    /// Reads at most `limit` log entries of `room`.
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError>;
 
     /// Rooms that hold messages, most recently active first, at most `limit`. Read from an
@@ -128,6 +142,30 @@ pub trait Store: Send + Sync + 'static {
     /// background): old messages, and in the memory store the rooms left with none. Returns
     /// how much went (rows, entries or rooms, by backend), for logs and tests.
     async fn prune(&self) -> Result<u64, StoreError>;
+
+    // Taking things back: deletes and edits, entries of the log like messages.
+
+    /// Appends `change` as the room's next entry and publishes it, if its target is a
+    /// message the room holds and nobody deleted: the check and the append are one atomic
+    /// step, so two deletes of one message log one. `None`: there is no such message. An
+    /// edit's entry carries the whole message with the new text, `edited` now.
+    async fn take_back(&self, change: TakeBack) -> Result<Option<Entry>, StoreError>;
+
+    /// How message `id` of `room` reads now (edits applied); `None` if the room does not
+    /// hold it or it was deleted. Reads the log from the message on.
+    async fn message(&self, room: &RoomName, id: MessageId) -> Result<Option<Message>, StoreError> {
+        let mut entries = Vec::new();
+        let mut after = id.saturating_sub(1);
+        loop {
+            let page = self.read(room, Range::After(after), SCAN_PAGE).await?;
+            let full = page.entries.len() == SCAN_PAGE;
+            after = page.entries.last().map_or(after, Entry::id);
+            entries.extend(page.entries.into_iter().filter(|e| e.target() == id));
+            if !full {
+                return Ok(crate::domain::current_message(id, entries));
+            }
+        }
+    }
 
     /// Tells someone is typing to everyone in the room, on every node. Nothing is stored.
     async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError>;
@@ -264,6 +302,9 @@ mod settle_tests {
         async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
             self.inner.read(room, range, limit).await
         }
+        async fn take_back(&self, change: TakeBack) -> Result<Option<Entry>, StoreError> {
+            self.inner.take_back(change).await
+        }
         async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
             self.inner.rooms(limit).await
         }
@@ -282,7 +323,7 @@ mod settle_tests {
     }
 
     async fn held(store: &Scripted) -> usize {
-        store.read(&RoomName::general(), Range::Latest, 10).await.unwrap().messages.len()
+        store.read(&RoomName::general(), Range::Latest, 10).await.unwrap().entries.len()
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,6 +12,10 @@
 //!
 //! The `/send` acknowledgement means "the script ran": the message is in Redis, as durable
 //! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`).
+//! Deletes and edits are entries of the same log, published on the same channel
+//! ([`TAKE_BACK`]): a payload with `kind` `delete` or `edit` and a `target`; one without
+//! `kind` (all that was written before them) is a message. Checking a take-back reads the
+//! log from its target on, within the room's one key: no second slot.
 //! Keys are `ssechat:{room}:seq`, `ssechat:{room}:log` and `ssechat:rooms`; one Redis
 //! primary (with replicas or Sentinel) is supported, not Redis Cluster.
 //!
@@ -34,7 +38,8 @@ use self::presence::SharedPresence;
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::PresenceView;
 use crate::domain::{
-    Author, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp,
+    Author, Change, Entry, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, TakeBack,
+    Timestamp,
 };
 use crate::hub::Hub;
 use crate::wire::Event;
@@ -76,31 +81,82 @@ const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// [Replay a known idempotency key, or] next id, append, cap, note activity, publish,
 /// remember the key: atomically. Returns {replayed, payload}.
 ///
-/// A room's first id follows Redis's clock (`first_id_base`: milliseconds × 1,000), so a
-/// Redis that lost its data (no persistence, restarted) never gives an id again that it gave
-/// before. The id is written into the payload by hand: `cjson` prints numbers with 14
-/// significant digits, and ids have 16.
-const APPEND: &str = r#"
+/// The id is written into the payload by hand: `cjson` prints numbers with 14 significant
+/// digits, and ids have 16.
+const APPEND: [&str; 3] = [
+    r#"
 if ARGV[6] == '1' then
   local prior = redis.call('GET', KEYS[4])
   if prior then return {1, prior} end
 end
+local room, retain, channel, target = ARGV[1], ARGV[4], ARGV[5], nil
+local function body(ms) return cjson.encode({room = room, author = ARGV[2], text = ARGV[3], time = ms}) end
+"#,
+    NEXT_ID_AND_LOG,
+    r#"
+if ARGV[6] == '1' then redis.call('SET', KEYS[4], payload, 'EX', tonumber(ARGV[7])) end
+return {0, payload}
+"#,
+];
+
+/// The part every log entry shares: the room's next id, the entry (`body`, a JSON object
+/// without its id) appended to the log, the log capped at `retain`, the room's activity
+/// noted, the entry published. KEYS: seq, log, rooms; locals in: room, retain, channel,
+/// body (a function of `ms`), target (a delete's or edit's, else nil); out: payload.
+///
+/// A room's first id follows Redis's clock (`first_id_base`: milliseconds × 1,000), so a
+/// Redis that lost its data (no persistence, restarted) never gives an id again that it gave
+/// before.
+const NEXT_ID_AND_LOG: &str = r#"
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], string.format('%.0f', ms * 1000))
 end
 local id = redis.call('INCR', KEYS[1])
-local payload = cjson.encode({room = ARGV[1], author = ARGV[2], text = ARGV[3], time = ms})
-payload = '{"id":' .. string.format('%.0f', id) .. ',' .. string.sub(payload, 2)
+local head = '{"id":' .. string.format('%.0f', id) .. ','
+if target then head = head .. '"target":' .. target .. ',' end
+local payload = head .. string.sub(body(ms), 2)
 redis.call('ZADD', KEYS[2], id, payload)
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(retain)
 if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
-redis.call('ZADD', KEYS[3], ms, ARGV[1])
-redis.call('PUBLISH', ARGV[5], payload)
-if ARGV[6] == '1' then redis.call('SET', KEYS[4], payload, 'EX', tonumber(ARGV[7])) end
-return {0, payload}
+redis.call('ZADD', KEYS[3], ms, room)
+redis.call('PUBLISH', channel, payload)
 "#;
+
+/// A delete or an edit of message ARGV[2], if the log holds it and nobody deleted it: the
+/// message and the entries about it (found by their `"target":ID,` prefix, which no text
+/// can contain unescaped) are folded to how it reads now, then the entry goes the way of
+/// every entry. ARGV: room, target, kind (`delete` or `edit`), text, retain, channel.
+/// Returns the payload, or nil when there is no such message.
+const TAKE_BACK: [&str; 3] = [
+    r#"
+local room, target, retain, channel = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
+local found = redis.call('ZRANGEBYSCORE', KEYS[2], target, '+inf')
+if #found == 0 then return false end
+local current = cjson.decode(found[1])
+if current.kind or string.format('%.0f', current.id) ~= target then return false end
+local needle = '"target":' .. target .. ','
+for i = 2, #found do
+  if string.find(found[i], needle, 1, true) then
+    local entry = cjson.decode(found[i])
+    if entry.kind == 'delete' then return false end
+    current = entry
+  end
+end
+local body
+if ARGV[3] == 'delete' then
+  body = function(ms) return cjson.encode({room = room, kind = 'delete', time = ms}) end
+else
+  body = function(ms)
+    return cjson.encode({room = room, kind = 'edit', author = current.author, text = ARGV[4],
+      time = current.time, edited = ms})
+  end
+end
+"#,
+    NEXT_ID_AND_LOG,
+    "return payload",
+];
 
 /// GCRA, the token bucket as one number: the key holds the bucket's "theoretical arrival
 /// time" (TAT, microseconds, Redis clock). A send is allowed when, after adding one
@@ -128,32 +184,64 @@ pub struct RedisStore {
     url: String,
     retention: Retention,
     append: Script,
+    take_back: Script,
     /// Stops the subscription (and pruning) when the store is dropped.
     _stop: DropGuard,
 }
 
-/// A message as the script stores it.
+/// An entry as the scripts store it. Payloads written before deletes and edits existed
+/// have no `kind`: they are messages.
 #[derive(Deserialize)]
 struct Stored {
     id: MessageId,
     room: String,
+    #[serde(default)]
     author: String,
+    #[serde(default)]
     text: String,
+    /// A message's (and an edit's message's) time; a delete's own.
     time: i64,
+    /// `delete` or `edit`; none: a message.
+    kind: Option<String>,
+    target: Option<MessageId>,
+    /// An edit's own time.
+    edited: Option<i64>,
 }
 
 impl Stored {
     /// Validates what was read back, so a damaged entry is an error, never a bad message.
-    fn decode(payload: &[u8]) -> Result<Message, String> {
+    fn decode(payload: &[u8]) -> Result<Entry, String> {
         let s: Stored =
-            serde_json::from_slice(payload).map_err(|e| format!("damaged message in Redis: {e}"))?;
-        Ok(Message {
-            id: s.id,
-            room: RoomName::parse(&s.room).map_err(|e| e.to_string())?,
-            author: Author::read_back(&s.author).map_err(|e| e.to_string())?,
-            text: MessageText::read_back(&s.text).map_err(|e| e.to_string())?,
-            time: Timestamp::from_millis(s.time).ok_or("damaged time in Redis")?,
-        })
+            serde_json::from_slice(payload).map_err(|e| format!("damaged entry in Redis: {e}"))?;
+        let room = RoomName::parse(&s.room).map_err(|e| e.to_string())?;
+        let time = |ms| Timestamp::from_millis(ms).ok_or("damaged time in Redis");
+        let target = s.target.ok_or("a delete or edit without a target in Redis");
+        let message = |id| -> Result<Message, String> {
+            Ok(Message {
+                id,
+                room: room.clone(),
+                author: Author::read_back(&s.author).map_err(|e| e.to_string())?,
+                text: MessageText::read_back(&s.text).map_err(|e| e.to_string())?,
+                time: time(s.time)?,
+                edited: s.edited.map(time).transpose()?,
+            })
+        };
+        match s.kind.as_deref() {
+            None => Ok(Entry::Message(message(s.id)?)),
+            Some("delete") => {
+                Ok(Entry::Delete { id: s.id, room: room.clone(), target: target?, time: time(s.time)? })
+            }
+            Some("edit") => Ok(Entry::Edit { id: s.id, message: message(target?)? }),
+            Some(other) => Err(format!("unknown kind of entry in Redis: {other}")),
+        }
+    }
+
+    /// A payload that must be a message (what an idempotency key remembers).
+    fn decode_message(payload: &[u8]) -> Result<Message, String> {
+        match Self::decode(payload)? {
+            Entry::Message(m) => Ok(m),
+            _ => Err("an idempotency key names a delete or edit in Redis".to_owned()),
+        }
     }
 }
 
@@ -215,7 +303,8 @@ impl RedisStore {
             presence,
             url: url.to_owned(),
             retention,
-            append: Script::new(APPEND),
+            append: Script::new(&APPEND.concat()),
+            take_back: Script::new(&TAKE_BACK.concat()),
             _stop: stop.drop_guard(),
         })
     }
@@ -254,7 +343,9 @@ impl RedisStore {
             for (payload, score) in &page {
                 let young = match cutoff {
                     None => true,
-                    Some(cutoff) => Stored::decode(payload).map_err(|e| self.unavailable(e))?.time >= cutoff,
+                    Some(cutoff) => {
+                        Stored::decode(payload).map_err(|e| self.unavailable(e))?.time() >= cutoff
+                    }
                 };
                 if young {
                     return Ok(*score as MessageId);
@@ -333,15 +424,38 @@ impl Store for RedisStore {
             .await
             .map_err(|e| append_failed(&self.url, e))?;
         // The script ran, and may have stored what can't be read back: not "nothing saved".
-        let message = Stored::decode(&payload).map_err(|e| StoreError::Unknown(e.to_string()))?;
+        let message = Stored::decode_message(&payload).map_err(|e| StoreError::Unknown(e.to_string()))?;
         Ok(Appended { message, replayed: replayed == 1 })
+    }
+
+    async fn take_back(&self, change: TakeBack) -> Result<Option<Entry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (kind, text) = match &change.change {
+            Change::Delete => ("delete", ""),
+            Change::Edit(text) => ("edit", text.as_str()),
+        };
+        let payload: Option<Vec<u8>> = self
+            .take_back
+            .key(seq_key(&change.room))
+            .key(log_key(&change.room))
+            .key(ROOMS)
+            .arg(change.room.as_str())
+            .arg(change.target)
+            .arg(kind)
+            .arg(text)
+            .arg(self.retention.count)
+            .arg(CHANNEL)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| append_failed(&self.url, e))?;
+        payload.map(|p| Stored::decode(&p).map_err(StoreError::Unknown)).transpose()
     }
 
     async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
         let mut conn = self.conn.clone();
         let payload: Option<Vec<u8>> =
             conn.get(idempotency_key(room, key.as_str())).await.map_err(|e| self.unavailable(e))?;
-        payload.map(|p| Stored::decode(&p).map_err(|e| self.unavailable(e))).transpose()
+        payload.map(|p| Stored::decode_message(&p).map_err(|e| self.unavailable(e))).transpose()
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
@@ -361,14 +475,14 @@ impl Store for RedisStore {
             payloads.reverse();
         }
         let first_held = self.first_held(room, last_id).await?;
-        let mut messages = Vec::with_capacity(payloads.len());
+        let mut entries = Vec::with_capacity(payloads.len());
         for payload in payloads {
-            let message = Stored::decode(&payload).map_err(|e| self.unavailable(e))?;
-            if message.id >= first_held && message.id <= last_id {
-                messages.push(message);
+            let entry = Stored::decode(&payload).map_err(|e| self.unavailable(e))?;
+            if entry.id() >= first_held && entry.id() <= last_id {
+                entries.push(entry);
             }
         }
-        Ok(Page { messages, first_held, last_id })
+        Ok(Page { entries, first_held, last_id })
     }
 
     async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
@@ -478,8 +592,8 @@ async fn follow(
                             Err(e) => tracing::error!(error = %e, "ignoring a bad typing notice from Redis"),
                         },
                         _ => match Stored::decode(payload) {
-                            Ok(message) => hub.publish(&message),
-                            Err(e) => tracing::error!(error = %e, "ignoring a message from Redis"),
+                            Ok(entry) => hub.publish(&entry),
+                            Err(e) => tracing::error!(error = %e, "ignoring an entry from Redis"),
                         },
                     }
                 }
@@ -546,7 +660,7 @@ async fn prune_expired(conn: &mut ConnectionManager, retention: Retention) -> re
                 conn.zrange_withscores(log_key(&room), 0, PRUNE_PAGE - 1).await?;
             let expired: Vec<_> = oldest
                 .iter()
-                .take_while(|(payload, _)| Stored::decode(payload).is_ok_and(|m| m.time < cutoff))
+                .take_while(|(payload, _)| Stored::decode(payload).is_ok_and(|e| e.time() < cutoff))
                 .collect();
             if let Some((_, score)) = expired.last() {
                 let _: () = conn.zrembyscore(log_key(&room), "-inf", *score).await?;
@@ -672,6 +786,37 @@ pub mod tests {
         assert_eq!(calls.get("get"), Some(&10), "one id per listed room: {calls:?}");
         assert_eq!(calls.get("zrangebyscore"), Some(&10), "one count per listed room: {calls:?}");
         assert!(!calls.contains_key("zrevrange") && !calls.contains_key("zrange"), "{calls:?}");
+    }
+
+    /// A payload written before deletes and edits existed (no `kind`) is a message, and can
+    /// be deleted and edited like a new one.
+    #[tokio::test]
+    async fn messages_stored_before_deletes_and_edits_can_be_taken_back() {
+        let server = RedisServer::start();
+        let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
+        let old = r#"{"id":7,"room":"general","author":"ana","text":"old","time":1764072062345}"#;
+        redis::pipe()
+            .zadd("ssechat:{general}:log", old, 7)
+            .set("ssechat:{general}:seq", 7)
+            .zadd(ROOMS, "general", 1764072062345_i64)
+            .exec(&mut conn)
+            .unwrap();
+        let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
+        let room = RoomName::general();
+        assert_eq!(store.message(&room, 7).await.unwrap().unwrap().text.as_str(), "old");
+        let text = MessageText::parse("new").unwrap();
+        let change = TakeBack { room: room.clone(), target: 7, change: Change::Edit(text) };
+        let Some(Entry::Edit { id, message }) = store.take_back(change).await.unwrap() else {
+            panic!("an edit")
+        };
+        assert_eq!(
+            (id, message.id, message.text.as_str(), message.time.millis()),
+            (8, 7, "new", 1764072062345)
+        );
+        let delete = TakeBack { room: room.clone(), target: 7, change: Change::Delete };
+        assert_eq!(store.take_back(delete.clone()).await.unwrap().unwrap().id(), 9);
+        assert_eq!(store.take_back(delete).await.unwrap(), None, "deleted once");
+        assert!(store.read(&room, Range::Latest, 10).await.unwrap().current().is_empty());
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{
-    Author, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp,
+    Author, Entry, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, TakeBack, Timestamp,
 };
 use crate::hub::Hub;
 use crate::wire::Event;
@@ -31,7 +31,7 @@ use crate::wire::Event;
 /// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
 const APPLICATION_ID: i32 = 0x5353_4543;
 /// The schema this build writes. Older files are migrated at start; newer ones refused.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 /// Appends that may share one transaction.
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer before senders wait too.
@@ -45,7 +45,7 @@ const PRUNE_ROOMS: usize = 500;
 /// How often old rows are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 1: rooms keep their last id even when all their messages are pruned, so ids are never
     // reused; messages are clustered by (room, id) for range reads.
     "CREATE TABLE rooms (
@@ -66,7 +66,22 @@ const MIGRATIONS: [&str; 3] = [
      CREATE UNIQUE INDEX messages_key ON messages (room, key) WHERE key IS NOT NULL;",
     // 3: rooms in activity order, so the room list reads `limit` rows, not the table.
     "CREATE INDEX rooms_activity ON rooms (last_time DESC, name);",
+    // 4: deletes and edits are rows of the log too (see `sqlite/takeback.rs`): `kind` 0 is a
+    // message, 1 a delete, 2 an edit; `target` is the message they are about; an edit's
+    // `time` is when it was made and `posted` the message's own time.
+    "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE messages ADD COLUMN target INTEGER;
+     ALTER TABLE messages ADD COLUMN posted INTEGER;",
 ];
+
+/// The columns `row_to_parts` reads, in its order.
+macro_rules! entry_columns {
+    () => {
+        "id, author, text, time, kind, target, posted"
+    };
+}
+
+mod takeback;
 
 /// The room list: the newest rooms whose newest message is young enough, in the order of the
 /// `rooms_activity` index, so SQLite reads `limit` rows whatever the number of rooms.
@@ -74,7 +89,8 @@ const ROOMS_BY_ACTIVITY: &str = "SELECT name, last_id, last_time FROM rooms WHER
      ORDER BY last_time DESC, name LIMIT ?2";
 
 /// The message stored under a key in a room, if its row is still there.
-const BY_KEY: &str = "SELECT id, author, text, time FROM messages WHERE room = ?1 AND key = ?2";
+const BY_KEY: &str =
+    concat!("SELECT ", entry_columns!(), " FROM messages WHERE room = ?1 AND key = ?2 AND kind = 0");
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Command>,
@@ -96,6 +112,8 @@ pub struct SqliteStore {
 
 enum Command {
     Append(NewMessage, oneshot::Sender<Result<Appended, StoreError>>),
+    /// A delete or an edit: checked and appended in a transaction of its own.
+    TakeBack(TakeBack, oneshot::Sender<Result<Option<Entry>, StoreError>>),
     /// Prune rooms named after this one (`""`: from the first).
     Prune(String, oneshot::Sender<Result<Pruned, StoreError>>),
 }
@@ -260,6 +278,14 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Unknown("the database writer stopped while writing".to_owned()))?
     }
 
+    async fn take_back(&self, change: TakeBack) -> Result<Option<Entry>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::TakeBack(change, reply)).await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unknown("the database writer stopped while writing".to_owned()))?
+    }
+
     async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
         let (room, key) = (room.clone(), key.as_str().to_owned());
         self.with_reader(move |conn| {
@@ -277,21 +303,23 @@ impl Store for SqliteStore {
             let tx = conn.transaction()?;
             let last_id = last_id(&tx, room.as_str())?;
             let first_held = first_held(&tx, room.as_str(), last_id, retention)?;
-            let messages = match range {
+            let entries = match range {
                 Range::After(after) => {
-                    let mut stmt = tx.prepare_cached(
-                        "SELECT id, author, text, time FROM messages
-                         WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                    )?;
+                    let mut stmt = tx.prepare_cached(concat!(
+                        "SELECT ",
+                        entry_columns!(),
+                        " FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                    ))?;
                     let from = after.max(first_held.saturating_sub(1));
                     stmt.query_map(params![room.as_str(), from, limit as i64], row_to_parts)?
                         .collect::<rusqlite::Result<Vec<_>>>()?
                 }
                 Range::Latest => {
-                    let mut stmt = tx.prepare_cached(
-                        "SELECT id, author, text, time FROM messages
-                         WHERE room = ?1 AND id >= ?2 ORDER BY id DESC LIMIT ?3",
-                    )?;
+                    let mut stmt = tx.prepare_cached(concat!(
+                        "SELECT ",
+                        entry_columns!(),
+                        " FROM messages WHERE room = ?1 AND id >= ?2 ORDER BY id DESC LIMIT ?3"
+                    ))?;
                     let mut newest = stmt
                         .query_map(params![room.as_str(), first_held, limit as i64], row_to_parts)?
                         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -300,9 +328,9 @@ impl Store for SqliteStore {
                 }
             }
             .into_iter()
-            .map(|parts| parts.into_message(&room))
+            .map(|parts| parts.into_entry(&room))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Page { messages, first_held, last_id })
+            Ok(Page { entries, first_held, last_id })
         })
         .await
     }
@@ -363,15 +391,31 @@ fn first_held(conn: &Connection, room: &str, last_id: u64, retention: Retention)
     Ok(first.unwrap_or(last_id + 1))
 }
 
+/// A row of the log, as read (the columns of `entry_columns!`).
 struct Parts {
     id: u64,
     author: String,
     text: String,
     time: i64,
+    kind: i64,
+    target: Option<u64>,
+    posted: Option<i64>,
 }
 
 fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
-    Ok(Parts { id: row.get(0)?, author: row.get(1)?, text: row.get(2)?, time: row.get(3)? })
+    Ok(Parts {
+        id: row.get(0)?,
+        author: row.get(1)?,
+        text: row.get(2)?,
+        time: row.get(3)?,
+        kind: row.get(4)?,
+        target: row.get(5)?,
+        posted: row.get(6)?,
+    })
+}
+
+fn read_time(ms: i64) -> rusqlite::Result<Timestamp> {
+    Timestamp::from_millis(ms).ok_or_else(|| corrupt("bad time"))
 }
 
 impl Parts {
@@ -382,7 +426,8 @@ impl Parts {
             room: room.clone(),
             author: Author::read_back(&self.author).map_err(corrupt)?,
             text: MessageText::read_back(&self.text).map_err(corrupt)?,
-            time: Timestamp::from_millis(self.time).ok_or_else(|| corrupt("bad time"))?,
+            time: read_time(self.time)?,
+            edited: None,
         })
     }
 }
@@ -411,6 +456,9 @@ impl Writer {
                     Command::Prune(after, reply) => {
                         let _ = reply.send(self.prune(&after).map_err(unavailable));
                     }
+                    Command::TakeBack(change, reply) => {
+                        let _ = reply.send(self.commit_take_back(&change));
+                    }
                 }
                 if appends.len() < MAX_BATCH {
                     next = commands.try_recv().ok();
@@ -429,7 +477,7 @@ impl Writer {
             Ok(results) => {
                 for (appended, reply) in results.into_iter().zip(replies) {
                     if !appended.replayed {
-                        self.hub.publish(&appended.message);
+                        self.hub.publish(&Entry::Message(appended.message.clone()));
                     }
                     let _ = reply.send(Ok(appended));
                 }
@@ -718,7 +766,7 @@ mod tests {
         let rows: i64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 10);
         let page = store.read(&RoomName::parse("a").unwrap(), Range::After(0), 100).await.unwrap();
-        let ids: Vec<u64> = page.messages.iter().map(|m| m.id).collect();
+        let ids: Vec<u64> = page.entries.iter().map(Entry::id).collect();
         assert_eq!(ids, vec![2246, 2247, 2248, 2249, 2250]);
     }
 
@@ -801,7 +849,7 @@ mod tests {
         assert_eq!(summary, [("newer", 2), ("older", 1)]);
         let version: i32 =
             Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, SCHEMA_VERSION);
         assert!(plan_of_the_room_list(&path).contains("USING INDEX rooms_activity"));
     }
 
@@ -819,10 +867,41 @@ mod tests {
         }
         let store = SqliteStore::open(&path, Hub::new(4), Retention::count(100)).unwrap();
         let page = store.read(&RoomName::general(), Range::After(0), 10).await.unwrap();
-        assert_eq!(page.messages[0].text.as_str(), "from v1");
+        assert_eq!(page.current()[0].text.as_str(), "from v1");
         let key = Some(crate::domain::IdempotencyKey::parse("key", "k").unwrap());
         let new = NewMessage::parse("general", Some("ana"), Some("v2")).unwrap().with_key(key);
         assert_eq!(store.submit(new).await.unwrap().message.id, 2);
+        let version: i32 =
+            Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// A file from before deletes and edits: its messages read back as messages, and can be
+    /// deleted and edited like new ones.
+    #[tokio::test]
+    async fn a_version_3_file_gains_deletes_and_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let conn = file_of_version(&path, 3);
+            conn.execute_batch(
+                "INSERT INTO rooms VALUES ('general', 2, 1764072062345);
+                 INSERT INTO messages VALUES ('general', 1, 'ana', 'one', 1764072062000, NULL),
+                     ('general', 2, 'ana', 'two', 1764072062345, 'k');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, Hub::new(4), Retention::count(100)).unwrap();
+        let change = |target, change| TakeBack { room: RoomName::general(), target, change };
+        store.take_back(change(1, crate::domain::Change::Delete)).await.unwrap().unwrap();
+        let text = MessageText::parse("two!").unwrap();
+        let edited = store.take_back(change(2, crate::domain::Change::Edit(text))).await.unwrap().unwrap();
+        assert_eq!(edited.id(), 4);
+        let page = store.read(&RoomName::general(), Range::Latest, 10).await.unwrap();
+        assert_eq!(page.entries.len(), 4);
+        let now = page.current();
+        assert_eq!(now.len(), 1);
+        assert_eq!((now[0].id, now[0].text.as_str(), now[0].time.millis()), (2, "two!", 1764072062345));
         let version: i32 =
             Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
@@ -844,7 +923,8 @@ mod tests {
         }
         let store = SqliteStore::open(&path, Hub::new(4), Retention::count(100)).unwrap();
         let page = store.read(&RoomName::general(), Range::After(0), 10).await.unwrap();
-        assert_eq!(page.messages[0].author.as_str(), "\u{FFFD}nimda");
-        assert_eq!(page.messages[0].text.as_str(), "hi\u{FFFD}");
+        let messages = page.current();
+        assert_eq!(messages[0].author.as_str(), "\u{FFFD}nimda");
+        assert_eq!(messages[0].text.as_str(), "hi\u{FFFD}");
     }
 }

@@ -15,17 +15,17 @@ use ssechat::domain::{Author, RoomName};
 
 use crate::helpers::{TestApp, WAIT};
 
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A chromedriver on a free port; every session gets a fresh profile.
-struct Chrome {
+pub struct Chrome {
     driver: Child,
     url: String,
     profiles: tempfile::TempDir,
 }
 
 impl Chrome {
-    async fn start() -> Chrome {
+    pub async fn start() -> Chrome {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -48,7 +48,7 @@ impl Chrome {
         chrome
     }
 
-    async fn session(&self, javascript: bool) -> Client {
+    pub async fn session(&self, javascript: bool) -> Client {
         let profile = tempfile::tempdir_in(self.profiles.path()).unwrap().keep();
         let mut options = json!({
             "binary": "/usr/bin/chromium",
@@ -78,7 +78,7 @@ impl Drop for Chrome {
 }
 
 /// Evaluates `condition` (JavaScript, returning a boolean) until it holds; panics after `WAIT`.
-async fn wait_until(page: &Client, condition: &str) {
+pub async fn wait_until(page: &Client, condition: &str) {
     let script = format!("return !!({condition});");
     let outcome = tokio::time::timeout(WAIT, async {
         loop {
@@ -95,12 +95,12 @@ async fn wait_until(page: &Client, condition: &str) {
     }
 }
 
-async fn js(page: &Client, expression: &str) -> Value {
+pub async fn js(page: &Client, expression: &str) -> Value {
     page.execute(&format!("return {expression};"), vec![]).await.unwrap()
 }
 
 /// Opens `path` and waits until its stream is live.
-async fn open(page: &Client, app_url: &str, path: &str) {
+pub async fn open(page: &Client, app_url: &str, path: &str) {
     page.goto(&format!("{app_url}{path}")).await.unwrap();
     wait_until(page, "document.getElementById('status').textContent === 'live'").await;
 }

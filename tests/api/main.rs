@@ -28,3 +28,4 @@ mod resume;
 mod rooms;
 mod shared_limits;
 mod streams;
+mod takeback;

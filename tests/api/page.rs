@@ -143,15 +143,16 @@ async fn healthz_answers_ok() {
 /// The README's sizes: one small script, one small stylesheet, small templates.
 #[test]
 fn the_page_is_as_small_as_the_readme_says() {
-    assert!(include_str!("../../assets/chat.js").len() < 10_000);
+    assert!(include_str!("../../assets/chat.js").len() < 12_000);
     assert!(include_str!("../../assets/chat.css").len() < 5_000);
     let templates = [
         include_str!("../../templates/base.html"),
         include_str!("../../templates/room.html"),
         include_str!("../../templates/_message.html"),
         include_str!("../../templates/error.html"),
+        include_str!("../../templates/edit.html"),
     ];
     assert!(templates.iter().map(|t| t.len()).sum::<usize>() < 5_000);
     let readme = include_str!("../../README.md");
-    assert!(readme.contains("`chat.js` under 10 KB, `chat.css` under 5 KB, the templates under 5 KB"));
+    assert!(readme.contains("`chat.js` under 12 KB, `chat.css` under 5 KB, the templates under 5 KB"));
 }
