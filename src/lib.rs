@@ -9,6 +9,8 @@
 //! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
 //! - [`state`]: [`state::AppState`], what every handler shares, built from the config.
 //! - [`app`]: the router.
+//! - [`accounts`]: users, tokens and sessions: passwords (argon2id), secrets, their rules.
+//! - [`cli`]: the `ssechat user` and `ssechat token` commands.
 //! - [`auth`]: who is asking (a guest or a signed-in user) and what they may do in a room.
 //! - [`body_deadline`]: one deadline for a whole request body.
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
@@ -27,6 +29,7 @@
 //! - [`routes`]: one module per endpoint.
 //! - [`error`]: the error type that decides status codes.
 
+pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod body_deadline;

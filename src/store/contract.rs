@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+mod accounts;
+
 use super::{Range, Retention, Store};
 use crate::domain::{NewMessage, RoomName};
 use crate::hub::Hub;
@@ -37,6 +39,18 @@ where
     expired_rooms_are_forgotten_and_their_ids_go_on(make(Hub::new(64), old).await).await;
     let hub = Hub::new(64);
     a_key_is_stored_once(make(Arc::clone(&hub), Retention::count(100)).await, hub).await;
+    accounts::run_all(make(Hub::new(64), Retention::count(100)).await).await;
+    a_signed_message_says_so(make(Hub::new(64), Retention::count(100)).await).await;
+}
+
+async fn a_signed_message_says_so(store: Arc<dyn Store>) {
+    let ana = crate::domain::Author::parse("Ana").unwrap();
+    let signed = store.append(new("signed", "from Ana").signed_by(&ana)).await.unwrap();
+    let guest = store.append(new("signed", "from a guest")).await.unwrap();
+    assert!(signed.user && !guest.user);
+    let page = store.read(&RoomName::parse("signed").unwrap(), Range::Latest, 10).await.unwrap();
+    let users: Vec<_> = page.messages.iter().map(|m| (m.author.as_str(), m.user)).collect();
+    assert_eq!(users, [("Ana", true), ("ana", false)]);
 }
 
 async fn a_key_is_stored_once(store: Arc<dyn Store>, hub: Arc<Hub>) {

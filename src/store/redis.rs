@@ -28,10 +28,12 @@ use redis::{AsyncCommands, Script};
 use serde::Deserialize;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+mod accounts;
 mod presence;
 
 use self::presence::SharedPresence;
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::accounts::{Session, Token, User};
 use crate::domain::PresenceView;
 use crate::domain::{
     Author, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp,
@@ -91,7 +93,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], string.format('%.0f', ms * 1000))
 end
 local id = redis.call('INCR', KEYS[1])
-local payload = cjson.encode({room = ARGV[1], author = ARGV[2], text = ARGV[3], time = ms})
+local fields = {room = ARGV[1], author = ARGV[2], text = ARGV[3], time = ms}
+if ARGV[8] == '1' then fields.user = true end
+local payload = cjson.encode(fields)
 payload = '{"id":' .. string.format('%.0f', id) .. ',' .. string.sub(payload, 2)
 redis.call('ZADD', KEYS[2], id, payload)
 local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
@@ -140,6 +144,8 @@ struct Stored {
     author: String,
     text: String,
     time: i64,
+    #[serde(default)]
+    user: bool,
 }
 
 impl Stored {
@@ -153,6 +159,7 @@ impl Stored {
             author: Author::read_back(&s.author).map_err(|e| e.to_string())?,
             text: MessageText::read_back(&s.text).map_err(|e| e.to_string())?,
             time: Timestamp::from_millis(s.time).ok_or("damaged time in Redis")?,
+            user: s.user,
         })
     }
 }
@@ -329,6 +336,7 @@ impl Store for RedisStore {
             .arg(CHANNEL)
             .arg(if new.key.is_some() { "1" } else { "0" })
             .arg(KEY_TTL.as_secs())
+            .arg(if new.user { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| append_failed(&self.url, e))?;
@@ -412,6 +420,48 @@ impl Store for RedisStore {
         let infos = newest.into_iter().map(|(name, last_time)| self.room_info(name, last_time));
         let rooms = futures_util::future::try_join_all(infos).await?;
         Ok(rooms.into_iter().flatten().collect())
+    }
+
+    // Accounts (`redis/accounts.rs`).
+
+    async fn add_user(&self, user: &User) -> Result<Option<Author>, StoreError> {
+        self.add_user_here(user).await
+    }
+    async fn user(&self, skeleton: &str) -> Result<Option<User>, StoreError> {
+        self.user_here(skeleton).await
+    }
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.users_here().await
+    }
+    async fn set_password(&self, name: &Author, hash: &str, epoch: u64) -> Result<bool, StoreError> {
+        self.set_password_here(name, hash, epoch).await
+    }
+    async fn delete_user(&self, name: &Author) -> Result<bool, StoreError> {
+        self.delete_user_here(name).await
+    }
+    async fn add_token(&self, token: &Token) -> Result<(), StoreError> {
+        self.add_token_here(token).await
+    }
+    async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
+        self.token_here(hash).await
+    }
+    async fn tokens(&self, owner: &Author) -> Result<Vec<Token>, StoreError> {
+        self.tokens_here(owner).await
+    }
+    async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
+        self.delete_token_here(hash).await
+    }
+    async fn add_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.add_session_here(session).await
+    }
+    async fn session(&self, hash: &str) -> Result<Option<Session>, StoreError> {
+        self.session_here(hash).await
+    }
+    async fn extend_session(&self, hash: &str, expires: Timestamp) -> Result<(), StoreError> {
+        self.extend_session_here(hash, expires).await
+    }
+    async fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
+        self.delete_session_here(hash).await
     }
 
     async fn prune(&self) -> Result<u64, StoreError> {

@@ -21,17 +21,20 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+mod accounts;
+
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{
     Author, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp,
 };
+use crate::accounts::{Session, Token, User};
 use crate::hub::Hub;
 use crate::wire::Event;
 
 /// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
 const APPLICATION_ID: i32 = 0x5353_4543;
 /// The schema this build writes. Older files are migrated at start; newer ones refused.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 /// Appends that may share one transaction.
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer before senders wait too.
@@ -45,7 +48,7 @@ const PRUNE_ROOMS: usize = 500;
 /// How often old rows are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 1: rooms keep their last id even when all their messages are pruned, so ids are never
     // reused; messages are clustered by (room, id) for range reads.
     "CREATE TABLE rooms (
@@ -66,6 +69,31 @@ const MIGRATIONS: [&str; 3] = [
      CREATE UNIQUE INDEX messages_key ON messages (room, key) WHERE key IS NOT NULL;",
     // 3: rooms in activity order, so the room list reads `limit` rows, not the table.
     "CREATE INDEX rooms_activity ON rooms (last_time DESC, name);",
+    // 4: accounts (`sqlite/accounts.rs`): users by the skeleton of their name, tokens and
+    // sessions by the SHA-256 of their secret; messages say whether a signed-in user sent them.
+    "ALTER TABLE messages ADD COLUMN user INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE users (
+         skeleton TEXT PRIMARY KEY,
+         name TEXT NOT NULL,
+         admin INTEGER NOT NULL,
+         password TEXT NOT NULL,
+         epoch INTEGER NOT NULL,
+         created INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE tokens (
+         hash TEXT PRIMARY KEY,
+         owner TEXT NOT NULL,
+         label TEXT NOT NULL,
+         expires INTEGER,
+         created INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX tokens_owner ON tokens (owner);
+     CREATE TABLE sessions (
+         hash TEXT PRIMARY KEY,
+         owner TEXT NOT NULL,
+         epoch INTEGER NOT NULL,
+         expires INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// The room list: the newest rooms whose newest message is young enough, in the order of the
@@ -74,7 +102,7 @@ const ROOMS_BY_ACTIVITY: &str = "SELECT name, last_id, last_time FROM rooms WHER
      ORDER BY last_time DESC, name LIMIT ?2";
 
 /// The message stored under a key in a room, if its row is still there.
-const BY_KEY: &str = "SELECT id, author, text, time FROM messages WHERE room = ?1 AND key = ?2";
+const BY_KEY: &str = "SELECT id, author, text, time, user FROM messages WHERE room = ?1 AND key = ?2";
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Command>,
@@ -113,6 +141,27 @@ impl SqliteStore {
     pub fn open(path: &Path, hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
         let shown = path.display();
         let lock = take_file(path).map_err(|e| format!("cannot open history database {shown}: {e}"))?;
+        Self::open_locked_by(path, hub, retention, Some(lock))
+    }
+
+    /// Opens the database for the `ssechat user`/`token` commands, which only write account
+    /// tables: without taking the file, so they work while a server holds it (WAL and the
+    /// busy timeout order their writes against the server's). Creates and migrates the file
+    /// like [`open`](Self::open) when no server ever did.
+    pub fn open_directory(path: &Path) -> Result<Self, String> {
+        Self::open_locked_by(path, Hub::new(1), Retention::count(1), None)
+    }
+
+    fn open_locked_by(
+        path: &Path,
+        hub: Arc<Hub>,
+        retention: Retention,
+        lock: Option<File>,
+    ) -> Result<Self, String> {
+        let shown = path.display();
+        if lock.is_none() && !path.exists() {
+            File::create(path).map_err(|e| format!("cannot create history database {shown}: {e}"))?;
+        }
         let mut conn =
             connect(path).map_err(|e| format!("cannot open history database {shown}: {}", describe(e)))?;
         // Nothing is written before the file is known to be ours.
@@ -280,7 +329,7 @@ impl Store for SqliteStore {
             let messages = match range {
                 Range::After(after) => {
                     let mut stmt = tx.prepare_cached(
-                        "SELECT id, author, text, time FROM messages
+                        "SELECT id, author, text, time, user FROM messages
                          WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
                     )?;
                     let from = after.max(first_held.saturating_sub(1));
@@ -289,7 +338,7 @@ impl Store for SqliteStore {
                 }
                 Range::Latest => {
                     let mut stmt = tx.prepare_cached(
-                        "SELECT id, author, text, time FROM messages
+                        "SELECT id, author, text, time, user FROM messages
                          WHERE room = ?1 AND id >= ?2 ORDER BY id DESC LIMIT ?3",
                     )?;
                     let mut newest = stmt
@@ -342,6 +391,60 @@ impl Store for SqliteStore {
     async fn prune(&self) -> Result<u64, StoreError> {
         SqliteStore::prune(self).await
     }
+
+    // Accounts (`sqlite/accounts.rs`).
+
+    async fn add_user(&self, user: &User) -> Result<Option<Author>, StoreError> {
+        let user = user.clone();
+        self.with_reader(move |conn| accounts::add_user(conn, &user)).await
+    }
+    async fn user(&self, skeleton: &str) -> Result<Option<User>, StoreError> {
+        let skeleton = skeleton.to_owned();
+        self.with_reader(move |conn| accounts::user(conn, &skeleton)).await
+    }
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.with_reader(|conn| accounts::users(conn)).await
+    }
+    async fn set_password(&self, name: &Author, hash: &str, epoch: u64) -> Result<bool, StoreError> {
+        let (name, hash) = (name.clone(), hash.to_owned());
+        self.with_reader(move |conn| accounts::set_password(conn, &name, &hash, epoch)).await
+    }
+    async fn delete_user(&self, name: &Author) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.with_reader(move |conn| accounts::delete_user(conn, &name)).await
+    }
+    async fn add_token(&self, token: &Token) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.with_reader(move |conn| accounts::add_token(conn, &token)).await
+    }
+    async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::token(conn, &hash)).await
+    }
+    async fn tokens(&self, owner: &Author) -> Result<Vec<Token>, StoreError> {
+        let owner = owner.clone();
+        self.with_reader(move |conn| accounts::tokens(conn, &owner)).await
+    }
+    async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::delete_token(conn, &hash)).await
+    }
+    async fn add_session(&self, session: &Session) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.with_reader(move |conn| accounts::add_session(conn, &session)).await
+    }
+    async fn session(&self, hash: &str) -> Result<Option<Session>, StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::session(conn, &hash)).await
+    }
+    async fn extend_session(&self, hash: &str, expires: Timestamp) -> Result<(), StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::extend_session(conn, &hash, expires)).await
+    }
+    async fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::delete_session(conn, &hash)).await
+    }
 }
 
 /// The newest id given in `room` (0 if none).
@@ -368,10 +471,11 @@ struct Parts {
     author: String,
     text: String,
     time: i64,
+    user: bool,
 }
 
 fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
-    Ok(Parts { id: row.get(0)?, author: row.get(1)?, text: row.get(2)?, time: row.get(3)? })
+    Ok(Parts { id: row.get(0)?, author: row.get(1)?, text: row.get(2)?, time: row.get(3)?, user: row.get(4)? })
 }
 
 impl Parts {
@@ -383,6 +487,7 @@ impl Parts {
             author: Author::read_back(&self.author).map_err(corrupt)?,
             text: MessageText::read_back(&self.text).map_err(corrupt)?,
             time: Timestamp::from_millis(self.time).ok_or_else(|| corrupt("bad time"))?,
+            user: self.user,
         })
     }
 }
@@ -396,8 +501,9 @@ struct Writer {
     last_ids: HashMap<RoomName, MessageId>,
     fail_writes: Arc<AtomicBool>,
     fail_syncs: Arc<AtomicU32>,
-    /// Held for the writer's life: the lock that keeps a second ssechat off this file.
-    _lock: File,
+    /// Held for the writer's life: the lock that keeps a second ssechat off this file (none
+    /// for the account commands, which share the file with a running server).
+    _lock: Option<File>,
 }
 
 impl Writer {
@@ -451,7 +557,7 @@ impl Writer {
         let mut next_ids: HashMap<RoomName, MessageId> = HashMap::new();
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (room, id, author, text, time, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages (room, id, author, text, time, key, user) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut keyed = tx.prepare_cached(BY_KEY)?;
             let mut last_of = tx.prepare_cached("SELECT last_id FROM rooms WHERE name = ?1")?;
@@ -480,7 +586,8 @@ impl Writer {
                     message.author.as_str(),
                     message.text.as_str(),
                     message.time.millis(),
-                    key
+                    key,
+                    message.user
                 ])?;
                 next_ids.insert(message.room.clone(), message.id);
                 messages.push(Appended { message, replayed: false });
