@@ -135,7 +135,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("hashing does not panic")
 }
 
-pub async fn add_user(store: &dyn Store, name: &str, password: &str, admin: bool) -> Result<User, AccountError> {
+pub async fn add_user(
+    store: &dyn Store,
+    name: &str,
+    password: &str,
+    admin: bool,
+) -> Result<User, AccountError> {
     let name = Author::parse(name).map_err(|e| FieldError::new("name", e.problem))?;
     check_password(password)?;
     let password = password.to_owned();
@@ -187,8 +192,13 @@ pub async fn add_token(
     let secret = new_secret();
     let now = Timestamp::now();
     let expires = expires.map(|d| later(now, d));
-    let token =
-        Token { hash: hash_secret(&secret), owner: user.name, label: label.to_owned(), expires, created: now };
+    let token = Token {
+        hash: hash_secret(&secret),
+        owner: user.name,
+        label: label.to_owned(),
+        expires,
+        created: now,
+    };
     store.add_token(&token).await?;
     Ok((secret, token))
 }
@@ -207,7 +217,11 @@ fn later(now: Timestamp, by: Duration) -> Timestamp {
 
 /// The user `name` if `password` is theirs. An unknown name costs one argon2 verification
 /// too, against a dummy hash, and gives the same `None`.
-pub async fn check_sign_in(store: &dyn Store, name: &str, password: &str) -> Result<Option<User>, StoreError> {
+pub async fn check_sign_in(
+    store: &dyn Store,
+    name: &str,
+    password: &str,
+) -> Result<Option<User>, StoreError> {
     let user = store.user(&skeleton(name)).await?;
     let hash = user.as_ref().map_or_else(|| dummy_hash().to_owned(), |u| u.password.clone());
     let password = password.to_owned();
@@ -218,8 +232,12 @@ pub async fn check_sign_in(store: &dyn Store, name: &str, password: &str) -> Res
 /// Starts a session for `user`: the id to put in the cookie (only its hash is stored).
 pub async fn open_session(store: &dyn Store, user: &User, ttl: Duration) -> Result<String, StoreError> {
     let id = new_secret();
-    let session =
-        Session { hash: hash_secret(&id), owner: user.name.clone(), epoch: user.epoch, expires: later(Timestamp::now(), ttl) };
+    let session = Session {
+        hash: hash_secret(&id),
+        owner: user.name.clone(),
+        epoch: user.epoch,
+        expires: later(Timestamp::now(), ttl),
+    };
     store.add_session(&session).await?;
     Ok(id)
 }

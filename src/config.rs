@@ -176,6 +176,10 @@ pub struct Config {
     /// then the answer is `503` saying the outcome is unknown, with the key to retry with.
     #[arg(long, env = "SSECHAT_SEND_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub send_timeout: Duration,
+
+    /// How long a browser stays signed in without using the site; each use starts it again.
+    #[arg(long, env = "SSECHAT_SESSION_TTL", default_value = "30d", value_parser = positive_duration)]
+    pub session_ttl: Duration,
 }
 
 impl Config {
@@ -216,6 +220,7 @@ impl Config {
             allowed_host: Vec::new(),
             max_rooms: None,
             send_timeout: Duration::from_secs(10),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -353,7 +358,7 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err("must be longer than zero".to_owned()),

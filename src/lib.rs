@@ -33,6 +33,7 @@ pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod body_deadline;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod domain;

@@ -18,10 +18,10 @@ use hashlink::linked_hash_map::RawEntryMut;
 mod accounts;
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::accounts::{Session, Token, User};
 use crate::domain::{
     Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp, first_id_base,
 };
-use crate::accounts::{Session, Token, User};
 use crate::hub::Hub;
 use crate::wire::Event;
 

@@ -24,10 +24,10 @@ use tokio::sync::{mpsc, oneshot};
 mod accounts;
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::accounts::{Session, Token, User};
 use crate::domain::{
     Author, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp,
 };
-use crate::accounts::{Session, Token, User};
 use crate::hub::Hub;
 use crate::wire::Event;
 
@@ -475,7 +475,13 @@ struct Parts {
 }
 
 fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
-    Ok(Parts { id: row.get(0)?, author: row.get(1)?, text: row.get(2)?, time: row.get(3)?, user: row.get(4)? })
+    Ok(Parts {
+        id: row.get(0)?,
+        author: row.get(1)?,
+        text: row.get(2)?,
+        time: row.get(3)?,
+        user: row.get(4)?,
+    })
 }
 
 impl Parts {

@@ -73,7 +73,8 @@ impl Directory {
     }
 
     pub(super) fn tokens(&self, owner: &Author) -> Vec<Token> {
-        let mut tokens: Vec<Token> = self.lock().tokens.values().filter(|t| &t.owner == owner).cloned().collect();
+        let mut tokens: Vec<Token> =
+            self.lock().tokens.values().filter(|t| &t.owner == owner).cloned().collect();
         tokens.sort_by_key(|t| t.created.millis());
         tokens
     }

@@ -50,7 +50,8 @@ return 1
 "#;
 
 fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Unavailable(format!("damaged account record in Redis: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| StoreError::Unavailable(format!("damaged account record in Redis: {e}")))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> String {
@@ -82,7 +83,12 @@ impl RedisStore {
         Ok(users)
     }
 
-    pub(super) async fn set_password_here(&self, name: &Author, hash: &str, epoch: u64) -> Result<bool, StoreError> {
+    pub(super) async fn set_password_here(
+        &self,
+        name: &Author,
+        hash: &str,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
         let key = skeleton(name.as_str());
         let Some(user) = self.user_here(&key).await? else { return Ok(false) };
         let user = User { password: hash.to_owned(), epoch, ..user };
@@ -133,8 +139,12 @@ impl RedisStore {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let found: Vec<Option<String>> =
-            redis::cmd("HMGET").arg(TOKENS).arg(&hashes).query_async(&mut conn).await.map_err(|e| self.unavailable(e))?;
+        let found: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(TOKENS)
+            .arg(&hashes)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(e))?;
         let mut tokens = found.iter().flatten().map(|j| decode::<Token>(j)).collect::<Result<Vec<_>, _>>()?;
         tokens.sort_by_key(|t| t.created.millis());
         Ok(tokens)

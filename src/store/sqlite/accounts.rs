@@ -53,7 +53,12 @@ pub(super) fn users(conn: &Connection) -> rusqlite::Result<Vec<User>> {
     stmt.query_map([], row_to_user)?.collect()
 }
 
-pub(super) fn set_password(conn: &Connection, name: &Author, hash: &str, epoch: u64) -> rusqlite::Result<bool> {
+pub(super) fn set_password(
+    conn: &Connection,
+    name: &Author,
+    hash: &str,
+    epoch: u64,
+) -> rusqlite::Result<bool> {
     let changed = conn.execute(
         "UPDATE users SET password = ?2, epoch = ?3 WHERE skeleton = ?1",
         params![skeleton(name.as_str()), hash, epoch as i64],
@@ -121,8 +126,9 @@ pub(super) fn add_session(conn: &Connection, session: &Session) -> rusqlite::Res
 }
 
 pub(super) fn session(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Session>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT hash, owner, epoch, expires FROM sessions WHERE hash = ?1 AND expires > ?2")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT hash, owner, epoch, expires FROM sessions WHERE hash = ?1 AND expires > ?2",
+    )?;
     stmt.query_row(params![hash, Timestamp::now().millis()], |row| {
         Ok(Session {
             hash: row.get(0)?,
