@@ -32,6 +32,9 @@ pub enum AppError {
     /// Over a rate limit: try again after this many seconds.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
+    /// A credential (token, password, session) that is wrong: never served as a guest.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -63,6 +66,7 @@ impl AppError {
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -104,6 +108,10 @@ impl AppError {
         if let Some(key) = self.unsettled_key() {
             let key = HeaderValue::from_str(key.as_str()).expect("a key is visible ASCII");
             headers.insert("idempotency-key", key);
+        }
+        if let AppError::Unauthorized(_) = self {
+            // Bearer: a browser asks for nothing (`/login` is its way in).
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ssechat\""));
         }
         if let AppError::RequestTimeout(_) = self {
             // What is left of the request can't be told from the next one.

@@ -12,6 +12,7 @@
 //! - [`accounts`]: users, tokens and sessions: passwords (argon2id), secrets, their rules.
 //! - [`cli`]: the `ssechat user` and `ssechat token` commands.
 //! - [`auth`]: who is asking (a guest or a signed-in user) and what they may do in a room.
+//! - [`sign_in`]: who signed in (cookie, bearer token, Basic), one function for both paths.
 //! - [`body_deadline`]: one deadline for a whole request body.
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
 //! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
@@ -46,6 +47,7 @@ pub mod metrics;
 pub mod presence;
 pub mod routes;
 pub mod server;
+pub mod sign_in;
 pub mod state;
 pub mod store;
 pub mod wire;

@@ -19,9 +19,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::index::{Draft, error_page, room_page, root_for};
 use super::{Params, Peer, prefers_html, same_origin, unescape_form};
+use crate::auth::Identity;
 use crate::domain::{FieldError, IdempotencyKey, NewMessage, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
+use crate::sign_in::guest_may_use;
 use crate::state::AppState;
 use crate::store::{Appended, submit_settled};
 
@@ -46,6 +48,7 @@ pub struct SendFields {
 pub async fn send(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    identity: Identity,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -59,7 +62,7 @@ pub async fn send(
         };
     }
     let fields = decode(&uri, &headers, body).await.map_err(early)?;
-    match store(&state, &headers, &fields).await {
+    match store(&state, &identity, &headers, &fields).await {
         Ok(appended) => Ok(accepted(appended, browser)),
         Err(error) => Err(Refusal::late(&state, browser, &uri, &fields, error).await),
     }
@@ -90,9 +93,22 @@ async fn replay_over_limit(
 /// Validates the fields and stores the message (or finds the one its key names), under the
 /// client's key or, without one, a key made up here, so that an unconfirmed write can be
 /// settled (and, if it can't be in time, retried by the client under that key).
-async fn store(state: &AppState, headers: &HeaderMap, fields: &SendFields) -> Result<Appended, AppError> {
+///
+/// A signed-in sender posts under their user name, marked `user`; a guest may not use a
+/// registered name.
+async fn store(
+    state: &AppState,
+    identity: &Identity,
+    headers: &HeaderMap,
+    fields: &SendFields,
+) -> Result<Appended, AppError> {
     let room = fields.room.as_deref().unwrap_or(RoomName::DEFAULT);
-    let new = NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref())?;
+    let author = identity.user().map_or(fields.author.as_deref(), |name| Some(name.as_str()));
+    let mut new = NewMessage::parse(room, author, fields.text.as_deref())?;
+    match identity.user() {
+        Some(name) => new = new.signed_by(name),
+        None => guest_may_use(state, &new.author).await?,
+    }
     let key = idempotency_key(headers, fields)?.unwrap_or_else(IdempotencyKey::random);
     let appended = submit_settled(&*state.store, new.with_key(Some(key.clone())), state.config.send_timeout)
         .await
