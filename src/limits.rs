@@ -20,7 +20,7 @@ use crate::store::{RedisStore, SharedRateLimiter};
 
 pub use host::{AllowedHosts, parse_allowed_host};
 pub use proxy::{TrustedProxies, parse_trusted_proxy};
-pub use sign_in::SignInLimiter;
+pub use sign_in::{SIGN_IN_BURST, SIGN_IN_EVERY, SignInLimiter};
 pub use site::{Port, Site};
 
 /// The key a client's limits are kept under: its address, with IPv6 cut to its /64 (one

@@ -8,8 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::auth::Identity;
 use crate::domain::PresenceView;
-use crate::domain::{IdempotencyKey, Message, RoomName};
+use crate::domain::{Author, IdempotencyKey, Message, RoomName};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::Range;
@@ -27,6 +28,10 @@ struct RoomPage<'a> {
     /// Where the page's EventSource starts, so there is no gap and no duplicate.
     last_id: u64,
     author: &'a str,
+    /// The signed-in user: the page says so and asks no name.
+    user: Option<&'a str>,
+    /// Where sign-in comes back to: this page.
+    here_path: String,
     text: &'a str,
     error: Option<&'a str>,
     /// Names the message the form sends, made for each render (or kept from the refused
@@ -37,6 +42,8 @@ struct RoomPage<'a> {
 struct MessageView<'a> {
     id: u64,
     author: &'a str,
+    /// Sent by a signed-in user (a guest's name is unverified).
+    user: bool,
     /// The text, with its web links marked.
     parts: Vec<TextPart<'a>>,
     time: String,
@@ -48,6 +55,7 @@ impl<'a> From<&'a Message> for MessageView<'a> {
         Self {
             id: m.id,
             author: m.author.as_str(),
+            user: m.user,
             parts: linkify(m.text.as_str()),
             time: m.time.rfc3339(),
             clock: m.time.clock(),
@@ -107,6 +115,8 @@ const ROOM_LINKS: usize = 20;
 #[derive(Default)]
 pub struct Draft<'a> {
     pub author: &'a str,
+    /// The signed-in user's name, if any: the form then asks for no name.
+    pub user: Option<&'a str>,
     pub text: &'a str,
     pub error: Option<&'a str>,
     /// The refused post's key, valid, to send again; `None`: a new one.
@@ -119,14 +129,21 @@ pub fn root_for(path: &str) -> String {
     if depth == 0 { "./".to_owned() } else { "../".repeat(depth) }
 }
 
-pub async fn general(State(state): State<AppState>, uri: Uri) -> Response {
-    room_page(&state, &RoomName::general(), &root_for(uri.path()), StatusCode::OK, Draft::default()).await
+pub async fn general(State(state): State<AppState>, identity: Identity, uri: Uri) -> Response {
+    let draft = Draft { user: identity.user().map(Author::as_str), ..Draft::default() };
+    room_page(&state, &RoomName::general(), &root_for(uri.path()), StatusCode::OK, draft).await
 }
 
-pub async fn room(State(state): State<AppState>, Path(room): Path<String>, uri: Uri) -> Response {
+pub async fn room(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(room): Path<String>,
+    uri: Uri,
+) -> Response {
     let root = root_for(uri.path());
+    let draft = Draft { user: identity.user().map(Author::as_str), ..Draft::default() };
     match RoomName::parse(&room) {
-        Ok(room) => room_page(&state, &room, &root, StatusCode::OK, Draft::default()).await,
+        Ok(room) => room_page(&state, &room, &root, StatusCode::OK, draft).await,
         Err(e) => error_page(StatusCode::NOT_FOUND, &format!("There is no room here. {}", e.problem), &root),
     }
 }
@@ -177,6 +194,8 @@ pub async fn room_page(
         here,
         last_id: page.last_id,
         author: draft.author,
+        user: draft.user,
+        here_path: if *room == RoomName::general() { "/".to_owned() } else { format!("/rooms/{room}") },
         text: draft.text,
         error: draft.error,
         client_id: draft

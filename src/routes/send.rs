@@ -64,7 +64,7 @@ pub async fn send(
     let fields = decode(&uri, &headers, body).await.map_err(early)?;
     match store(&state, &identity, &headers, &fields).await {
         Ok(appended) => Ok(accepted(appended, browser)),
-        Err(error) => Err(Refusal::late(&state, browser, &uri, &fields, error).await),
+        Err(error) => Err(Refusal::late(&state, &identity, browser, &uri, &fields, error).await),
     }
 }
 
@@ -158,7 +158,14 @@ impl Refusal {
     }
 
     /// Refused once the fields were read: a browser gets its draft back.
-    async fn late(state: &AppState, browser: bool, uri: &Uri, fields: &SendFields, error: AppError) -> Self {
+    async fn late(
+        state: &AppState,
+        identity: &Identity,
+        browser: bool,
+        uri: &Uri,
+        fields: &SendFields,
+        error: AppError,
+    ) -> Self {
         if !browser {
             return Self::Json(error);
         }
@@ -176,6 +183,7 @@ impl Refusal {
         let client_id = error.unsettled_key().map(IdempotencyKey::as_str);
         let draft = Draft {
             author: fields.author.as_deref().unwrap_or(""),
+            user: identity.user().map(|name| name.as_str()),
             text: fields.text.as_deref().unwrap_or(""),
             error: Some(&message),
             client_id: client_id.or(fields.client_id.as_deref().filter(valid)),

@@ -914,7 +914,7 @@ mod tests {
         assert_eq!(summary, [("newer", 2), ("older", 1)]);
         let version: i32 =
             Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, SCHEMA_VERSION);
         assert!(plan_of_the_room_list(&path).contains("USING INDEX rooms_activity"));
     }
 
@@ -933,6 +933,7 @@ mod tests {
         let store = SqliteStore::open(&path, Hub::new(4), Retention::count(100)).unwrap();
         let page = store.read(&RoomName::general(), Range::After(0), 10).await.unwrap();
         assert_eq!(page.messages[0].text.as_str(), "from v1");
+        assert!(!page.messages[0].user, "messages from before accounts were guests'");
         let key = Some(crate::domain::IdempotencyKey::parse("key", "k").unwrap());
         let new = NewMessage::parse("general", Some("ana"), Some("v2")).unwrap().with_key(key);
         assert_eq!(store.submit(new).await.unwrap().message.id, 2);
