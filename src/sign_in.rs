@@ -153,9 +153,18 @@ pub async fn still_valid(state: &AppState, credential: &Credential) -> bool {
 
 /// Refuses (`403`) a guest's use of a registered name, or of one that looks like it (the
 /// same skeleton: another case, another script's look-alike letters), to post or to be
-/// named in a room. One store call.
+/// named in a room. One store call. A store that can't answer lets the name pass (logged):
+/// the send that follows meets the same store, and its answer (nothing saved, or an
+/// outcome to settle under its key) is the one the client can act on.
 pub async fn guest_may_use(state: &AppState, name: &Author) -> Result<(), AppError> {
-    let Some(user) = state.store.user(&accounts::skeleton(name.as_str())).await? else { return Ok(()) };
+    let found = match state.store.user(&accounts::skeleton(name.as_str())).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check whether a guest's name is registered");
+            None
+        }
+    };
+    let Some(user) = found else { return Ok(()) };
     let registered = user.name.as_str();
     let why = if registered.to_lowercase() == name.as_str().to_lowercase() {
         format!("the name {:?} belongs to a registered user", name.as_str())
