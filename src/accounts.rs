@@ -245,9 +245,14 @@ pub async fn open_session(store: &dyn Store, user: &User, ttl: Duration) -> Resu
 /// A session's expiry moves on at most this often, so a busy page doesn't write each request.
 const EXTEND_EVERY: Duration = Duration::from_secs(60);
 
-/// The user a session id belongs to, if it is current (not expired, same password). Sliding:
-/// each use moves its expiry to `ttl` from now (at most once a minute).
-pub async fn session_user(store: &dyn Store, id: &str, ttl: Duration) -> Result<Option<User>, StoreError> {
+/// The user a session id belongs to, if it is current (not expired, same password), and
+/// whether its expiry moved. Sliding: each use moves its expiry to `ttl` from now (at most
+/// once a minute), and the cookie is then set again to match.
+pub async fn session_user(
+    store: &dyn Store,
+    id: &str,
+    ttl: Duration,
+) -> Result<Option<(User, bool)>, StoreError> {
     let hash = hash_secret(id);
     let Some(session) = store.session(&hash).await? else { return Ok(None) };
     let Some(user) = store.user(&skeleton(session.owner.as_str())).await? else { return Ok(None) };
@@ -256,10 +261,11 @@ pub async fn session_user(store: &dyn Store, id: &str, ttl: Duration) -> Result<
     }
     let now = Timestamp::now();
     let renewed = later(now, ttl);
-    if renewed.millis() - session.expires.millis() >= EXTEND_EVERY.as_millis() as i64 {
+    let extend = renewed.millis() - session.expires.millis() >= EXTEND_EVERY.as_millis() as i64;
+    if extend {
         store.extend_session(&hash, renewed).await?;
     }
-    Ok(Some(user))
+    Ok(Some((user, extend)))
 }
 
 /// The user a token belongs to, if it is known and not expired.

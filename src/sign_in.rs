@@ -38,12 +38,15 @@ pub struct SignedIn {
     pub identity: Identity,
     /// `None` for a guest.
     pub credential: Option<Credential>,
+    /// A session whose expiry moved: its cookie is set again, so the browser keeps it as long.
+    pub renewed_session: Option<String>,
 }
 
 impl From<User> for SignedIn {
     fn from(user: User) -> Self {
         let credential = Credential { user: user.name.clone(), epoch: user.epoch };
-        Self { identity: Identity::User { name: user.name, admin: user.admin }, credential: Some(credential) }
+        let identity = Identity::User { name: user.name, admin: user.admin };
+        Self { identity, credential: Some(credential), renewed_session: None }
     }
 }
 
@@ -54,8 +57,12 @@ pub async fn identify(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -
         return by_authorization(state, client, value).await;
     }
     let Some(id) = session_cookie(headers) else { return Ok(SignedIn::default()) };
-    let user = accounts::session_user(&*state.store, id, state.config.session_ttl).await?;
-    Ok(user.map(SignedIn::from).unwrap_or_default())
+    match accounts::session_user(&*state.store, id, state.config.session_ttl).await? {
+        Some((user, renewed)) => {
+            Ok(SignedIn { renewed_session: renewed.then(|| id.to_owned()), ..SignedIn::from(user) })
+        }
+        None => Ok(SignedIn::default()),
+    }
 }
 
 async fn by_authorization(

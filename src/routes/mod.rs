@@ -292,12 +292,20 @@ pub async fn sign_in(
         return next.run(request).await;
     }
     match crate::sign_in::identify(&state, peer, request.headers()).await {
-        Ok(crate::sign_in::SignedIn { identity, credential }) => {
+        Ok(crate::sign_in::SignedIn { identity, credential, renewed_session }) => {
+            let https = state.site_of(peer, request.headers()).is_https();
             request.extensions_mut().insert(identity);
             if let Some(credential) = credential {
                 request.extensions_mut().insert(credential);
             }
-            next.run(request).await
+            let mut response = next.run(request).await;
+            if let Some(id) = renewed_session
+                && !response.headers().contains_key(axum::http::header::SET_COOKIE)
+            {
+                let cookie = crate::sign_in::session_set_cookie(https, Some(&id), state.config.session_ttl);
+                response.headers_mut().insert(axum::http::header::SET_COOKIE, cookie);
+            }
+            response
         }
         Err(refused) if prefers_html(request.headers()) => {
             let mut page = index::error_page(

@@ -448,3 +448,23 @@ async fn a_guest_cannot_take_a_registered_name_or_a_look_alike() {
     assert!(html.contains(r#"data-user="true""#) && html.contains(r#"class="verified""#), "{html}");
     assert!(html.contains(r#"class="guest""#), "anna's message is a guest's");
 }
+
+#[tokio::test]
+async fn a_session_in_use_slides_and_its_cookie_is_set_again() {
+    let app = app_with_users(|c| c.session_ttl = Duration::from_secs(3600)).await;
+    let cookie = sign_in(&app).await;
+    let id = cookie.split_once('=').unwrap().1.to_owned();
+    let hash = accounts::hash_secret(&id);
+    // Used a minute ago at most: nothing to write.
+    let page = app.client.get(app.url("/")).header("cookie", &cookie).send().await.unwrap();
+    assert!(page.headers().get("set-cookie").is_none());
+    // Ten minutes left: this use moves it back to an hour, and the browser is told.
+    let soon = ssechat::domain::Timestamp::from_millis(ssechat::domain::Timestamp::now().millis() + 600_000)
+        .unwrap();
+    app.state.store.extend_session(&hash, soon).await.unwrap();
+    let page = app.client.get(app.url("/")).header("cookie", &cookie).send().await.unwrap();
+    let renewed = set_cookie(&page);
+    assert!(renewed.starts_with(&cookie) && renewed.contains("Max-Age=3600"), "{renewed}");
+    let expires = app.state.store.session(&hash).await.unwrap().unwrap().expires.millis();
+    assert!(expires - ssechat::domain::Timestamp::now().millis() > 3_000_000, "an hour again");
+}
