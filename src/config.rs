@@ -31,7 +31,8 @@ pub struct Config {
 
     /// Where history lives: `sqlite:PATH` (durable), `redis://HOST:PORT/DB` (shared by every
     /// node), or `memory` (lost on restart).
-    #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE)]
+    /// (Also after a command: `ssechat user list --store ...`.)
+    #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE, global = true)]
     pub store: StoreUrl,
 
     /// Messages kept per room [default: 10000, or 1000 with --store memory].

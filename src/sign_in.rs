@@ -196,3 +196,52 @@ pub async fn author_for(
     guest_may_use(state, &author).await?;
     Ok(author)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookies(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::COOKIE, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_under_either_name_among_others() {
+        assert_eq!(session_cookie(&cookies(&["a=1; ssechat_session=abc; b=2"])), Some("abc"));
+        assert_eq!(session_cookie(&cookies(&["a=1", "__Host-ssechat_session=xyz"])), Some("xyz"));
+        assert_eq!(session_cookie(&cookies(&["ssechat_session="])), None);
+        assert_eq!(session_cookie(&cookies(&["not_ssechat_session=abc"])), None);
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn basic_credentials_decode_or_say_what_is_wrong() {
+        assert_eq!(decode_basic("YW5hOnB3OmNvbG9u").unwrap(), ("ana".into(), "pw:colon".into()));
+        for bad in ["not base64!", "bm9jb2xvbg=="] {
+            let e = decode_basic(bad).unwrap_err();
+            assert!(
+                matches!(e, AppError::Unauthorized(_)) && e.to_string().contains("name:password"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cookie_is_secure_with_the_host_prefix_on_https_only() {
+        let ttl = std::time::Duration::from_secs(60);
+        let plain = session_set_cookie(false, Some("id"), ttl);
+        assert_eq!(plain, "ssechat_session=id; Path=/; HttpOnly; SameSite=Lax; Max-Age=60");
+        let https = session_set_cookie(true, Some("id"), ttl);
+        assert_eq!(https, "__Host-ssechat_session=id; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure");
+        assert!(
+            session_set_cookie(false, None, ttl)
+                .to_str()
+                .unwrap()
+                .contains("=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+        );
+    }
+}

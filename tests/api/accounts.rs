@@ -61,6 +61,8 @@ async fn commands_work_beside_a_running_server(store: &str) {
     assert!(!ok && err.contains("is taken") && err.contains("\"Ana\""), "{err}");
     let (_, list, _) = cli(store, None, &["user", "list"]).await;
     assert!(list.contains("Ana\tadmin") && list.contains("bob\tuser"), "{list}");
+    let (ok, flagged, err) = cli("memory", None, &["user", "list", "--store", store]).await;
+    assert!(ok && flagged == list, "--store after the command wins over the environment: {err}");
 
     // A token: shown once, works as Bearer at once, then deleted.
     let (ok, token, err) =
