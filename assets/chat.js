@@ -132,7 +132,13 @@
     who.textContent = m.author;
     const body = document.createElement("span");
     body.className = "text";
-    li.append(time, " ", who, " ", body);
+    // Verified: sent by a signed-in user. A guest's name is whatever they typed.
+    const badge = document.createElement("span");
+    badge.className = m.user ? "verified" : "guest";
+    badge.title = m.user ? "a signed-in user" : "a guest: anyone may type this name";
+    badge.textContent = m.user ? " ✓" : " (guest)";
+    if (m.user) li.dataset.user = "true";
+    li.append(time, " ", who, badge, " ", body);
     fillText(body, m);
     controls(li, m);
     mark(li);

@@ -25,6 +25,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/typing", post(routes::presence::typing))
         .route("/go", get(routes::index::go))
+        .route("/login", get(routes::login::form).post(routes::login::sign_in))
+        .route("/logout", post(routes::login::sign_out))
         .route("/send", post(routes::send::send))
         .route("/events", get(routes::events::events))
         .route("/history", get(routes::history::history))
@@ -44,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(tower::util::MapRequestLayer::new(body_deadline::limit(state.config.body_timeout)))
         .layer(tower::util::option_layer(routes::cors(&state.config.cors_origin)))
+        // Who signed in: inside the host check, so a misdirected request costs no store call.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::sign_in))
         // Every request, CORS preflights too, is for a host this server answers for.
         .layer(axum::middleware::from_fn_with_state(state.clone(), routes::host_allowed))
         .layer(axum::middleware::map_response(routes::security_headers))

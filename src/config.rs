@@ -31,7 +31,8 @@ pub struct Config {
 
     /// Where history lives: `sqlite:PATH` (durable), `redis://HOST:PORT/DB` (shared by every
     /// node), or `memory` (lost on restart).
-    #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE)]
+    /// (Also after a command: `ssechat user list --store ...`.)
+    #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE, global = true)]
     pub store: StoreUrl,
 
     /// Messages kept per room [default: 10000, or 1000 with --store memory].
@@ -181,6 +182,9 @@ pub struct Config {
     /// Deleting has no time limit.
     #[arg(long, env = "SSECHAT_EDIT_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
     pub edit_window: Duration,
+    /// How long a browser stays signed in without using the site; each use starts it again.
+    #[arg(long, env = "SSECHAT_SESSION_TTL", default_value = "30d", value_parser = positive_duration)]
+    pub session_ttl: Duration,
 }
 
 impl Config {
@@ -222,6 +226,7 @@ impl Config {
             max_rooms: None,
             send_timeout: Duration::from_secs(10),
             edit_window: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -359,7 +364,7 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err("must be longer than zero".to_owned()),

@@ -172,7 +172,14 @@ impl Connection {
         if self.buffered.len() != head.len {
             return None;
         }
-        let request = feed_request(&self.state, self.peer, &uri, &headers).ok()?;
+        // A misdirected request costs no store call: the router answers it.
+        self.state.host_allowed(self.peer, &headers).ok()?;
+        // Who reads: the same function the router's sign-in layer calls.
+        let signed_in = match crate::sign_in::identify(&self.state, self.peer, &headers).await {
+            Ok(signed_in) => signed_in,
+            Err(refused) => return Some(Err(refused)),
+        };
+        let request = feed_request(&self.state, self.peer, &uri, &headers, &signed_in.identity).await.ok()?;
         Some(Feed::open(&self.state, request).await)
     }
 

@@ -315,6 +315,8 @@ pub struct NewMessage {
     pub text: MessageText,
     /// Set when the client wants a retry to be recognised.
     pub key: Option<IdempotencyKey>,
+    /// Sent by a signed-in user under their user name (see [`Message::user`]).
+    pub user: bool,
 }
 
 impl NewMessage {
@@ -325,11 +327,17 @@ impl NewMessage {
             author: Author::parse(author.unwrap_or(""))?,
             text: MessageText::parse(text.unwrap_or(""))?,
             key: None,
+            user: false,
         })
     }
 
     pub fn with_key(self, key: Option<IdempotencyKey>) -> Self {
         Self { key, ..self }
+    }
+
+    /// Sent by the signed-in user `name`: their name is the author, whatever was typed.
+    pub fn signed_by(self, name: &Author) -> Self {
+        Self { author: name.clone(), user: true, ..self }
     }
 }
 
@@ -345,11 +353,16 @@ pub struct Message {
     /// When the text was last edited (see [`Entry::Edit`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited: Option<Timestamp>,
+    /// The author is a registered user who was signed in when sending (a guest's name is
+    /// whatever they typed). Messages stored before accounts existed read as `false`. Only
+    /// `"user": true` is written: a guest's message looks as it always did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user: bool,
 }
 
 impl Message {
     pub fn new(id: MessageId, new: NewMessage, time: Timestamp) -> Self {
-        Self { id, room: new.room, author: new.author, text: new.text, time, edited: None }
+        Self { id, room: new.room, author: new.author, text: new.text, time, edited: None, user: new.user }
     }
 }
 

@@ -32,7 +32,7 @@ pub enum AppError {
     /// Over a rate limit: try again after this many seconds.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
-    /// Not signed in, and signing in may help.
+    /// A credential (token, password, session) that is wrong: never served as a guest.
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -112,6 +112,10 @@ impl AppError {
         if let Some(key) = self.unsettled_key() {
             let key = HeaderValue::from_str(key.as_str()).expect("a key is visible ASCII");
             headers.insert("idempotency-key", key);
+        }
+        if let AppError::Unauthorized(_) = self {
+            // Bearer: a browser asks for nothing (`/login` is its way in).
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ssechat\""));
         }
         if let AppError::RequestTimeout(_) = self {
             // What is left of the request can't be told from the next one.

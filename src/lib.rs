@@ -9,7 +9,10 @@
 //! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
 //! - [`state`]: [`state::AppState`], what every handler shares, built from the config.
 //! - [`app`]: the router.
+//! - [`accounts`]: users, tokens and sessions: passwords (argon2id), secrets, their rules.
+//! - [`cli`]: the `ssechat user` and `ssechat token` commands.
 //! - [`auth`]: who is asking (a guest or a signed-in user) and what they may do in a room.
+//! - [`sign_in`]: who signed in (cookie, bearer token, Basic), one function for both paths.
 //! - [`body_deadline`]: one deadline for a whole request body.
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge;
 //!   a room's log of `Entry`s (messages, deletes, edits) and its current state.
@@ -29,9 +32,11 @@
 //! - [`takeback`]: who may delete or edit a message (the log entries are in `domain`).
 //! - [`error`]: the error type that decides status codes.
 
+pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod body_deadline;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod domain;
@@ -44,6 +49,7 @@ pub mod metrics;
 pub mod presence;
 pub mod routes;
 pub mod server;
+pub mod sign_in;
 pub mod state;
 pub mod store;
 pub mod takeback;

@@ -5,6 +5,7 @@
 
 mod host;
 mod proxy;
+mod sign_in;
 mod site;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use crate::store::{RedisStore, SharedRateLimiter};
 
 pub use host::{AllowedHosts, parse_allowed_host};
 pub use proxy::{TrustedProxies, parse_trusted_proxy};
+pub use sign_in::{SIGN_IN_BURST, SIGN_IN_EVERY, SignInLimiter};
 pub use site::{Port, Site};
 
 /// The key a client's limits are kept under: its address, with IPv6 cut to its /64 (one
@@ -77,12 +79,13 @@ fn sane_rate(rate: f64, burst: u32) -> (f64, u32) {
     (rate.max(0.001), burst.max(1))
 }
 
-/// A token bucket per client: `rate` tokens a second, at most `burst` saved up.
-pub struct RateLimiter {
+/// A token bucket per client (or per other key): `rate` tokens a second, at most `burst`
+/// saved up.
+pub struct RateLimiter<K = IpAddr> {
     rate: f64,
     burst: f64,
     /// A std mutex: one map update per request, never held across an `.await`.
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Clone, Copy)]
@@ -91,14 +94,24 @@ struct Bucket {
     at: Instant,
 }
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
     pub fn new(rate: f64, burst: u32) -> Self {
         let (rate, burst) = sane_rate(rate, burst);
         Self { rate, burst: f64::from(burst), buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes a token for `client`, or says how long until one is there.
-    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+    pub fn check(&self, client: K) -> Result<(), Duration> {
+        self.take(client, 1.0)
+    }
+
+    /// Whether `client` has a token, without taking it; else how long until it has one.
+    pub fn peek(&self, client: K) -> Result<(), Duration> {
+        self.take(client, 0.0)
+    }
+
+    /// Takes `cost` tokens if one is there (a cost of 0 only looks).
+    fn take(&self, client: K, cost: f64) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limiter lock poisoned");
         if buckets.len() > 100_000 {
@@ -111,7 +124,7 @@ impl RateLimiter {
             (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.rate).min(self.burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            bucket.tokens -= cost;
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))

@@ -1,15 +1,26 @@
-//! The ssechat binary: parse flags, start logging, bind, and hand over to the library.
+//! The ssechat binary: parse flags; run a command (`ssechat user ...`), or start logging,
+//! bind, and hand over to the library.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ssechat::{AppState, Config, run, server::shutdown_signal};
+use ssechat::cli::Cli;
+use ssechat::{AppState, run, server::shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let Cli { config, command } = Cli::parse();
+    if let Some(command) = command {
+        return match ssechat::cli::run(command, &config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ssechat: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

@@ -7,7 +7,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, StoreUrl};
 use crate::error::AppError;
 use crate::hub::Hub;
-use crate::limits::{AllowedHosts, Caps, SendLimiter, Site, TrustedProxies, TypingLimiter, client_key};
+use crate::limits::{
+    AllowedHosts, Caps, SendLimiter, SignInLimiter, Site, TrustedProxies, TypingLimiter, client_key,
+};
 use crate::metrics::Metrics;
 use crate::presence::{Presence, PresenceRules};
 use crate::store::{MemoryStore, RedisStore, SqliteStore, Store};
@@ -30,6 +32,8 @@ pub struct AppState {
     pub connections: Arc<Caps>,
     /// Sends per client (token buckets; in Redis when nodes share one).
     pub sends: Arc<SendLimiter>,
+    /// Failed sign-ins per client and per name.
+    pub sign_ins: Arc<SignInLimiter>,
     /// Whose forwarding headers name the client and the site (`--trusted-proxy`).
     pub proxies: Arc<TrustedProxies>,
     pub metrics: Arc<Metrics>,
@@ -138,6 +142,7 @@ impl AppState {
             streams: Caps::new("streams", config.stream_cap(), config.max_streams_per_client),
             connections: Caps::new("connections", config.connection_cap(), config.max_connections_per_client),
             sends: Arc::new(SendLimiter::local(config.send_rate, config.send_burst)),
+            sign_ins: Arc::new(SignInLimiter::default()),
             proxies: Arc::new(config.trusted_proxies()),
             metrics: Arc::new(Metrics::default()),
             hosts: Arc::new(hosts),

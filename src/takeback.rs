@@ -17,11 +17,10 @@ use crate::error::AppError;
 
 /// Whether `message` was posted by a signed-in user (rather than by a guest typing a name).
 ///
-/// The one place that reads it: messages will carry `user: true` when their sender was
-/// signed in (accounts); until then no message was, so only moderators and admins may
-/// delete, and nobody may edit.
-pub fn posted_signed_in(_message: &Message) -> bool {
-    false
+/// The one place that reads it: a message carries `user: true` when its sender was signed
+/// in; a guest's message belongs to nobody, whatever name is on it.
+pub fn posted_signed_in(message: &Message) -> bool {
+    message.user
 }
 
 /// Why a change is refused.
@@ -169,11 +168,13 @@ mod tests {
     }
 
     #[test]
-    fn today_no_message_was_posted_signed_in_so_a_namesake_may_not_change_it() {
+    fn a_guests_message_is_nobodys_even_under_a_users_name() {
         let ana = user("ana", false);
         for change in [Change::Delete, edit()] {
             let refused = may_change(&ana, Access::OPEN, &message(), &change, message().time, WINDOW);
             assert_eq!(refused, Err(Refused::NotYours), "{change:?}");
+            let signed = Message { user: true, ..message() };
+            assert_eq!(may_change(&ana, Access::OPEN, &signed, &change, signed.time, WINDOW), Ok(()));
         }
     }
 

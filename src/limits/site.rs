@@ -49,6 +49,11 @@ impl Site {
             .then(|| Site::new(Some(scheme), rest, Port::Default))
     }
 
+    /// Served over https: its cookies are `Secure`.
+    pub fn is_https(&self) -> bool {
+        self.scheme.as_deref() == Some("https")
+    }
+
     /// The host, lower case, without the port (IPv6 in brackets).
     pub fn host(&self) -> &str {
         &self.host

@@ -13,9 +13,11 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Params, Peer, SECURITY_HEADERS, cross_site, negotiate, parse_id};
+use crate::auth::Identity;
 use crate::domain::{Author, FieldError, ReaderId, RoomName};
 use crate::error::AppError;
 use crate::feed::{Feed, FeedRequest, Refused, StallWatch};
+use crate::sign_in::guest_may_use;
 use crate::state::AppState;
 use crate::wire::Format;
 
@@ -40,6 +42,7 @@ pub async fn events(
     Peer(peer): Peer,
     uri: Uri,
     headers: HeaderMap,
+    identity: Identity,
     refused: Option<Extension<Refused>>,
     stall: Option<Extension<StallWatch>>,
 ) -> Result<Response, AppError> {
@@ -47,7 +50,7 @@ pub async fn events(
     if let Some(Extension(Refused(e))) = refused {
         return Err(e);
     }
-    let mut feed = Feed::open(&state, feed_request(&state, peer, &uri, &headers)?).await?;
+    let mut feed = Feed::open(&state, feed_request(&state, peer, &uri, &headers, &identity).await?).await?;
     if let Some(Extension(StallWatch(flag))) = stall {
         feed.watch_stall(flag);
     }
@@ -61,13 +64,15 @@ pub async fn events(
 ///
 /// A reader is named in presence only when a page of this site (or no browser) opened the
 /// stream: any site can point an `EventSource` here, but what it names its visitors counts
-/// as anonymous. A request for a host this server does not answer for is refused here too,
+/// as anonymous. A signed-in reader is named by their user name; a guest may not take a
+/// registered one (`403`). A request for a host this server does not answer for is refused here too,
 /// so the fast path leaves it to the router, which answers it (`421`).
-pub fn feed_request(
+pub async fn feed_request(
     state: &AppState,
     peer: std::net::SocketAddr,
     uri: &Uri,
     headers: &HeaderMap,
+    identity: &Identity,
 ) -> Result<FeedRequest, AppError> {
     state.host_allowed(peer, headers)?;
     let params = Params::from_uri(uri)?;
@@ -82,9 +87,14 @@ pub fn feed_request(
     let resume_from = last_event_id.or(params.id("since")?);
     let offered = Format::MEDIA_TYPES.map(|(media, _)| media);
     let format = Format::MEDIA_TYPES[negotiate(headers, &offered)].1;
-    let reader = match params.get("name").map(str::trim) {
-        None | Some("") => None,
-        Some(name) => Some(Author::parse(name).map_err(|e| FieldError::new("name", e.problem))?),
+    let reader = match (identity.user(), params.get("name").map(str::trim)) {
+        (Some(user), _) => Some(user.clone()),
+        (None, None | Some("")) => None,
+        (None, Some(name)) => {
+            let name = Author::parse(name).map_err(|e| FieldError::new("name", e.problem))?;
+            guest_may_use(state, &name).await?;
+            Some(name)
+        }
     };
     let reader = reader.filter(|_| cross_site(state, peer, headers).is_none());
     let reader_id = params.get("reader").filter(|id| !id.is_empty()).map(ReaderId::parse).transpose()?;

@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use crate::auth::Identity;
 use crate::domain::PresenceView;
-use crate::domain::{IdempotencyKey, Message, RoomName};
+use crate::domain::{Author, IdempotencyKey, Message, RoomName};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::Range;
@@ -34,6 +34,10 @@ struct RoomPage<'a> {
     moderates: bool,
     edit_window: u64,
     author: &'a str,
+    /// The signed-in user: the page says so and asks no name.
+    user: Option<&'a str>,
+    /// Where sign-in comes back to: this page.
+    here_path: String,
     text: &'a str,
     error: Option<&'a str>,
     /// Names the message the form sends, made for each render (or kept from the refused
@@ -44,6 +48,8 @@ struct RoomPage<'a> {
 struct MessageView<'a> {
     id: u64,
     author: &'a str,
+    /// Sent by a signed-in user (a guest's name is unverified).
+    user: bool,
     /// The text, with its web links marked.
     parts: Vec<TextPart<'a>>,
     time: String,
@@ -59,6 +65,7 @@ impl<'a> MessageView<'a> {
         Self {
             id: m.id,
             author: m.author.as_str(),
+            user: m.user,
             parts: linkify(m.text.as_str()),
             time: m.time.rfc3339(),
             clock: m.time.clock(),
@@ -120,6 +127,8 @@ const ROOM_LINKS: usize = 20;
 #[derive(Default)]
 pub struct Draft<'a> {
     pub author: &'a str,
+    /// The signed-in user's name, if any: the form then asks for no name.
+    pub user: Option<&'a str>,
     pub text: &'a str,
     pub error: Option<&'a str>,
     /// The refused post's key, valid, to send again; `None`: a new one.
@@ -133,8 +142,8 @@ pub fn root_for(path: &str) -> String {
 }
 
 pub async fn general(State(state): State<AppState>, who: Identity, uri: Uri) -> Response {
-    let root = root_for(uri.path());
-    room_page(&state, &who, &RoomName::general(), &root, StatusCode::OK, Draft::default()).await
+    let draft = Draft { user: who.user().map(Author::as_str), ..Draft::default() };
+    room_page(&state, &who, &RoomName::general(), &root_for(uri.path()), StatusCode::OK, draft).await
 }
 
 pub async fn room(
@@ -144,8 +153,9 @@ pub async fn room(
     uri: Uri,
 ) -> Response {
     let root = root_for(uri.path());
+    let draft = Draft { user: who.user().map(Author::as_str), ..Draft::default() };
     match RoomName::parse(&room) {
-        Ok(room) => room_page(&state, &who, &room, &root, StatusCode::OK, Draft::default()).await,
+        Ok(room) => room_page(&state, &who, &room, &root, StatusCode::OK, draft).await,
         Err(e) => error_page(StatusCode::NOT_FOUND, &format!("There is no room here. {}", e.problem), &root),
     }
 }
@@ -207,6 +217,8 @@ pub async fn room_page(
         moderates: access.moderate || who.is_admin(),
         edit_window: window.as_secs(),
         author: draft.author,
+        user: draft.user,
+        here_path: if *room == RoomName::general() { "/".to_owned() } else { format!("/rooms/{room}") },
         text: draft.text,
         error: draft.error,
         client_id: draft

@@ -5,6 +5,7 @@ pub mod events;
 pub mod health;
 pub mod history;
 pub mod index;
+pub mod login;
 pub mod presence;
 pub mod rooms;
 pub mod send;
@@ -276,6 +277,47 @@ pub async fn host_allowed(
         index::error_page(refused.status(), &refused.to_string(), "")
     } else {
         refused.into_response()
+    }
+}
+
+/// The sign-in layer: puts the request's `Identity` (and `Credential`) in its
+/// extensions, or answers `401` for a wrong credential. A stream the fast path already
+/// tried and refused is left to its handler, which answers that refusal.
+pub async fn sign_in(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Peer(peer): Peer,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.extensions().get::<crate::feed::Refused>().is_some() {
+        return next.run(request).await;
+    }
+    match crate::sign_in::identify(&state, peer, request.headers()).await {
+        Ok(crate::sign_in::SignedIn { identity, credential, renewed_session }) => {
+            let https = state.site_of(peer, request.headers()).is_https();
+            request.extensions_mut().insert(identity);
+            if let Some(credential) = credential {
+                request.extensions_mut().insert(credential);
+            }
+            let mut response = next.run(request).await;
+            if let Some(id) = renewed_session
+                && !response.headers().contains_key(axum::http::header::SET_COOKIE)
+            {
+                let cookie = crate::sign_in::session_set_cookie(https, Some(&id), state.config.session_ttl);
+                response.headers_mut().insert(axum::http::header::SET_COOKIE, cookie);
+            }
+            response
+        }
+        Err(refused) if prefers_html(request.headers()) => {
+            let mut page = index::error_page(
+                refused.status(),
+                &refused.to_string(),
+                &index::root_for(request.uri().path()),
+            );
+            refused.add_headers(&mut page);
+            page
+        }
+        Err(refused) => refused.into_response(),
     }
 }
 

@@ -7,10 +7,12 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 
 use super::send::decode;
 use super::{Client, Peer, same_origin};
+use crate::auth::Identity;
 use crate::domain::PresenceView;
-use crate::domain::{Author, RoomName};
+use crate::domain::RoomName;
 use crate::error::AppError;
 use crate::metrics::Limited;
+use crate::sign_in::author_for;
 use crate::state::AppState;
 
 /// The room's presence as its streams are told it: at most `--presence-names` names.
@@ -29,6 +31,7 @@ pub async fn typing(
     State(state): State<AppState>,
     Peer(peer): Peer,
     Client(client): Client,
+    identity: Identity,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -38,7 +41,7 @@ pub async fn typing(
     state.typing.admit(client).inspect_err(counted)?;
     let fields = decode(&uri, &headers, body).await?;
     let room = RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT))?;
-    let author = Author::parse(fields.author.as_deref().unwrap_or(""))?;
+    let author = author_for(&state, &identity, fields.author.as_deref()).await?;
     state.typing.check(&room, &author).inspect_err(counted)?;
     state.store.typing(&room, &author).await?;
     Ok(StatusCode::NO_CONTENT)

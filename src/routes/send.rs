@@ -19,9 +19,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::index::{Draft, error_page, room_page, root_for};
 use super::{Params, Peer, prefers_html, same_origin, unescape_form};
+use crate::auth::Identity;
 use crate::domain::{FieldError, IdempotencyKey, NewMessage, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
+use crate::sign_in::guest_may_use;
 use crate::state::AppState;
 use crate::store::{Appended, submit_settled};
 
@@ -46,7 +48,7 @@ pub struct SendFields {
 pub async fn send(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    who: crate::auth::Identity,
+    identity: Identity,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -60,9 +62,9 @@ pub async fn send(
         };
     }
     let fields = decode(&uri, &headers, body).await.map_err(early)?;
-    match store(&state, &headers, &fields).await {
+    match store(&state, &identity, &headers, &fields).await {
         Ok(appended) => Ok(accepted(appended, browser)),
-        Err(error) => Err(Refusal::late(&state, &who, browser, &uri, &fields, error).await),
+        Err(error) => Err(Refusal::late(&state, &identity, browser, &uri, &fields, error).await),
     }
 }
 
@@ -91,9 +93,22 @@ async fn replay_over_limit(
 /// Validates the fields and stores the message (or finds the one its key names), under the
 /// client's key or, without one, a key made up here, so that an unconfirmed write can be
 /// settled (and, if it can't be in time, retried by the client under that key).
-async fn store(state: &AppState, headers: &HeaderMap, fields: &SendFields) -> Result<Appended, AppError> {
+///
+/// A signed-in sender posts under their user name, marked `user`; a guest may not use a
+/// registered name.
+async fn store(
+    state: &AppState,
+    identity: &Identity,
+    headers: &HeaderMap,
+    fields: &SendFields,
+) -> Result<Appended, AppError> {
     let room = fields.room.as_deref().unwrap_or(RoomName::DEFAULT);
-    let new = NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref())?;
+    let author = identity.user().map_or(fields.author.as_deref(), |name| Some(name.as_str()));
+    let mut new = NewMessage::parse(room, author, fields.text.as_deref())?;
+    match identity.user() {
+        Some(name) => new = new.signed_by(name),
+        None => guest_may_use(state, &new.author).await?,
+    }
     let key = idempotency_key(headers, fields)?.unwrap_or_else(IdempotencyKey::random);
     let appended = submit_settled(&*state.store, new.with_key(Some(key.clone())), state.config.send_timeout)
         .await
@@ -145,7 +160,7 @@ impl Refusal {
     /// Refused once the fields were read: a browser gets its draft back.
     async fn late(
         state: &AppState,
-        who: &crate::auth::Identity,
+        identity: &Identity,
         browser: bool,
         uri: &Uri,
         fields: &SendFields,
@@ -168,11 +183,12 @@ impl Refusal {
         let client_id = error.unsettled_key().map(IdempotencyKey::as_str);
         let draft = Draft {
             author: fields.author.as_deref().unwrap_or(""),
+            user: identity.user().map(|name| name.as_str()),
             text: fields.text.as_deref().unwrap_or(""),
             error: Some(&message),
             client_id: client_id.or(fields.client_id.as_deref().filter(valid)),
         };
-        let mut page = room_page(state, who, &room, &root, error.status(), draft).await;
+        let mut page = room_page(state, identity, &room, &root, error.status(), draft).await;
         error.add_headers(&mut page);
         Self::RoomPage(page)
     }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+mod accounts;
+
 use super::{Range, Retention, Store};
 use crate::domain::{NewMessage, RoomName};
 use crate::hub::Hub;
@@ -40,6 +42,29 @@ where
     let hub = Hub::new(64);
     a_key_is_stored_once(make(Arc::clone(&hub), Retention::count(100)).await, hub).await;
     takeback::run_all(&make).await;
+    accounts::run_all(make(Hub::new(64), Retention::count(100)).await).await;
+    a_signed_message_says_so(make(Hub::new(64), Retention::count(100)).await).await;
+}
+
+async fn a_signed_message_says_so(store: Arc<dyn Store>) {
+    let ana = crate::domain::Author::parse("Ana").unwrap();
+    let signed = store.append(new("signed", "from Ana").signed_by(&ana)).await.unwrap();
+    let guest = store.append(new("signed", "from a guest")).await.unwrap();
+    assert!(signed.user && !guest.user);
+    let page = store.read(&RoomName::parse("signed").unwrap(), Range::Latest, 10).await.unwrap();
+    let messages = page.current();
+    let users: Vec<_> = messages.iter().map(|m| (m.author.as_str(), m.user)).collect();
+    assert_eq!(users, [("Ana", true), ("ana", false)]);
+    // An edit keeps who sent the message.
+    let change = crate::domain::TakeBack {
+        room: RoomName::parse("signed").unwrap(),
+        target: signed.id,
+        change: crate::domain::Change::Edit(crate::domain::MessageText::parse("edited").unwrap()),
+    };
+    store.take_back(change).await.unwrap().expect("the message is held");
+    let page = store.read(&RoomName::parse("signed").unwrap(), Range::Latest, 10).await.unwrap();
+    let edited = page.current().into_iter().find(|m| m.id == signed.id).unwrap();
+    assert!(edited.user && edited.edited.is_some(), "{edited:?}");
 }
 
 async fn a_key_is_stored_once(store: Arc<dyn Store>, hub: Arc<Hub>) {

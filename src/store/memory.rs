@@ -15,7 +15,10 @@ use async_trait::async_trait;
 use hashlink::LinkedHashMap;
 use hashlink::linked_hash_map::RawEntryMut;
 
+mod accounts;
+
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::accounts::{Session, Token, User};
 use crate::domain::{
     Author, Entry, IdempotencyKey, Message, MessageId, NewMessage, RoomName, TakeBack, Timestamp,
     current_message, first_id_base,
@@ -39,6 +42,8 @@ pub struct MemoryStore {
     /// Rooms the room lists have looked at, in total: the evidence that a list costs
     /// O(limit), whatever the number of rooms.
     examined: AtomicU64,
+    /// Users, tokens and sessions.
+    directory: accounts::Directory,
 }
 
 #[derive(Default)]
@@ -190,7 +195,7 @@ impl MemoryStore {
         {
             runtime.spawn(forget_expired_every(Arc::downgrade(&rooms), retention));
         }
-        Self { rooms, hub, retention, examined: AtomicU64::new(0) }
+        Self { rooms, hub, retention, examined: AtomicU64::new(0), directory: accounts::Directory::default() }
     }
 
     /// Rooms held now.
@@ -302,6 +307,52 @@ impl Store for MemoryStore {
 
     async fn prune(&self) -> Result<u64, StoreError> {
         Ok(forget_expired(&self.rooms, self.retention).await)
+    }
+
+    // Accounts (`memory/accounts.rs`).
+
+    async fn add_user(&self, user: &User) -> Result<Option<Author>, StoreError> {
+        Ok(self.directory.add_user(user))
+    }
+    async fn user(&self, skeleton: &str) -> Result<Option<User>, StoreError> {
+        Ok(self.directory.user(skeleton))
+    }
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        Ok(self.directory.users())
+    }
+    async fn set_password(&self, name: &Author, hash: &str, epoch: u64) -> Result<bool, StoreError> {
+        Ok(self.directory.set_password(name, hash, epoch))
+    }
+    async fn delete_user(&self, name: &Author) -> Result<bool, StoreError> {
+        Ok(self.directory.delete_user(name))
+    }
+    async fn add_token(&self, token: &Token) -> Result<(), StoreError> {
+        self.directory.add_token(token);
+        Ok(())
+    }
+    async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
+        Ok(self.directory.token(hash))
+    }
+    async fn tokens(&self, owner: &Author) -> Result<Vec<Token>, StoreError> {
+        Ok(self.directory.tokens(owner))
+    }
+    async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
+        Ok(self.directory.delete_token(hash))
+    }
+    async fn add_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.directory.add_session(session);
+        Ok(())
+    }
+    async fn session(&self, hash: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.directory.session(hash))
+    }
+    async fn extend_session(&self, hash: &str, expires: Timestamp) -> Result<(), StoreError> {
+        self.directory.extend_session(hash, expires);
+        Ok(())
+    }
+    async fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
+        self.directory.delete_session(hash);
+        Ok(())
     }
 }
 

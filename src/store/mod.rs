@@ -22,6 +22,7 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use serde::Serialize;
 
+use crate::accounts::{Session, Token, User};
 use crate::domain::PresenceView;
 use crate::domain::{
     Author, Entry, IdempotencyKey, Message, MessageId, NewMessage, RoomName, TakeBack, Timestamp,
@@ -196,6 +197,75 @@ pub trait Store: Send + Sync + 'static {
     async fn presence(&self, _room: &RoomName, local: PresenceView) -> Result<PresenceView, StoreError> {
         Ok(local)
     }
+
+    // Accounts: users, tokens and sessions (`accounts.rs` says the rules; each backend keeps
+    // them in `<backend>/accounts.rs`). A user is keyed by the skeleton of their name
+    // (`accounts::skeleton`); tokens and sessions by the hash of their secret.
+
+    /// Adds `user` unless a user with the same skeleton exists: then that user's name.
+    async fn add_user(&self, _user: &User) -> Result<Option<Author>, StoreError> {
+        Err(no_accounts())
+    }
+
+    /// The user whose name has this skeleton.
+    async fn user(&self, _skeleton: &str) -> Result<Option<User>, StoreError> {
+        Err(no_accounts())
+    }
+
+    /// Every user, by name.
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        Err(no_accounts())
+    }
+
+    /// Replaces the password hash and the epoch; `false`: no such user.
+    async fn set_password(&self, _name: &Author, _hash: &str, _epoch: u64) -> Result<bool, StoreError> {
+        Err(no_accounts())
+    }
+
+    /// Deletes the user and their tokens; `false`: no such user.
+    async fn delete_user(&self, _name: &Author) -> Result<bool, StoreError> {
+        Err(no_accounts())
+    }
+
+    async fn add_token(&self, _token: &Token) -> Result<(), StoreError> {
+        Err(no_accounts())
+    }
+
+    async fn token(&self, _hash: &str) -> Result<Option<Token>, StoreError> {
+        Err(no_accounts())
+    }
+
+    /// The tokens of a user, oldest first.
+    async fn tokens(&self, _owner: &Author) -> Result<Vec<Token>, StoreError> {
+        Err(no_accounts())
+    }
+
+    /// `false`: no such token.
+    async fn delete_token(&self, _hash: &str) -> Result<bool, StoreError> {
+        Err(no_accounts())
+    }
+
+    async fn add_session(&self, _session: &Session) -> Result<(), StoreError> {
+        Err(no_accounts())
+    }
+
+    /// The session, unless it expired.
+    async fn session(&self, _hash: &str) -> Result<Option<Session>, StoreError> {
+        Err(no_accounts())
+    }
+
+    async fn extend_session(&self, _hash: &str, _expires: Timestamp) -> Result<(), StoreError> {
+        Err(no_accounts())
+    }
+
+    async fn delete_session(&self, _hash: &str) -> Result<(), StoreError> {
+        Err(no_accounts())
+    }
+}
+
+/// What a store without accounts (a test double) answers.
+fn no_accounts() -> StoreError {
+    StoreError::Unavailable("this store keeps no accounts".to_owned())
 }
 
 /// The first and the longest pause between two tries of a send whose outcome is unknown.

@@ -32,10 +32,12 @@ use redis::{AsyncCommands, Script};
 use serde::Deserialize;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+mod accounts;
 mod presence;
 
 use self::presence::SharedPresence;
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::accounts::{Session, Token, User};
 use crate::domain::PresenceView;
 use crate::domain::{
     Author, Change, Entry, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, TakeBack,
@@ -90,7 +92,11 @@ if ARGV[6] == '1' then
   if prior then return {1, prior} end
 end
 local room, retain, channel, target = ARGV[1], ARGV[4], ARGV[5], nil
-local function body(ms) return cjson.encode({room = room, author = ARGV[2], text = ARGV[3], time = ms}) end
+local user = nil
+if ARGV[8] == '1' then user = true end
+local function body(ms)
+  return cjson.encode({room = room, author = ARGV[2], text = ARGV[3], time = ms, user = user})
+end
 "#,
     NEXT_ID_AND_LOG,
     r#"
@@ -150,7 +156,7 @@ if ARGV[3] == 'delete' then
 else
   body = function(ms)
     return cjson.encode({room = room, kind = 'edit', author = current.author, text = ARGV[4],
-      time = current.time, edited = ms})
+      time = current.time, edited = ms, user = current.user})
   end
 end
 "#,
@@ -206,6 +212,8 @@ struct Stored {
     target: Option<MessageId>,
     /// An edit's own time.
     edited: Option<i64>,
+    #[serde(default)]
+    user: bool,
 }
 
 impl Stored {
@@ -224,6 +232,7 @@ impl Stored {
                 text: MessageText::read_back(&s.text).map_err(|e| e.to_string())?,
                 time: time(s.time)?,
                 edited: s.edited.map(time).transpose()?,
+                user: s.user,
             })
         };
         match s.kind.as_deref() {
@@ -420,6 +429,7 @@ impl Store for RedisStore {
             .arg(CHANNEL)
             .arg(if new.key.is_some() { "1" } else { "0" })
             .arg(KEY_TTL.as_secs())
+            .arg(if new.user { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| append_failed(&self.url, e))?;
@@ -526,6 +536,48 @@ impl Store for RedisStore {
         let infos = newest.into_iter().map(|(name, last_time)| self.room_info(name, last_time));
         let rooms = futures_util::future::try_join_all(infos).await?;
         Ok(rooms.into_iter().flatten().collect())
+    }
+
+    // Accounts (`redis/accounts.rs`).
+
+    async fn add_user(&self, user: &User) -> Result<Option<Author>, StoreError> {
+        self.add_user_here(user).await
+    }
+    async fn user(&self, skeleton: &str) -> Result<Option<User>, StoreError> {
+        self.user_here(skeleton).await
+    }
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.users_here().await
+    }
+    async fn set_password(&self, name: &Author, hash: &str, epoch: u64) -> Result<bool, StoreError> {
+        self.set_password_here(name, hash, epoch).await
+    }
+    async fn delete_user(&self, name: &Author) -> Result<bool, StoreError> {
+        self.delete_user_here(name).await
+    }
+    async fn add_token(&self, token: &Token) -> Result<(), StoreError> {
+        self.add_token_here(token).await
+    }
+    async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
+        self.token_here(hash).await
+    }
+    async fn tokens(&self, owner: &Author) -> Result<Vec<Token>, StoreError> {
+        self.tokens_here(owner).await
+    }
+    async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
+        self.delete_token_here(hash).await
+    }
+    async fn add_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.add_session_here(session).await
+    }
+    async fn session(&self, hash: &str) -> Result<Option<Session>, StoreError> {
+        self.session_here(hash).await
+    }
+    async fn extend_session(&self, hash: &str, expires: Timestamp) -> Result<(), StoreError> {
+        self.extend_session_here(hash, expires).await
+    }
+    async fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
+        self.delete_session_here(hash).await
     }
 
     async fn prune(&self) -> Result<u64, StoreError> {

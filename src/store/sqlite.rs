@@ -21,7 +21,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+mod accounts;
+
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
+use crate::accounts::{Session, Token, User};
 use crate::domain::{
     Author, Entry, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, TakeBack, Timestamp,
 };
@@ -31,7 +34,7 @@ use crate::wire::Event;
 /// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
 const APPLICATION_ID: i32 = 0x5353_4543;
 /// The schema this build writes. Older files are migrated at start; newer ones refused.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 /// Appends that may share one transaction.
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer before senders wait too.
@@ -45,7 +48,7 @@ const PRUNE_ROOMS: usize = 500;
 /// How often old rows are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 1: rooms keep their last id even when all their messages are pruned, so ids are never
     // reused; messages are clustered by (room, id) for range reads.
     "CREATE TABLE rooms (
@@ -66,7 +69,32 @@ const MIGRATIONS: [&str; 4] = [
      CREATE UNIQUE INDEX messages_key ON messages (room, key) WHERE key IS NOT NULL;",
     // 3: rooms in activity order, so the room list reads `limit` rows, not the table.
     "CREATE INDEX rooms_activity ON rooms (last_time DESC, name);",
-    // 4: deletes and edits are rows of the log too (see `sqlite/takeback.rs`): `kind` 0 is a
+    // 4: accounts (`sqlite/accounts.rs`): users by the skeleton of their name, tokens and
+    // sessions by the SHA-256 of their secret; messages say whether a signed-in user sent them.
+    "ALTER TABLE messages ADD COLUMN user INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE users (
+         skeleton TEXT PRIMARY KEY,
+         name TEXT NOT NULL,
+         admin INTEGER NOT NULL,
+         password TEXT NOT NULL,
+         epoch INTEGER NOT NULL,
+         created INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE tokens (
+         hash TEXT PRIMARY KEY,
+         owner TEXT NOT NULL,
+         label TEXT NOT NULL,
+         expires INTEGER,
+         created INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX tokens_owner ON tokens (owner);
+     CREATE TABLE sessions (
+         hash TEXT PRIMARY KEY,
+         owner TEXT NOT NULL,
+         epoch INTEGER NOT NULL,
+         expires INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+    // 5: deletes and edits are rows of the log too (see `sqlite/takeback.rs`): `kind` 0 is a
     // message, 1 a delete, 2 an edit; `target` is the message they are about; an edit's
     // `time` is when it was made and `posted` the message's own time.
     "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
@@ -77,7 +105,7 @@ const MIGRATIONS: [&str; 4] = [
 /// The columns `row_to_parts` reads, in its order.
 macro_rules! entry_columns {
     () => {
-        "id, author, text, time, kind, target, posted"
+        "id, author, text, time, kind, target, posted, user"
     };
 }
 
@@ -131,6 +159,27 @@ impl SqliteStore {
     pub fn open(path: &Path, hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
         let shown = path.display();
         let lock = take_file(path).map_err(|e| format!("cannot open history database {shown}: {e}"))?;
+        Self::open_locked_by(path, hub, retention, Some(lock))
+    }
+
+    /// Opens the database for the `ssechat user`/`token` commands, which only write account
+    /// tables: without taking the file, so they work while a server holds it (WAL and the
+    /// busy timeout order their writes against the server's). Creates and migrates the file
+    /// like [`open`](Self::open) when no server ever did.
+    pub fn open_directory(path: &Path) -> Result<Self, String> {
+        Self::open_locked_by(path, Hub::new(1), Retention::count(1), None)
+    }
+
+    fn open_locked_by(
+        path: &Path,
+        hub: Arc<Hub>,
+        retention: Retention,
+        lock: Option<File>,
+    ) -> Result<Self, String> {
+        let shown = path.display();
+        if lock.is_none() && !path.exists() {
+            File::create(path).map_err(|e| format!("cannot create history database {shown}: {e}"))?;
+        }
         let mut conn =
             connect(path).map_err(|e| format!("cannot open history database {shown}: {}", describe(e)))?;
         // Nothing is written before the file is known to be ours.
@@ -370,6 +419,60 @@ impl Store for SqliteStore {
     async fn prune(&self) -> Result<u64, StoreError> {
         SqliteStore::prune(self).await
     }
+
+    // Accounts (`sqlite/accounts.rs`).
+
+    async fn add_user(&self, user: &User) -> Result<Option<Author>, StoreError> {
+        let user = user.clone();
+        self.with_reader(move |conn| accounts::add_user(conn, &user)).await
+    }
+    async fn user(&self, skeleton: &str) -> Result<Option<User>, StoreError> {
+        let skeleton = skeleton.to_owned();
+        self.with_reader(move |conn| accounts::user(conn, &skeleton)).await
+    }
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.with_reader(|conn| accounts::users(conn)).await
+    }
+    async fn set_password(&self, name: &Author, hash: &str, epoch: u64) -> Result<bool, StoreError> {
+        let (name, hash) = (name.clone(), hash.to_owned());
+        self.with_reader(move |conn| accounts::set_password(conn, &name, &hash, epoch)).await
+    }
+    async fn delete_user(&self, name: &Author) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.with_reader(move |conn| accounts::delete_user(conn, &name)).await
+    }
+    async fn add_token(&self, token: &Token) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.with_reader(move |conn| accounts::add_token(conn, &token)).await
+    }
+    async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::token(conn, &hash)).await
+    }
+    async fn tokens(&self, owner: &Author) -> Result<Vec<Token>, StoreError> {
+        let owner = owner.clone();
+        self.with_reader(move |conn| accounts::tokens(conn, &owner)).await
+    }
+    async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::delete_token(conn, &hash)).await
+    }
+    async fn add_session(&self, session: &Session) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.with_reader(move |conn| accounts::add_session(conn, &session)).await
+    }
+    async fn session(&self, hash: &str) -> Result<Option<Session>, StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::session(conn, &hash)).await
+    }
+    async fn extend_session(&self, hash: &str, expires: Timestamp) -> Result<(), StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::extend_session(conn, &hash, expires)).await
+    }
+    async fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
+        let hash = hash.to_owned();
+        self.with_reader(move |conn| accounts::delete_session(conn, &hash)).await
+    }
 }
 
 /// The newest id given in `room` (0 if none).
@@ -400,6 +503,7 @@ struct Parts {
     kind: i64,
     target: Option<u64>,
     posted: Option<i64>,
+    user: bool,
 }
 
 fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
@@ -411,6 +515,7 @@ fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
         kind: row.get(4)?,
         target: row.get(5)?,
         posted: row.get(6)?,
+        user: row.get(7)?,
     })
 }
 
@@ -428,6 +533,7 @@ impl Parts {
             text: MessageText::read_back(&self.text).map_err(corrupt)?,
             time: read_time(self.time)?,
             edited: None,
+            user: self.user,
         })
     }
 }
@@ -441,8 +547,9 @@ struct Writer {
     last_ids: HashMap<RoomName, MessageId>,
     fail_writes: Arc<AtomicBool>,
     fail_syncs: Arc<AtomicU32>,
-    /// Held for the writer's life: the lock that keeps a second ssechat off this file.
-    _lock: File,
+    /// Held for the writer's life: the lock that keeps a second ssechat off this file (none
+    /// for the account commands, which share the file with a running server).
+    _lock: Option<File>,
 }
 
 impl Writer {
@@ -499,7 +606,7 @@ impl Writer {
         let mut next_ids: HashMap<RoomName, MessageId> = HashMap::new();
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (room, id, author, text, time, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages (room, id, author, text, time, key, user) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut keyed = tx.prepare_cached(BY_KEY)?;
             let mut last_of = tx.prepare_cached("SELECT last_id FROM rooms WHERE name = ?1")?;
@@ -528,7 +635,8 @@ impl Writer {
                     message.author.as_str(),
                     message.text.as_str(),
                     message.time.millis(),
-                    key
+                    key,
+                    message.user
                 ])?;
                 next_ids.insert(message.room.clone(), message.id);
                 messages.push(Appended { message, replayed: false });
@@ -867,7 +975,9 @@ mod tests {
         }
         let store = SqliteStore::open(&path, Hub::new(4), Retention::count(100)).unwrap();
         let page = store.read(&RoomName::general(), Range::After(0), 10).await.unwrap();
-        assert_eq!(page.current()[0].text.as_str(), "from v1");
+        let messages = page.current();
+        assert_eq!(messages[0].text.as_str(), "from v1");
+        assert!(!messages[0].user, "messages from before accounts were guests'");
         let key = Some(crate::domain::IdempotencyKey::parse("key", "k").unwrap());
         let new = NewMessage::parse("general", Some("ana"), Some("v2")).unwrap().with_key(key);
         assert_eq!(store.submit(new).await.unwrap().message.id, 2);

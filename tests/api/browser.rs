@@ -15,17 +15,19 @@ use ssechat::domain::{Author, RoomName};
 
 use crate::helpers::{TestApp, WAIT};
 
-pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+mod accounts;
+
+pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A chromedriver on a free port; every session gets a fresh profile.
-pub struct Chrome {
+pub(crate) struct Chrome {
     driver: Child,
     url: String,
     profiles: tempfile::TempDir,
 }
 
 impl Chrome {
-    pub async fn start() -> Chrome {
+    pub(crate) async fn start() -> Chrome {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -48,7 +50,7 @@ impl Chrome {
         chrome
     }
 
-    pub async fn session(&self, javascript: bool) -> Client {
+    pub(crate) async fn session(&self, javascript: bool) -> Client {
         let profile = tempfile::tempdir_in(self.profiles.path()).unwrap().keep();
         let mut options = json!({
             "binary": "/usr/bin/chromium",
@@ -78,7 +80,7 @@ impl Drop for Chrome {
 }
 
 /// Evaluates `condition` (JavaScript, returning a boolean) until it holds; panics after `WAIT`.
-pub async fn wait_until(page: &Client, condition: &str) {
+pub(crate) async fn wait_until(page: &Client, condition: &str) {
     let script = format!("return !!({condition});");
     let outcome = tokio::time::timeout(WAIT, async {
         loop {
@@ -95,12 +97,12 @@ pub async fn wait_until(page: &Client, condition: &str) {
     }
 }
 
-pub async fn js(page: &Client, expression: &str) -> Value {
+pub(crate) async fn js(page: &Client, expression: &str) -> Value {
     page.execute(&format!("return {expression};"), vec![]).await.unwrap()
 }
 
 /// Opens `path` and waits until its stream is live.
-pub async fn open(page: &Client, app_url: &str, path: &str) {
+pub(crate) async fn open(page: &Client, app_url: &str, path: &str) {
     page.goto(&format!("{app_url}{path}")).await.unwrap();
     wait_until(page, "document.getElementById('status').textContent === 'live'").await;
 }
@@ -116,7 +118,7 @@ async fn set_name(page: &Client, name: &str) {
     wait_until(page, "document.getElementById('status').textContent === 'live'").await;
 }
 
-async fn type_and_send(page: &Client, text: &str) {
+pub(crate) async fn type_and_send(page: &Client, text: &str) {
     let field = page.find(Locator::Id("text")).await.unwrap();
     field.send_keys(text).await.unwrap();
     field.send_keys("\u{E007}").await.unwrap(); // Enter

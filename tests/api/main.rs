@@ -5,6 +5,7 @@ mod process;
 mod raw;
 
 mod abuse;
+mod accounts;
 mod ambiguity;
 mod browser;
 mod capacity;

@@ -143,7 +143,7 @@ async fn healthz_answers_ok() {
 /// The README's sizes: one small script, one small stylesheet, small templates.
 #[test]
 fn the_page_is_as_small_as_the_readme_says() {
-    assert!(include_str!("../../assets/chat.js").len() < 12_000);
+    assert!(include_str!("../../assets/chat.js").len() < 16_000);
     assert!(include_str!("../../assets/chat.css").len() < 5_000);
     let templates = [
         include_str!("../../templates/base.html"),
@@ -151,8 +151,9 @@ fn the_page_is_as_small_as_the_readme_says() {
         include_str!("../../templates/_message.html"),
         include_str!("../../templates/error.html"),
         include_str!("../../templates/edit.html"),
+        include_str!("../../templates/login.html"),
     ];
-    assert!(templates.iter().map(|t| t.len()).sum::<usize>() < 5_000);
+    assert!(templates.iter().map(|t| t.len()).sum::<usize>() < 8_000);
     let readme = include_str!("../../README.md");
-    assert!(readme.contains("`chat.js` under 12 KB, `chat.css` under 5 KB, the templates under 5 KB"));
+    assert!(readme.contains("`chat.js` under 16 KB, `chat.css` under 5 KB, the templates under 8 KB"));
 }

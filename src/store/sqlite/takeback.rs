@@ -43,6 +43,7 @@ impl Parts {
                     text: MessageText::read_back(&self.text).map_err(corrupt)?,
                     time: read_time(self.posted.ok_or_else(|| corrupt("an edit without its post time"))?)?,
                     edited: Some(read_time(self.time)?),
+                    user: self.user,
                 };
                 Ok(Entry::Edit { id: self.id, message })
             }
@@ -94,17 +95,17 @@ impl Writer {
 
 /// Writes a delete or an edit, and notes the room's new last id and activity.
 fn insert(tx: &Transaction<'_>, entry: &Entry) -> rusqlite::Result<()> {
-    let (kind, author, text, posted) = match entry {
-        Entry::Delete { .. } => (DELETE, "", "", None),
+    let (kind, author, text, posted, user) = match entry {
+        Entry::Delete { .. } => (DELETE, "", "", None, false),
         Entry::Edit { message, .. } => {
-            (EDIT, message.author.as_str(), message.text.as_str(), Some(message.time.millis()))
+            (EDIT, message.author.as_str(), message.text.as_str(), Some(message.time.millis()), message.user)
         }
         Entry::Message(_) => unreachable!("messages are written by `Writer::write`"),
     };
     let time = entry.time().millis();
     tx.prepare_cached(
-        "INSERT INTO messages (room, id, author, text, time, kind, target, posted)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO messages (room, id, author, text, time, kind, target, posted, user)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         entry.room().as_str(),
@@ -114,7 +115,8 @@ fn insert(tx: &Transaction<'_>, entry: &Entry) -> rusqlite::Result<()> {
         time,
         kind,
         entry.target(),
-        posted
+        posted,
+        user
     ])?;
     tx.prepare_cached(
         "INSERT INTO rooms (name, last_id, last_time) VALUES (?1, ?2, ?3)
