@@ -1,5 +1,5 @@
-//! Deleting and editing: the routes as far as a guest reaches them (nobody can sign in yet),
-//! and the log mechanics end to end, with deletes and edits written through the store.
+//! Deleting and editing: the routes for guests, authors, other users and admins, and the log
+//! mechanics end to end (some deletes and edits written straight through the store).
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -390,4 +390,150 @@ async fn a_delete_and_an_edit_on_one_node_reach_every_node() {
     let deleted = on_b.next_event().await;
     assert_eq!((deleted.event.as_deref(), deleted.json()), (Some("delete"), json!({ "id": sent.id })));
     assert!(b.history("nodes").await.is_empty(), "history is shared, and current");
+}
+
+// Signed in: the author, another user, an admin.
+
+fn basic(name: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}")))
+}
+
+/// An app with the users `ana` and `bob` (password `pw`), and the admin `root`.
+async fn app_with_users(configure: impl FnOnce(&mut ssechat::Config)) -> TestApp {
+    let app = TestApp::spawn_with(configure).await;
+    for (name, admin) in [("ana", false), ("bob", false), ("root", true)] {
+        ssechat::accounts::add_user(&*app.state.store, name, "pw", admin).await.unwrap();
+    }
+    app
+}
+
+/// `text` posted in `general` by the signed-in `name`.
+async fn post_as(app: &TestApp, name: &str, text: &str) -> Value {
+    let response = app
+        .client
+        .post(app.url("/send"))
+        .header("authorization", basic(name, "pw"))
+        .json(&json!({ "room": "general", "text": text }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+async fn change_as(
+    app: &TestApp,
+    name: &str,
+    method: Method,
+    id: &Value,
+    text: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .request(method, app.url(&format!("/rooms/general/messages/{id}")))
+        .header("authorization", basic(name, "pw"));
+    if let Some(text) = text {
+        request = request.json(&json!({ "text": text }));
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_author_deletes_and_edits_their_message_and_streams_hear_of_it() {
+    let app = app_with_users(|_| {}).await;
+    let mut stream = app.subscribe("?room=general", &[]).await;
+    let posted = post_as(&app, "ana", "first words").await;
+    assert_eq!(posted["user"], true);
+    assert_eq!(stream.next_message().await.id, posted["id"].as_u64().unwrap());
+
+    let edited = change_as(&app, "ana", Method::PATCH, &posted["id"], Some("better words")).await;
+    assert_eq!(edited.status(), 200);
+    let edit = stream.next_event().await;
+    assert_eq!(edit.event.as_deref(), Some("edit"));
+    let edit = edit.json();
+    assert_eq!((edit["text"].clone(), edit["user"].clone()), (json!("better words"), json!(true)));
+    assert!(edit["edited"].is_string(), "{edit}");
+
+    let deleted = change_as(&app, "ana", Method::DELETE, &posted["id"], None).await;
+    assert_eq!(deleted.status(), 200);
+    let delete = stream.next_event().await;
+    assert_eq!(delete.event.as_deref(), Some("delete"));
+    assert_eq!(delete.json(), json!({ "id": posted["id"] }));
+    assert!(app.history("general").await.is_empty());
+}
+
+#[tokio::test]
+async fn the_form_posts_work_for_a_signed_in_author_without_javascript() {
+    let app = app_with_users(|_| {}).await;
+    let posted = post_as(&app, "ana", "typo here").await;
+    let at = format!("/rooms/general/messages/{}", posted["id"]);
+    let form = |path: String, fields: &[(&str, &str)]| {
+        app.client
+            .post(app.url(&path))
+            .header("accept", BROWSER)
+            .header("authorization", basic("ana", "pw"))
+            .form(fields)
+    };
+    let edit_page = app
+        .client
+        .get(app.url(&format!("{at}/edit")))
+        .header("accept", BROWSER)
+        .header("authorization", basic("ana", "pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(edit_page.status(), 200);
+    assert!(edit_page.text().await.unwrap().contains("typo here"));
+    let no_redirects =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let edited =
+        no_redirects.execute(form(format!("{at}/edit"), &[("text", "no typo")]).build().unwrap()).await;
+    assert_eq!(edited.unwrap().status(), 303);
+    assert_eq!(app.history("general").await[0].text.as_str(), "no typo");
+    let deleted = no_redirects.execute(form(format!("{at}/delete"), &[]).build().unwrap()).await;
+    assert_eq!(deleted.unwrap().status(), 303);
+    assert!(app.history("general").await.is_empty());
+}
+
+#[tokio::test]
+async fn past_the_edit_window_an_edit_is_409_and_a_delete_still_works() {
+    let app = app_with_users(|c| c.edit_window = std::time::Duration::ZERO).await;
+    let posted = post_as(&app, "ana", "said").await;
+    let late = change_as(&app, "ana", Method::PATCH, &posted["id"], Some("unsaid")).await;
+    let (status, words) = refusal(late).await;
+    assert_eq!(status, 409, "{words}");
+    assert!(words.contains("edit"), "{words}");
+    assert_eq!(change_as(&app, "ana", Method::DELETE, &posted["id"], None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn others_may_not_change_a_message_and_an_admin_may_only_delete_it() {
+    let app = app_with_users(|_| {}).await;
+    let posted = post_as(&app, "ana", "mine").await;
+    for method in [Method::DELETE, Method::PATCH] {
+        let text = (method == Method::PATCH).then_some("bob's now");
+        let (status, words) =
+            refusal(change_as(&app, "bob", method.clone(), &posted["id"], text).await).await;
+        assert_eq!(status, 403, "{method}: {words}");
+        assert!(words.contains("author"), "{method} names who may: {words}");
+    }
+    let (status, words) =
+        refusal(change_as(&app, "root", Method::PATCH, &posted["id"], Some("admin's words")).await).await;
+    assert_eq!(status, 403, "an admin does not edit other people's words: {words}");
+    assert_eq!(change_as(&app, "root", Method::DELETE, &posted["id"], None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_guests_message_under_a_name_registered_later_is_not_that_users() {
+    let app = TestApp::spawn().await;
+    let guest = app.say("general", "carol", "a guest said this").await;
+    ssechat::accounts::add_user(&*app.state.store, "carol", "pw", false).await.unwrap();
+    let id = json!(guest.id);
+    for method in [Method::DELETE, Method::PATCH] {
+        let text = (method == Method::PATCH).then_some("carol's now");
+        let (status, words) = refusal(change_as(&app, "carol", method.clone(), &id, text).await).await;
+        assert_eq!(status, 403, "{method}: {words}");
+    }
+    assert_eq!(app.history("general").await, [guest]);
 }
