@@ -10,6 +10,8 @@
 //! - [`state`]: [`state::AppState`], what every handler shares, built from the config.
 //! - [`app`]: the router.
 //! - [`auth`]: who is asking (a guest or a signed-in user) and what they may do in a room.
+//! - [`policy`]: access rules, bans, room settings; `evaluate`; the watcher that keeps each
+//!   node's snapshot current and ends streams that lost access.
 //! - [`body_deadline`]: one deadline for a whole request body.
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge.
 //! - [`hub`]: rooms and fan-out; each frame encoded once and shared.
@@ -39,6 +41,7 @@ pub mod feed;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod presence;
 pub mod routes;
 pub mod server;

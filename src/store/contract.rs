@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+mod policy;
+
 use super::{Range, Retention, Store};
 use crate::domain::{NewMessage, RoomName};
 use crate::hub::Hub;
@@ -37,6 +39,9 @@ where
     expired_rooms_are_forgotten_and_their_ids_go_on(make(Hub::new(64), old).await).await;
     let hub = Hub::new(64);
     a_key_is_stored_once(make(Arc::clone(&hub), Retention::count(100)).await, hub).await;
+    policy::rules_are_set_replaced_and_reset(make(Hub::new(4), Retention::count(10)).await).await;
+    policy::bans_and_room_settings_round_trip(make(Hub::new(4), Retention::count(10)).await).await;
+    policy::slow_turns_come_once_per_interval(make(Hub::new(4), Retention::count(10)).await).await;
 }
 
 async fn a_key_is_stored_once(store: Arc<dyn Store>, hub: Arc<Hub>) {

@@ -22,6 +22,12 @@ use crate::domain::{
 use crate::hub::Hub;
 use crate::wire::Event;
 
+mod policy;
+
+use self::policy::LocalDirectory;
+use super::turns::LocalTurns;
+use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+
 /// Rooms forgotten per hold of the lock, so forgetting many never stalls the others.
 const FORGET_CHUNK: usize = 1024;
 /// How often rooms whose messages all expired are forgotten.
@@ -38,6 +44,9 @@ pub struct MemoryStore {
     /// Rooms the room lists have looked at, in total: the evidence that a list costs
     /// O(limit), whatever the number of rooms.
     examined: AtomicU64,
+    /// Rules, bans and room settings.
+    directory: LocalDirectory,
+    turns: LocalTurns,
 }
 
 #[derive(Default)]
@@ -175,7 +184,14 @@ impl MemoryStore {
         {
             runtime.spawn(forget_expired_every(Arc::downgrade(&rooms), retention));
         }
-        Self { rooms, hub, retention, examined: AtomicU64::new(0) }
+        Self {
+            rooms,
+            hub,
+            retention,
+            examined: AtomicU64::new(0),
+            directory: LocalDirectory::default(),
+            turns: LocalTurns::default(),
+        }
     }
 
     /// Rooms held now.
@@ -254,6 +270,46 @@ impl Store for MemoryStore {
     async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
         self.hub.broadcast(room, Event::Typing { author: author.clone() });
         Ok(())
+    }
+
+    async fn generation(&self) -> Result<u64, StoreError> {
+        Ok(self.directory.generation())
+    }
+
+    async fn directory(&self) -> Result<Directory, StoreError> {
+        Ok(self.directory.snapshot())
+    }
+
+    async fn set_rule(&self, rule: &Rule) -> Result<(), StoreError> {
+        self.directory.set_rule(rule);
+        Ok(())
+    }
+
+    async fn reset_rules(&self, subject: &Subject, pattern: Option<&RoomPattern>) -> Result<u64, StoreError> {
+        Ok(self.directory.reset_rules(subject, pattern))
+    }
+
+    async fn add_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        self.directory.add_ban(ban);
+        Ok(())
+    }
+
+    async fn remove_ban(&self, target: &BanTarget, room: Option<&RoomName>) -> Result<u64, StoreError> {
+        Ok(self.directory.remove_ban(target, room))
+    }
+
+    async fn set_room(&self, room: &RoomName, settings: RoomSettings) -> Result<(), StoreError> {
+        self.directory.set_room(room, settings);
+        Ok(())
+    }
+
+    async fn slow_turn(
+        &self,
+        room: &RoomName,
+        sender: &str,
+        every: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        Ok(self.turns.take(room, sender, every))
     }
 
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {

@@ -28,10 +28,15 @@ use crate::domain::{
 use crate::hub::Hub;
 use crate::wire::Event;
 
+mod policy;
+
+use super::turns::LocalTurns;
+use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+
 /// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
 const APPLICATION_ID: i32 = 0x5353_4543;
 /// The schema this build writes. Older files are migrated at start; newer ones refused.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 /// Appends that may share one transaction.
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer before senders wait too.
@@ -45,7 +50,7 @@ const PRUNE_ROOMS: usize = 500;
 /// How often old rows are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 1: rooms keep their last id even when all their messages are pruned, so ids are never
     // reused; messages are clustered by (room, id) for range reads.
     "CREATE TABLE rooms (
@@ -66,6 +71,8 @@ const MIGRATIONS: [&str; 3] = [
      CREATE UNIQUE INDEX messages_key ON messages (room, key) WHERE key IS NOT NULL;",
     // 3: rooms in activity order, so the room list reads `limit` rows, not the table.
     "CREATE INDEX rooms_activity ON rooms (last_time DESC, name);",
+    // 4: access rules, bans, room settings and the directory generation (`sqlite/policy.rs`).
+    policy::MIGRATION,
 ];
 
 /// The room list: the newest rooms whose newest message is young enough, in the order of the
@@ -92,6 +99,8 @@ pub struct SqliteStore {
     fail_syncs: Arc<AtomicU32>,
     /// Joined on drop, so the file is closed and unlocked when the store is gone.
     writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// Slow-mode turns: SQLite serves one node, so they live in this process.
+    turns: LocalTurns,
 }
 
 enum Command {
@@ -113,6 +122,20 @@ impl SqliteStore {
     pub fn open(path: &Path, hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
         let shown = path.display();
         let lock = take_file(path).map_err(|e| format!("cannot open history database {shown}: {e}"))?;
+        Self::open_with(path, hub, retention, Some(lock))
+    }
+
+    /// Opens the database without taking it: for `ssechat access ...` and the other
+    /// commands, which write only the directory tables while a server may hold the file.
+    pub fn open_shared(path: &Path, hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
+        if !path.exists() {
+            return Err(format!("no database at {} (start the server once, or check --store)", path.display()));
+        }
+        Self::open_with(path, hub, retention, None)
+    }
+
+    fn open_with(path: &Path, hub: Arc<Hub>, retention: Retention, lock: Option<File>) -> Result<Self, String> {
+        let shown = path.display();
         let mut conn =
             connect(path).map_err(|e| format!("cannot open history database {shown}: {}", describe(e)))?;
         // Nothing is written before the file is known to be ours.
@@ -146,6 +169,7 @@ impl SqliteStore {
             fail_writes,
             fail_syncs,
             writer_thread: Some(writer_thread),
+            turns: LocalTurns::default(),
         };
         Ok(store)
     }
@@ -312,6 +336,50 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn generation(&self) -> Result<u64, StoreError> {
+        self.with_reader(|conn| policy::generation(conn)).await
+    }
+
+    async fn directory(&self) -> Result<Directory, StoreError> {
+        self.with_reader(policy::directory).await
+    }
+
+    async fn set_rule(&self, rule: &Rule) -> Result<(), StoreError> {
+        let rule = rule.clone();
+        self.with_reader(move |conn| policy::write(conn, |tx| policy::set_rule(tx, &rule))).await
+    }
+
+    async fn reset_rules(&self, subject: &Subject, pattern: Option<&RoomPattern>) -> Result<u64, StoreError> {
+        let (subject, pattern) = (subject.clone(), pattern.cloned());
+        self.with_reader(move |conn| policy::write(conn, |tx| policy::reset_rules(tx, &subject, pattern.as_ref())))
+            .await
+    }
+
+    async fn add_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        let ban = ban.clone();
+        self.with_reader(move |conn| policy::write(conn, |tx| policy::add_ban(tx, &ban))).await
+    }
+
+    async fn remove_ban(&self, target: &BanTarget, room: Option<&RoomName>) -> Result<u64, StoreError> {
+        let (target, room) = (target.clone(), room.cloned());
+        self.with_reader(move |conn| policy::write(conn, |tx| policy::remove_ban(tx, &target, room.as_ref())))
+            .await
+    }
+
+    async fn set_room(&self, room: &RoomName, settings: RoomSettings) -> Result<(), StoreError> {
+        let room = room.clone();
+        self.with_reader(move |conn| policy::write(conn, |tx| policy::set_room(tx, &room, settings))).await
+    }
+
+    async fn slow_turn(
+        &self,
+        room: &RoomName,
+        sender: &str,
+        every: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        Ok(self.turns.take(room, sender, every))
+    }
+
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
         let retention = self.retention;
         self.with_reader(move |conn| {
@@ -397,7 +465,8 @@ struct Writer {
     fail_writes: Arc<AtomicBool>,
     fail_syncs: Arc<AtomicU32>,
     /// Held for the writer's life: the lock that keeps a second ssechat off this file.
-    _lock: File,
+    /// The file's lock (none for a command's shared connection).
+    _lock: Option<File>,
 }
 
 impl Writer {
