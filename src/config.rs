@@ -8,6 +8,7 @@ use clap::Parser;
 use ipnet::IpNet;
 
 use crate::limits::{Port, Site, TrustedProxies, parse_allowed_host, parse_trusted_proxy};
+use crate::policy::DefaultAccess;
 use crate::store::Retention;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -31,7 +32,7 @@ pub struct Config {
 
     /// Where history lives: `sqlite:PATH` (durable), `redis://HOST:PORT/DB` (shared by every
     /// node), or `memory` (lost on restart).
-    #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE)]
+    #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE, global = true)]
     pub store: StoreUrl,
 
     /// Messages kept per room [default: 10000, or 1000 with --store memory].
@@ -176,6 +177,15 @@ pub struct Config {
     /// then the answer is `503` saying the outcome is unknown, with the key to retry with.
     #[arg(long, env = "SSECHAT_SEND_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub send_timeout: Duration,
+
+    /// What applies where no access rule matches (`ssechat access`): `rw` (anyone may read
+    /// and post), `ro` (read only) or `deny`.
+    #[arg(long, env = "SSECHAT_DEFAULT_ACCESS", value_enum, default_value = "rw")]
+    pub default_access: DefaultAccess,
+
+    /// An administration command; without one, the server runs.
+    #[command(subcommand)]
+    pub command: Option<crate::cli::Command>,
 }
 
 impl Config {
@@ -216,6 +226,8 @@ impl Config {
             allowed_host: Vec::new(),
             max_rooms: None,
             send_timeout: Duration::from_secs(10),
+            default_access: DefaultAccess::Rw,
+            command: None,
         }
     }
 }
@@ -353,7 +365,7 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err("must be longer than zero".to_owned()),

@@ -172,7 +172,10 @@ impl Connection {
         if self.buffered.len() != head.len {
             return None;
         }
-        let request = feed_request(&self.state, self.peer, &uri, &headers).ok()?;
+        // ACCOUNTS: the sign-in layer's identity resolution goes here (the same function
+        // the router's layer calls); until then streams on this path are read as a guest's.
+        let identity = crate::auth::Identity::Guest;
+        let request = feed_request(&self.state, self.peer, &uri, &headers, identity).ok()?;
         Some(Feed::open(&self.state, request).await)
     }
 

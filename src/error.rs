@@ -32,6 +32,9 @@ pub enum AppError {
     /// Over a rate limit: try again after this many seconds.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
+    /// Refused, and signing in may help (a guest where the rules want a user).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -50,6 +53,16 @@ pub enum AppError {
     Unsettled { key: IdempotencyKey, cause: StoreError },
 }
 
+impl From<crate::policy::watch::Denial> for AppError {
+    fn from(denial: crate::policy::watch::Denial) -> Self {
+        if denial.sign_in {
+            AppError::Unauthorized(denial.reason)
+        } else {
+            AppError::Forbidden(denial.reason)
+        }
+    }
+}
+
 /// What a client is told when a send's outcome is unknown.
 pub const UNSETTLED: &str =
     "the message may or may not have been saved; retry with the same Idempotency-Key header to find out";
@@ -63,6 +76,7 @@ impl AppError {
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,

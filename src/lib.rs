@@ -5,6 +5,7 @@
 //! curl is a first-class client.
 //!
 //! # Layout
+//! - [`cli`]: `ssechat access|ban|unban|room ...`, administration against the store.
 //! - [`config`]: command-line flags, each with an environment variable.
 //! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
 //! - [`state`]: [`state::AppState`], what every handler shares, built from the config.
@@ -32,6 +33,7 @@
 pub mod app;
 pub mod auth;
 pub mod body_deadline;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod domain;

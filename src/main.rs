@@ -9,11 +9,14 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let mut config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(command) = config.command.take() {
+        return ssechat::cli::run(command, &config).await;
+    }
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }

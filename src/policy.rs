@@ -47,7 +47,10 @@ impl Subject {
             "*" => Ok(Subject::Everyone),
             "@users" => Ok(Subject::Users),
             name => Author::parse(name).map(Subject::User).map_err(|e| {
-                FieldError::new("subject", format!("{}; or `*` (everyone) or `@users` (anyone signed in)", e.problem))
+                FieldError::new(
+                    "subject",
+                    format!("{}; or `*` (everyone) or `@users` (anyone signed in)", e.problem),
+                )
             }),
         }
     }
@@ -87,7 +90,10 @@ impl RoomPattern {
         let s = s.trim();
         if s.is_empty() || s.len() > RoomName::MAX_LEN || !s.chars().all(ok_char) {
             let shown: String = s.chars().take(80).collect();
-            return Err(FieldError::new("pattern", format!("{shown:?} is not a room pattern: {}", Self::RULE)));
+            return Err(FieldError::new(
+                "pattern",
+                format!("{shown:?} is not a room pattern: {}", Self::RULE),
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -156,7 +162,9 @@ impl Perm {
             "wo" => Ok(Perm::Wo),
             "deny" => Ok(Perm::Deny),
             "mod" => Ok(Perm::Mod),
-            other => Err(FieldError::new("permission", format!("{other:?} is not a permission: {}", Self::RULE))),
+            other => {
+                Err(FieldError::new("permission", format!("{other:?} is not a permission: {}", Self::RULE)))
+            }
         }
     }
 
@@ -286,9 +294,9 @@ impl BanTarget {
         if s.chars().next().is_some_and(|c| c.is_ascii_digit()) && s.contains(['.', ':', '/']) {
             return Err(FieldError::new("target", format!("{s:?} is not an IP address or CIDR range")));
         }
-        Author::parse(s).map(BanTarget::User).map_err(|e| {
-            FieldError::new("target", format!("{}; or an IP address or CIDR range", e.problem))
-        })
+        Author::parse(s)
+            .map(BanTarget::User)
+            .map_err(|e| FieldError::new("target", format!("{}; or an IP address or CIDR range", e.problem)))
     }
 
     fn net(net: IpNet) -> Self {
@@ -425,9 +433,11 @@ mod tests {
 
     #[test]
     fn no_rule_means_the_default() {
-        for (default, read, write) in
-            [(DefaultAccess::Rw, true, true), (DefaultAccess::Ro, true, false), (DefaultAccess::Deny, false, false)]
-        {
+        for (default, read, write) in [
+            (DefaultAccess::Rw, true, true),
+            (DefaultAccess::Ro, true, false),
+            (DefaultAccess::Deny, false, false),
+        ] {
             let a = perm_of(&[], &Identity::Guest, "general", default);
             assert_eq!((a.read, a.write, a.moderate), (read, write, false));
         }

@@ -204,7 +204,9 @@ impl Policy {
     fn revisit(&self, dir: &Directory) {
         let streams = self.streams.lock().expect("stream list poisoned");
         for (reader, ids) in &streams.open {
-            if let Err(denial) = check(dir, &reader.who, reader.client, &reader.room, self.default, Need::Read) {
+            if let Err(denial) =
+                check(dir, &reader.who, reader.client, &reader.room, self.default, Need::Read)
+            {
                 for revocation in ids.values() {
                     revocation.revoke(&denial.reason);
                 }

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Params, Peer, SECURITY_HEADERS, cross_site, negotiate, parse_id};
+use crate::auth::Identity;
 use crate::domain::{Author, FieldError, RoomName};
 use crate::error::AppError;
 use crate::feed::{Feed, FeedRequest, Refused, StallWatch};
@@ -38,6 +39,7 @@ pub fn stream_headers(format: Format) -> HeaderMap {
 pub async fn events(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    identity: Identity,
     uri: Uri,
     headers: HeaderMap,
     refused: Option<Extension<Refused>>,
@@ -47,7 +49,7 @@ pub async fn events(
     if let Some(Extension(Refused(e))) = refused {
         return Err(e);
     }
-    let mut feed = Feed::open(&state, feed_request(&state, peer, &uri, &headers)?).await?;
+    let mut feed = Feed::open(&state, feed_request(&state, peer, &uri, &headers, identity)?).await?;
     if let Some(Extension(StallWatch(flag))) = stall {
         feed.watch_stall(flag);
     }
@@ -68,6 +70,7 @@ pub fn feed_request(
     peer: std::net::SocketAddr,
     uri: &Uri,
     headers: &HeaderMap,
+    identity: Identity,
 ) -> Result<FeedRequest, AppError> {
     state.host_allowed(peer, headers)?;
     let params = Params::from_uri(uri)?;
@@ -89,5 +92,5 @@ pub fn feed_request(
     let reader = reader.filter(|_| cross_site(state, peer, headers).is_none());
     let presence = matches!(params.get("presence"), Some("1" | "true" | "yes"));
     let client = state.client_of(peer, headers);
-    Ok(FeedRequest { room, resume_from, format, reader, presence, client })
+    Ok(FeedRequest { room, resume_from, format, reader, presence, client, identity })
 }

@@ -8,9 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::Viewer;
 use crate::domain::PresenceView;
 use crate::domain::{IdempotencyKey, Message, RoomName};
 use crate::error::AppError;
+use crate::policy::watch::Need;
 use crate::state::AppState;
 use crate::store::Range;
 
@@ -32,6 +34,10 @@ struct RoomPage<'a> {
     /// Names the message the form sends, made for each render (or kept from the refused
     /// post), so a browser that sends the same form twice stores one message.
     client_id: String,
+    /// Why this viewer may read but not post here: the composer is hidden and this shown.
+    read_only: Option<String>,
+    /// Slow mode's interval, as said on the page.
+    slow: Option<String>,
 }
 
 struct MessageView<'a> {
@@ -98,6 +104,8 @@ struct ErrorPage<'a> {
     root: &'a str,
     status: StatusCode,
     message: &'a str,
+    /// A link to the sign-in page, coming back to where the visitor was.
+    login: Option<String>,
 }
 
 /// Rooms listed on a page.
@@ -119,15 +127,29 @@ pub fn root_for(path: &str) -> String {
     if depth == 0 { "./".to_owned() } else { "../".repeat(depth) }
 }
 
-pub async fn general(State(state): State<AppState>, uri: Uri) -> Response {
-    room_page(&state, &RoomName::general(), &root_for(uri.path()), StatusCode::OK, Draft::default()).await
+pub async fn general(State(state): State<AppState>, viewer: Viewer, uri: Uri) -> Response {
+    readable_page(&state, &viewer, &RoomName::general(), &uri).await
 }
 
-pub async fn room(State(state): State<AppState>, Path(room): Path<String>, uri: Uri) -> Response {
+pub async fn room(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(room): Path<String>,
+    uri: Uri,
+) -> Response {
     let root = root_for(uri.path());
     match RoomName::parse(&room) {
-        Ok(room) => room_page(&state, &room, &root, StatusCode::OK, Draft::default()).await,
+        Ok(room) => readable_page(&state, &viewer, &room, &uri).await,
         Err(e) => error_page(StatusCode::NOT_FOUND, &format!("There is no room here. {}", e.problem), &root),
+    }
+}
+
+/// The room page, or the refusal page for a viewer who may not read the room.
+async fn readable_page(state: &AppState, viewer: &Viewer, room: &RoomName, uri: &Uri) -> Response {
+    let root = root_for(uri.path());
+    match viewer.admit(state, room, Need::Read).await {
+        Ok(_) => room_page(state, viewer, room, &root, StatusCode::OK, Draft::default()).await,
+        Err(refused) => refusal_page(&refused, &root, uri.path()),
     }
 }
 
@@ -149,23 +171,24 @@ pub async fn go(uri: Uri) -> Response {
 /// The room with its recent history, and the form (with `draft` when a post was refused).
 pub async fn room_page(
     state: &AppState,
+    viewer: &Viewer,
     room: &RoomName,
     root: &str,
     status: StatusCode,
     draft: Draft<'_>,
 ) -> Response {
     let store = &state.store;
-    let (page, rooms, here) = match tokio::try_join!(
-        store.read(room, Range::Latest, state.config.page_messages),
-        store.rooms(ROOM_LINKS),
-        store.presence(room, state.presence.local(room)),
-    ) {
+    let found = tokio::try_join!(
+        async { Ok::<_, AppError>(store.read(room, Range::Latest, state.config.page_messages).await?) },
+        async { state.readable(&viewer.who, viewer.client, store.rooms(ROOM_LINKS).await?).await },
+        async { Ok(store.presence(room, state.presence.local(room)).await?) },
+        async { Ok(state.policy.directory().await?) },
+    );
+    let (page, rooms, here, dir) = match found {
         Ok(found) => found,
-        Err(e) => {
-            let e = AppError::from(e);
-            return error_page(e.status(), &e.public_message(), root);
-        }
+        Err(e) => return error_page(e.status(), &e.public_message(), root),
     };
+    let read_only = viewer.admit(state, room, Need::Write).await.err().map(|e| e.public_message());
     let html = RoomPage {
         root,
         room: room.as_str(),
@@ -182,6 +205,8 @@ pub async fn room_page(
         client_id: draft
             .client_id
             .map_or_else(|| IdempotencyKey::random().as_str().to_owned(), str::to_owned),
+        read_only,
+        slow: dir.settings(room).slow.map(|every| humantime::format_duration(every).to_string()),
     };
     let mut page = render(status, &html);
     // Each render names a new message: no cache may hand one page (and key) to two people.
@@ -190,7 +215,20 @@ pub async fn room_page(
 }
 
 pub fn error_page(status: StatusCode, message: &str, root: &str) -> Response {
-    render(status, &ErrorPage { root, status, message })
+    render(status, &ErrorPage { root, status, message, login: None })
+}
+
+/// A refusal for a browser: the error page, which for a `401` links to the sign-in page
+/// with `next` (the local path to come back to).
+pub fn refusal_page(refused: &AppError, root: &str, next: &str) -> Response {
+    let login = matches!(refused, AppError::Unauthorized(_)).then(|| {
+        let next = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC);
+        format!("{root}login?next={next}")
+    });
+    let status = refused.status();
+    let mut page = render(status, &ErrorPage { root, status, message: &refused.public_message(), login });
+    refused.add_headers(&mut page);
+    page
 }
 
 fn render(status: StatusCode, template: &impl Template) -> Response {

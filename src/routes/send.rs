@@ -17,11 +17,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use super::index::{Draft, error_page, room_page, root_for};
-use super::{Params, Peer, prefers_html, same_origin, unescape_form};
+use super::index::{Draft, refusal_page, room_page, root_for};
+use super::{Params, Peer, Viewer, prefers_html, same_origin, unescape_form};
 use crate::domain::{FieldError, IdempotencyKey, NewMessage, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
+use crate::policy::watch::Need;
 use crate::state::AppState;
 use crate::store::{Appended, submit_settled};
 
@@ -46,6 +47,7 @@ pub struct SendFields {
 pub async fn send(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    viewer: Viewer,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -59,9 +61,9 @@ pub async fn send(
         };
     }
     let fields = decode(&uri, &headers, body).await.map_err(early)?;
-    match store(&state, &headers, &fields).await {
+    match store(&state, &viewer, &headers, &fields).await {
         Ok(appended) => Ok(accepted(appended, browser)),
-        Err(error) => Err(Refusal::late(&state, browser, &uri, &fields, error).await),
+        Err(error) => Err(Refusal::late(&state, &viewer, browser, &uri, &fields, error).await),
     }
 }
 
@@ -90,9 +92,19 @@ async fn replay_over_limit(
 /// Validates the fields and stores the message (or finds the one its key names), under the
 /// client's key or, without one, a key made up here, so that an unconfirmed write can be
 /// settled (and, if it can't be in time, retried by the client under that key).
-async fn store(state: &AppState, headers: &HeaderMap, fields: &SendFields) -> Result<Appended, AppError> {
+///
+/// The sender must be allowed to post in the room (access rules, bans), and in slow mode
+/// it takes its turn first.
+async fn store(
+    state: &AppState,
+    viewer: &Viewer,
+    headers: &HeaderMap,
+    fields: &SendFields,
+) -> Result<Appended, AppError> {
     let room = fields.room.as_deref().unwrap_or(RoomName::DEFAULT);
     let new = NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref())?;
+    let access = viewer.admit(state, &new.room, Need::Write).await?;
+    state.take_turn(&viewer.who, viewer.client, &new.room, access).await?;
     let key = idempotency_key(headers, fields)?.unwrap_or_else(IdempotencyKey::random);
     let appended = submit_settled(&*state.store, new.with_key(Some(key.clone())), state.config.send_timeout)
         .await
@@ -130,6 +142,8 @@ pub enum Refusal {
     ErrorPage {
         error: AppError,
         root: String,
+        /// Where a sign-in should lead back to.
+        next: String,
     },
     /// Already rendered: it takes reads from the store, which `into_response` can't await.
     RoomPage(Response),
@@ -138,18 +152,35 @@ pub enum Refusal {
 impl Refusal {
     /// Refused before the fields could be read.
     fn early(browser: bool, uri: &Uri, error: AppError) -> Self {
-        if browser { Self::ErrorPage { error, root: root_for(uri.path()) } } else { Self::Json(error) }
+        if browser {
+            Self::ErrorPage { error, root: root_for(uri.path()), next: "/".to_owned() }
+        } else {
+            Self::Json(error)
+        }
     }
 
     /// Refused once the fields were read: a browser gets its draft back.
-    async fn late(state: &AppState, browser: bool, uri: &Uri, fields: &SendFields, error: AppError) -> Self {
+    /// A refusal by the access rules or a ban gets the error page: the room page would
+    /// show a room the sender may not read.
+    async fn late(
+        state: &AppState,
+        viewer: &Viewer,
+        browser: bool,
+        uri: &Uri,
+        fields: &SendFields,
+        error: AppError,
+    ) -> Self {
         if !browser {
             return Self::Json(error);
         }
         let root = root_for(uri.path());
         let Ok(room) = RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)) else {
-            return Self::ErrorPage { error, root };
+            return Self::ErrorPage { error, root, next: "/".to_owned() };
         };
+        if matches!(error, AppError::Unauthorized(_) | AppError::Forbidden(_)) {
+            let next = if room == RoomName::general() { "/".to_owned() } else { format!("/rooms/{room}") };
+            return Self::ErrorPage { error, root, next };
+        }
         // Sent again, the form names the same message: a retry of an unknown outcome settles
         // it, and after any other refusal nothing was stored under the key.
         let message = match error.unsettled_key() {
@@ -164,7 +195,7 @@ impl Refusal {
             error: Some(&message),
             client_id: client_id.or(fields.client_id.as_deref().filter(valid)),
         };
-        let mut page = room_page(state, &room, &root, error.status(), draft).await;
+        let mut page = room_page(state, viewer, &room, &root, error.status(), draft).await;
         error.add_headers(&mut page);
         Self::RoomPage(page)
     }
@@ -174,11 +205,7 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
             Self::Json(error) => error.into_response(),
-            Self::ErrorPage { error, root } => {
-                let mut page = error_page(error.status(), &error.public_message(), &root);
-                error.add_headers(&mut page);
-                page
-            }
+            Self::ErrorPage { error, root, next } => refusal_page(&error, &root, &next),
             Self::RoomPage(page) => page,
         }
     }

@@ -24,8 +24,8 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 use serde::Serialize;
 
 use crate::domain::PresenceView;
-use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
 use crate::domain::{Author, IdempotencyKey, Message, MessageId, NewMessage, RoomName, Timestamp};
+use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -188,8 +188,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Slow mode, one atomic step per send: takes `sender`'s turn in `room` if the last one
     /// was at least `every` ago (`None`), else says how long until the next (`Some`).
-    async fn slow_turn(&self, room: &RoomName, sender: &str, every: Duration)
-    -> Result<Option<Duration>, StoreError>;
+    async fn slow_turn(
+        &self,
+        room: &RoomName,
+        sender: &str,
+        every: Duration,
+    ) -> Result<Option<Duration>, StoreError>;
 }
 
 /// The first and the longest pause between two tries of a send whose outcome is unknown.
@@ -326,7 +330,12 @@ mod settle_tests {
         async fn set_room(&self, room: &RoomName, settings: RoomSettings) -> Result<(), StoreError> {
             self.inner.set_room(room, settings).await
         }
-        async fn slow_turn(&self, room: &RoomName, sender: &str, every: Duration) -> Result<Option<Duration>, StoreError> {
+        async fn slow_turn(
+            &self,
+            room: &RoomName,
+            sender: &str,
+            every: Duration,
+        ) -> Result<Option<Duration>, StoreError> {
             self.inner.slow_turn(room, sender, every).await
         }
     }

@@ -40,8 +40,8 @@ use crate::domain::{
     Author, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, Timestamp,
 };
 use crate::hub::Hub;
-use crate::wire::Event;
 use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+use crate::wire::Event;
 
 /// The channels every node listens to, on its one subscription: messages, presence
 /// changes (the payload is the room) and typing signals.

@@ -129,12 +129,20 @@ impl SqliteStore {
     /// commands, which write only the directory tables while a server may hold the file.
     pub fn open_shared(path: &Path, hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
         if !path.exists() {
-            return Err(format!("no database at {} (start the server once, or check --store)", path.display()));
+            return Err(format!(
+                "no database at {} (start the server once, or check --store)",
+                path.display()
+            ));
         }
         Self::open_with(path, hub, retention, None)
     }
 
-    fn open_with(path: &Path, hub: Arc<Hub>, retention: Retention, lock: Option<File>) -> Result<Self, String> {
+    fn open_with(
+        path: &Path,
+        hub: Arc<Hub>,
+        retention: Retention,
+        lock: Option<File>,
+    ) -> Result<Self, String> {
         let shown = path.display();
         let mut conn =
             connect(path).map_err(|e| format!("cannot open history database {shown}: {}", describe(e)))?;
@@ -351,8 +359,10 @@ impl Store for SqliteStore {
 
     async fn reset_rules(&self, subject: &Subject, pattern: Option<&RoomPattern>) -> Result<u64, StoreError> {
         let (subject, pattern) = (subject.clone(), pattern.cloned());
-        self.with_reader(move |conn| policy::write(conn, |tx| policy::reset_rules(tx, &subject, pattern.as_ref())))
-            .await
+        self.with_reader(move |conn| {
+            policy::write(conn, |tx| policy::reset_rules(tx, &subject, pattern.as_ref()))
+        })
+        .await
     }
 
     async fn add_ban(&self, ban: &Ban) -> Result<(), StoreError> {
@@ -870,7 +880,7 @@ mod tests {
         assert_eq!(summary, [("newer", 2), ("older", 1)]);
         let version: i32 =
             Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, SCHEMA_VERSION);
         assert!(plan_of_the_room_list(&path).contains("USING INDEX rooms_activity"));
     }
 

@@ -52,7 +52,10 @@ pub fn bump_generation(pipe: &mut Pipeline) -> &mut Pipeline {
 }
 
 /// Runs `pipe` with the generation bump as one `MULTI`; gives the first reply.
-async fn write<T: redis::FromRedisValue>(conn: &ConnectionManager, pipe: &mut Pipeline) -> redis::RedisResult<T> {
+async fn write<T: redis::FromRedisValue>(
+    conn: &ConnectionManager,
+    pipe: &mut Pipeline,
+) -> redis::RedisResult<T> {
     let (out,): (T,) = bump_generation(pipe.atomic()).query_async(&mut conn.clone()).await?;
     Ok(out)
 }
@@ -93,7 +96,10 @@ pub async fn directory(conn: &ConnectionManager) -> Result<Directory, String> {
             let until: i64 = until.parse().map_err(|_| "bad time".to_owned())?;
             Ok(Ban {
                 target: BanTarget::parse(target).map_err(|e| e.to_string())?,
-                room: (!room.is_empty()).then(|| RoomName::parse(room)).transpose().map_err(|e| e.to_string())?,
+                room: (!room.is_empty())
+                    .then(|| RoomName::parse(room))
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
                 until: (until != 0).then(|| Timestamp::from_millis(until).ok_or("bad time")).transpose()?,
             })
         })
@@ -156,7 +162,11 @@ pub async fn remove_ban(
     write(conn, redis::pipe().hdel(BANS, ban_field(target, room))).await
 }
 
-pub async fn set_room(conn: &ConnectionManager, room: &RoomName, settings: RoomSettings) -> redis::RedisResult<()> {
+pub async fn set_room(
+    conn: &ConnectionManager,
+    room: &RoomName,
+    settings: RoomSettings,
+) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     match settings.slow {
         Some(slow) => pipe.hset(ROOMS, room.as_str(), slow.as_millis() as u64),

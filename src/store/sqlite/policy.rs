@@ -37,7 +37,10 @@ pub const MIGRATION: &str = "CREATE TABLE access_rules (
      INSERT INTO directory (id, generation) VALUES (1, 0);";
 
 /// Runs `write` in an immediate transaction with the generation bump, and commits.
-pub fn write<T>(conn: &mut Connection, write: impl FnOnce(&Transaction) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+pub fn write<T>(
+    conn: &mut Connection,
+    write: impl FnOnce(&Transaction) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let out = write(&tx)?;
     bump_generation(&tx)?;
@@ -77,7 +80,9 @@ pub fn directory(conn: &mut Connection) -> rusqlite::Result<Directory> {
             Ok(Ban {
                 target: BanTarget::parse(&target).map_err(damaged)?,
                 room: (!room.is_empty()).then(|| RoomName::parse(&room)).transpose().map_err(damaged)?,
-                until: until.map(|ms| Timestamp::from_millis(ms).ok_or_else(|| damaged("time"))).transpose()?,
+                until: until
+                    .map(|ms| Timestamp::from_millis(ms).ok_or_else(|| damaged("time")))
+                    .transpose()?,
             })
         })
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -102,7 +107,11 @@ pub fn set_rule(tx: &Transaction, rule: &Rule) -> rusqlite::Result<()> {
     .map(|_| ())
 }
 
-pub fn reset_rules(tx: &Transaction, subject: &Subject, pattern: Option<&RoomPattern>) -> rusqlite::Result<u64> {
+pub fn reset_rules(
+    tx: &Transaction,
+    subject: &Subject,
+    pattern: Option<&RoomPattern>,
+) -> rusqlite::Result<u64> {
     let removed = match pattern {
         Some(p) => tx.execute(
             "DELETE FROM access_rules WHERE subject = ?1 AND pattern = ?2",

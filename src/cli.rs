@@ -1,0 +1,82 @@
+//! `ssechat COMMAND ...`: administration against the configured `--store`, while the server
+//! runs or not. Without a command the binary is the server.
+//!
+//! Commands write the store's directory (rules, bans, room settings); every node notices
+//! within a second (`policy/watch.rs`). The memory store lives inside a server process and
+//! cannot be reached from here: use the admin HTTP API there.
+
+mod access;
+mod ban;
+mod room;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::{Config, StoreUrl};
+use crate::hub::Hub;
+use crate::store::{RedisStore, SqliteStore, Store};
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// List access rules; `SUBJECT PATTERN PERM` sets one; `--reset SUBJECT [PATTERN]` removes.
+    Access(access::AccessArgs),
+    /// List bans; `TARGET [--room ROOM] [--for DUR]` bans a user, an address or a CIDR range.
+    Ban(ban::BanArgs),
+    /// Lift a ban: `TARGET [--room ROOM]`.
+    Unban(ban::UnbanArgs),
+    /// Show a room's settings; `--slow DUR` (or `off`) sets slow mode.
+    Room(room::RoomArgs),
+}
+
+/// A command's failure: said on stderr, exit status 1.
+pub type Outcome = Result<String, String>;
+
+/// Runs `command` and prints what it says.
+pub async fn run(command: Command, config: &Config) -> ExitCode {
+    let outcome = match open_store(config).await {
+        Ok(store) => match command {
+            Command::Access(args) => access::run(args, &*store).await,
+            Command::Ban(args) => ban::run(args, &*store).await,
+            Command::Unban(args) => ban::unban(args, &*store).await,
+            Command::Room(args) => room::run(args, &*store).await,
+        },
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(said) => {
+            if !said.is_empty() {
+                println!("{}", said.trim_end());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ssechat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The configured store, shared with a server that may be running on it.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
+    let hub = Hub::new(1);
+    let retention = config.retention();
+    match &config.store {
+        StoreUrl::Memory => {
+            Err("the memory store lives inside the server process, so a command cannot reach it: \
+             use the admin HTTP API (/admin/bans) of the running server, or a sqlite: or redis:// store"
+                .to_owned())
+        }
+        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open_shared(path, hub, retention)?)),
+        StoreUrl::Redis(url) => Ok(Arc::new(RedisStore::open(url, hub, retention).await?)),
+    }
+}
+
+/// A store error as a command says it.
+fn failed(e: crate::store::StoreError) -> String {
+    e.to_string()
+}
+
+/// A field error as a command says it.
+fn invalid(e: crate::domain::FieldError) -> String {
+    e.to_string()
+}
