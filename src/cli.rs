@@ -71,6 +71,8 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
     }
 }
 
+pub use ban::until as ban_until;
+
 /// A store error as a command says it.
 fn failed(e: crate::store::StoreError) -> String {
     e.to_string()

@@ -1,5 +1,6 @@
 //! One module per endpoint, plus what they share: content negotiation and query parsing.
 
+pub mod admin;
 pub mod assets;
 pub mod events;
 pub mod health;
