@@ -346,7 +346,7 @@ impl Ban {
     /// "banned from room x until ...", for the refusal.
     pub fn describe(&self) -> String {
         let scope = match &self.room {
-            Some(room) => format!("from room {room:?}"),
+            Some(room) => format!("from room {:?}", room.as_str()),
             None => "from every room".to_owned(),
         };
         let until = match self.until {
@@ -476,6 +476,35 @@ mod tests {
         // Fewer wildcards beat a longer literal part.
         let rules = [rule("*", "ab*", "ro"), rule("*", "a*b*", "rw")];
         assert_eq!(perm_of(&rules, &Identity::Guest, "abc", d), Perm::Ro.access());
+    }
+
+    /// The README's table, row by row.
+    #[test]
+    fn the_readme_examples_hold() {
+        let rules = [
+            rule("*", "team-*", "deny"),
+            rule("@users", "team-*", "rw"),
+            rule("ana", "team-ops", "mod"),
+            rule("*", "news", "ro"),
+        ];
+        let d = DefaultAccess::Rw;
+        assert_eq!(perm_of(&rules, &Identity::Guest, "team-ops", d), Perm::Deny.access());
+        assert_eq!(perm_of(&rules, &user("bob"), "team-ops", d), Perm::Rw.access());
+        assert_eq!(perm_of(&rules, &user("ana"), "team-ops", d), Perm::Mod.access());
+        assert_eq!(perm_of(&rules, &user("bob"), "news", d), Perm::Ro.access());
+        assert_eq!(perm_of(&rules, &Identity::Guest, "lobby", d), Perm::Rw.access());
+        let p = |s| RoomPattern::parse(s).unwrap().specificity();
+        assert!(p("team-ops") > p("team-*") && p("team-*") > p("t*") && p("t*") > p("*"));
+        assert!(p("ab*") > p("a*b*"));
+        let ban = Ban {
+            target: BanTarget::parse("203.0.113.7").unwrap(),
+            room: Some(room("lobby")),
+            until: Timestamp::from_millis(1_795_672_800_000),
+        };
+        assert_eq!(
+            ban.describe(),
+            "203.0.113.7/32 is banned from room \"lobby\" until 2026-11-26T06:00:00.000Z"
+        );
     }
 
     #[test]

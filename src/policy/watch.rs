@@ -214,3 +214,60 @@ impl Policy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Author;
+    use crate::hub::Hub;
+    use crate::policy::{Ban, BanTarget, Perm, RoomPattern, Rule, Subject};
+    use crate::store::{MemoryStore, Retention};
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    fn deny_everyone(pattern: &str) -> Rule {
+        Rule { subject: Subject::Everyone, pattern: RoomPattern::parse(pattern).unwrap(), perm: Perm::Deny }
+    }
+
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn guests_may_sign_in_users_are_refused_and_bans_refuse_everyone() {
+        let dir = Directory { rules: vec![deny_everyone("x")], ..Directory::default() };
+        let ana = Identity::User { name: Author::parse("ana").unwrap(), admin: false };
+        let guest =
+            check(&dir, &Identity::Guest, HERE, &room("x"), DefaultAccess::Rw, Need::Read).unwrap_err();
+        assert!(guest.sign_in && guest.reason.contains("guests may not read room \"x\""), "{guest:?}");
+        let user = check(&dir, &ana, HERE, &room("x"), DefaultAccess::Rw, Need::Write).unwrap_err();
+        assert!(!user.sign_in && user.reason.starts_with("you may not post in room \"x\""), "{user:?}");
+        let ban = Ban { target: BanTarget::parse("ana").unwrap(), room: None, until: None };
+        let dir = Directory { bans: vec![ban], ..Directory::default() };
+        let banned = check(&dir, &ana, HERE, &room("y"), DefaultAccess::Rw, Need::Read).unwrap_err();
+        assert!(!banned.sign_in && banned.reason.contains("ana is banned from every room"), "{banned:?}");
+        assert!(check(&dir, &Identity::Guest, HERE, &room("y"), DefaultAccess::Rw, Need::Read).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_change_revokes_exactly_the_streams_that_lost_read_access() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Hub::new(4), Retention::count(10)));
+        let policy = Policy::new(Arc::clone(&store), DefaultAccess::Rw);
+        assert!(policy.refresh().await.unwrap(), "the first look loads");
+        let (a1, a2) = (
+            policy.watch(&Identity::Guest, HERE, &room("a")),
+            policy.watch(&Identity::Guest, HERE, &room("a")),
+        );
+        let b = policy.watch(&Identity::Guest, HERE, &room("b"));
+        assert!(!policy.refresh().await.unwrap(), "nothing moved");
+        store.set_rule(&deny_everyone("a")).await.unwrap();
+        assert!(policy.refresh().await.unwrap());
+        for revoked in [&a1, &a2] {
+            assert!(revoked.revocation.token.is_cancelled());
+            assert!(revoked.revocation.why().contains("`* a deny`"));
+        }
+        assert!(!b.revocation.token.is_cancelled());
+        drop((a1, a2, b));
+        assert!(policy.streams.lock().unwrap().open.is_empty(), "streams leave the list when they end");
+    }
+}
