@@ -322,3 +322,24 @@ async fn a_rule_set_with_redis_ends_a_stream_on_another_node_within_a_second() {
     let (ok, out, _) = command(&["access", "--store", &store]).await;
     assert!(ok && out.contains("* ops deny"), "{out}");
 }
+
+#[tokio::test]
+async fn slow_mode_holds_across_nodes_sharing_redis() {
+    let redis = RedisServer::start(false);
+    let node = || {
+        let url = redis.url.clone();
+        TestApp::spawn_with(move |c| c.store = ssechat::config::StoreUrl::Redis(url))
+    };
+    let (one, two) = (node().await, node().await);
+    let room = RoomName::parse("calm").unwrap();
+    one.state.store.set_room(&room, RoomSettings { slow: Some(Duration::from_secs(60)) }).await.unwrap();
+    eventually("both nodes to see slow mode", || async {
+        let one_sees = one.state.policy.directory().await.unwrap().settings(&room).slow.is_some();
+        one_sees && two.state.policy.directory().await.unwrap().settings(&room).slow.is_some()
+    })
+    .await;
+    one.say("calm", "ana", "first").await;
+    let second = two.post_json(json!({"room": "calm", "author": "ana", "text": "second"})).await;
+    assert_eq!(second.status(), 429, "the turn was taken on the other node");
+    assert!(second.headers().contains_key("retry-after"));
+}
