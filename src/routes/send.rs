@@ -104,8 +104,12 @@ async fn store(
     let room = fields.room.as_deref().unwrap_or(RoomName::DEFAULT);
     let new = NewMessage::parse(room, fields.author.as_deref(), fields.text.as_deref())?;
     let access = viewer.admit(state, &new.room, Need::Write).await?;
-    state.take_turn(&viewer.who, viewer.client, &new.room, access).await?;
     let key = idempotency_key(headers, fields)?.unwrap_or_else(IdempotencyKey::random);
+    if let Err(slow) = state.take_turn(&viewer.who, viewer.client, &new.room, access).await {
+        // A retry of a message already stored is not a new send: it gets the original.
+        let stored = state.store.find(&new.room, &key).await.ok().flatten();
+        return stored.map(|message| Appended { message, replayed: true }).ok_or(slow);
+    }
     let appended = submit_settled(&*state.store, new.with_key(Some(key.clone())), state.config.send_timeout)
         .await
         .map_err(|cause| AppError::sending(cause, key))?;

@@ -343,3 +343,19 @@ async fn slow_mode_holds_across_nodes_sharing_redis() {
     assert_eq!(second.status(), 429, "the turn was taken on the other node");
     assert!(second.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn in_slow_mode_a_retry_of_a_stored_message_gets_the_original() {
+    let app = TestApp::spawn().await;
+    let room = RoomName::parse("calm").unwrap();
+    app.state.store.set_room(&room, RoomSettings { slow: Some(Duration::from_secs(60)) }).await.unwrap();
+    app.state.policy.reload().await.unwrap();
+    let send = || {
+        let body = json!({"room": "calm", "author": "ana", "text": "once"});
+        app.client.post(app.url("/send")).header("idempotency-key", "retry-1").json(&body).send()
+    };
+    assert_eq!(send().await.unwrap().status(), 201);
+    let retry = send().await.unwrap();
+    assert_eq!(retry.status(), 200, "a replay, not a second turn");
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+}
