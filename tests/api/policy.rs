@@ -359,3 +359,21 @@ async fn in_slow_mode_a_retry_of_a_stored_message_gets_the_original() {
     assert_eq!(retry.status(), 200, "a replay, not a second turn");
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
 }
+
+#[tokio::test]
+async fn an_ip_ban_behind_a_trusted_proxy_is_for_the_client_it_names() {
+    let app = TestApp::spawn_with(|c| c.trusted_proxy = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let ban = Ban { target: BanTarget::parse("203.0.113.7").unwrap(), room: None, until: None };
+    app.state.store.add_ban(&ban).await.unwrap();
+    app.state.policy.reload().await.unwrap();
+    let from = |client: &str| {
+        let body = json!({"room": "lobby", "author": "x", "text": "y"});
+        app.client.post(app.url("/send")).header("x-forwarded-for", client).json(&body).send()
+    };
+    let (status, error) = refusal(from("203.0.113.7").await.unwrap()).await;
+    assert_eq!(status, 403);
+    assert!(error.contains("until the ban is lifted"), "{error}");
+    assert_eq!(from("203.0.113.8").await.unwrap().status(), 201, "the proxy itself is not banned");
+    let stream = app.client.get(app.url("/events?room=lobby")).header("x-forwarded-for", "203.0.113.7");
+    assert_eq!(stream.send().await.unwrap().status(), 403);
+}
