@@ -263,6 +263,16 @@ mod tests {
     }
 
     #[test]
+    fn revoked_says_why_in_every_format() {
+        let event = Event::Revoked { reason: "no <access>\nhere".to_owned() };
+        let sse = encode_sse_frame(&event);
+        assert_eq!(&sse[..], b"event: revoked\ndata: {\"reason\":\"no \\u003caccess\\u003e\\nhere\"}\n\n");
+        let line = encode_ndjson_line(&event);
+        assert_eq!(&line[..], b"{\"event\":\"revoked\",\"reason\":\"no \\u003caccess\\u003e\\nhere\"}\n");
+        assert_eq!(&encode_plain_line(&event)[..], b"-- access revoked: no <access> here --\n");
+    }
+
+    #[test]
     fn ndjson_is_one_line() {
         let line = encode_ndjson_line(&Event::Message(msg("a\nb")));
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
