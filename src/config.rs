@@ -385,6 +385,14 @@ mod tests {
     }
 
     #[test]
+    fn default_access_is_one_of_three() {
+        let c = Config::try_parse_from(["ssechat", "--default-access", "deny"]).unwrap();
+        assert_eq!(c.default_access, DefaultAccess::Deny);
+        let bad = Config::try_parse_from(["ssechat", "--default-access", "open"]).unwrap_err().to_string();
+        assert!(bad.contains("possible values: rw, ro, deny"), "{bad}");
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(Config::try_parse_from(["ssechat", "--heartbeat", "0s"]).is_err());
         assert!(Config::try_parse_from(["ssechat", "--retain", "0"]).is_err());

@@ -114,3 +114,76 @@ pub async fn remove(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::{Config, StoreUrl};
+    use crate::domain::Author;
+
+    fn user(name: &str, admin: bool) -> Identity {
+        Identity::User { name: Author::parse(name).unwrap(), admin }
+    }
+
+    async fn call(
+        state: &AppState,
+        who: Identity,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri).header("host", "localhost");
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let mut request = request.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string()))).unwrap();
+        request.extensions_mut().insert(who);
+        let response = crate::router(state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn an_admin_bans_lists_and_lifts_and_no_one_else_may() {
+        let mut config = Config::defaults();
+        config.store = StoreUrl::Memory;
+        let state = AppState::new(config).await.unwrap();
+        let admin = user("root", true);
+        let ban = serde_json::json!({"target": "203.0.113.7", "room": "lobby", "for": "1h"});
+        let (status, body) =
+            call(&state, user("bob", false), Method::POST, "/admin/bans", Some(ban.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(body["error"], "bob is not an administrator");
+        let (status, body) = call(&state, admin.clone(), Method::POST, "/admin/bans", Some(ban)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["target"], "203.0.113.7/32");
+        assert!(
+            body["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("203.0.113.7/32 is banned from room \"lobby\" until 20")
+        );
+        let (status, list) = call(&state, admin.clone(), Method::GET, "/admin/bans", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        let client: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        let lobby = RoomName::parse("lobby").unwrap();
+        let refused = state.admit(&Identity::Guest, client, &lobby, crate::policy::watch::Need::Write).await;
+        assert!(matches!(refused, Err(AppError::Forbidden(_))), "applied on this node at once: {refused:?}");
+        let uri = "/admin/bans?target=203.0.113.7";
+        let (status, _) = call(&state, admin.clone(), Method::DELETE, uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "the scope must match");
+        let (status, _) =
+            call(&state, admin.clone(), Method::DELETE, &format!("{uri}&room=lobby"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let bad = serde_json::json!({"target": "10.0.0.300"});
+        let (status, body) = call(&state, admin, Method::POST, "/admin/bans", Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().unwrap().contains("not an IP address"), "{body}");
+    }
+}
