@@ -5,7 +5,8 @@
 //! nothing is sent twice. A reader that falls behind the room's channel catches up from the
 //! store the same way; if the store no longer holds what it missed it is told with a
 //! `reset` event first. Heartbeats arrive through the room's channel, and the channel closes
-//! when the server shuts down, which ends every feed: a stream waits on one thing only.
+//! when the server shuts down, which ends every feed: a stream waits on that channel, and
+//! on the policy watcher, which ends the feed of a reader who lost access with `revoked`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
