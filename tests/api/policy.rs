@@ -282,6 +282,13 @@ async fn commands_change_a_running_servers_rules_on_sqlite() {
 
     let (ok, out, _) = command(&["room", "calm", "--slow", "30s", "--store", &store]).await;
     assert!(ok && out.contains("one message per 30s"), "{out}");
+    let page = format!("{}/rooms/calm", server.base);
+    eventually("the page to say so", || async {
+        client.get(&page).send().await.unwrap().text().await.unwrap().contains("id=\"slow-mode\"")
+    })
+    .await;
+    let (ok, out, _) = command(&["room", "calm", "--slow", "off", "--store", &store]).await;
+    assert!(ok && out.contains("room calm: slow mode off"), "{out}");
 
     for (args, says) in [
         (&["access", "*", "secret", "write"][..], "rw, ro, wo, deny or mod"),
