@@ -223,7 +223,32 @@
   })();
 
   let source = null;
+  // Set once the server said this page may no longer read the room: no more reconnecting.
+  let revoked = false;
+  const revoke = (reason) => {
+    revoked = true;
+    source.close();
+    setStatus("no access");
+    showError(`${reason}. Reload the page to try again.`);
+  };
+  // EventSource gave up (the server answered with an error): ask why before trying again,
+  // so a refusal (401/403) is shown instead of retried forever.
+  const retry = async () => {
+    try {
+      const res = await fetch(`${root}history?room=${encodeURIComponent(room)}&limit=1`, {
+        headers: { accept: "application/json" },
+      });
+      if (res.status === 401 || res.status === 403) {
+        revoke((await res.json().catch(() => ({ error: res.statusText }))).error);
+        return;
+      }
+    } catch {
+      // the server is unreachable: try again below
+    }
+    setTimeout(connect, 1000 + Math.random() * 2000);
+  };
   const connect = () => {
+    if (revoked) return;
     const name = me() ? `&name=${encodeURIComponent(me())}` : "";
     source = new EventSource(`${root}events?room=${encodeURIComponent(room)}&since=${lastId}&presence=1${name}${readerId}`);
     source.addEventListener("open", () => setStatus("live"));
@@ -233,10 +258,12 @@
     source.addEventListener("reset", (e) => reset(JSON.parse(e.data).oldest_id));
     source.addEventListener("presence", (e) => presence(JSON.parse(e.data)));
     source.addEventListener("typing", (e) => typing(JSON.parse(e.data).author));
+    source.addEventListener("revoked", (e) => revoke(JSON.parse(e.data).reason));
     source.addEventListener("error", () => {
+      if (revoked) return;
       setStatus("reconnecting…");
       // EventSource retries by itself unless the server answered with an error; then we do.
-      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000 + Math.random() * 2000);
+      if (source.readyState === EventSource.CLOSED) retry();
     });
   };
 

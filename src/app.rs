@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/send", post(routes::send::send))
         .route("/events", get(routes::events::events))
         .route("/history", get(routes::history::history))
+        .route("/admin/bans", get(routes::admin::list).post(routes::admin::add).delete(routes::admin::remove))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))

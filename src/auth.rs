@@ -6,7 +6,7 @@
 use crate::domain::Author;
 
 /// Who a request comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum Identity {
     /// Not signed in.
     #[default]

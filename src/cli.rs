@@ -1,31 +1,27 @@
-//! The command line: without a subcommand, `ssechat` runs the server ([`Config`]'s flags);
-//! with one, it manages what the server keeps in its store, while the server runs.
+//! `ssechat COMMAND ...`: administration against the configured `--store`, while the server
+//! runs or not. Without a command the binary is the server ([`Config`]'s flags).
 //!
-//! Each command group has its own file in `cli/`. Commands open the store the server's flags
-//! name (`--store`, `SSECHAT_STORE`), so a server started with the same environment sees
-//! every change at once; with SQLite they leave the server's lock on the file alone.
+//! Each command group has its own file here. Commands open the store the server's flags name
+//! (`--store`, before or after the command, or `SSECHAT_STORE`): SQLite without taking the
+//! server's lock on the file (they write only account and directory tables), Redis as one
+//! more client. Every node notices a change within a second (`policy/watch.rs`). The memory
+//! store lives inside a server process and cannot be reached from here: use the admin HTTP
+//! API there.
 
+mod access;
+mod ban;
+mod room;
 mod token;
 mod user;
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
-
 use crate::config::{Config, StoreUrl};
+use crate::hub::Hub;
 use crate::store::{RedisStore, SqliteStore, Store};
 
-/// ssechat: a real-time chat server over plain HTTP and Server-Sent Events.
-#[derive(Debug, Parser)]
-#[command(name = "ssechat", version, about, long_about = None)]
-pub struct Cli {
-    #[command(flatten)]
-    pub config: Config,
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Add, delete and list users, and change their passwords.
     #[command(subcommand)]
@@ -33,29 +29,66 @@ pub enum Command {
     /// Give users API tokens (for `Authorization: Bearer`), list and delete them.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// List access rules; `SUBJECT PATTERN PERM` sets one; `--reset SUBJECT [PATTERN]` removes.
+    Access(access::AccessArgs),
+    /// List bans; `TARGET [--room ROOM] [--for DUR]` bans a user, an address or a CIDR range.
+    Ban(ban::BanArgs),
+    /// Lift a ban: `TARGET [--room ROOM]`.
+    Unban(ban::UnbanArgs),
+    /// Show a room's settings; `--slow DUR` (or `off`) sets slow mode.
+    Room(room::RoomArgs),
 }
 
-/// Runs `command` against the store `config` names; the error is what to tell the user.
-pub async fn run(command: Command, config: &Config) -> Result<(), String> {
-    let store = open_store(&config.store).await?;
-    match command {
-        Command::User(command) => user::run(command, &*store).await,
-        Command::Token(command) => token::run(command, &*store).await,
-    }
-}
+/// What a command says on success (stdout), or its failure (stderr, exit status 1).
+pub type Outcome = Result<String, String>;
 
-/// The store, opened beside a running server: SQLite without taking the file, Redis as one
-/// more client. The memory store lives inside the server's process: no command can reach it.
-async fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>, String> {
-    match url {
-        StoreUrl::Memory => Err("--store memory lives inside the running server's process, where no \
-             command can reach it: run the server with --store sqlite:PATH or --store redis://... \
-             to manage accounts"
-            .to_owned()),
-        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open_directory(path)?)),
-        StoreUrl::Redis(url) => {
-            let hub = crate::hub::Hub::new(1);
-            Ok(Arc::new(RedisStore::open(url, hub, crate::store::Retention::count(1)).await?))
+/// Runs `command` and prints what it says.
+pub async fn run(command: Command, config: &Config) -> ExitCode {
+    let outcome = match open_store(config).await {
+        Ok(store) => match command {
+            Command::User(command) => user::run(command, &*store).await.map(|()| String::new()),
+            Command::Token(command) => token::run(command, &*store).await.map(|()| String::new()),
+            Command::Access(args) => access::run(args, &*store).await,
+            Command::Ban(args) => ban::run(args, &*store).await,
+            Command::Unban(args) => ban::unban(args, &*store).await,
+            Command::Room(args) => room::run(args, &*store).await,
+        },
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(said) => {
+            if !said.is_empty() {
+                println!("{}", said.trim_end());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ssechat: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// The configured store, shared with a server that may be running on it.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
+    match &config.store {
+        StoreUrl::Memory => Err("--store memory lives inside the running server's process, where no \
+             command can reach it: use the admin HTTP API (/admin/bans) of the running server, or run \
+             the server with --store sqlite:PATH or --store redis://..."
+            .to_owned()),
+        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open_directory(path)?)),
+        StoreUrl::Redis(url) => Ok(Arc::new(RedisStore::open(url, Hub::new(1), config.retention()).await?)),
+    }
+}
+
+pub use ban::until as ban_until;
+
+/// A store error as a command says it.
+fn failed(e: crate::store::StoreError) -> String {
+    e.to_string()
+}
+
+/// A field error as a command says it.
+fn invalid(e: crate::domain::FieldError) -> String {
+    e.to_string()
 }

@@ -8,6 +8,7 @@ use clap::Parser;
 use ipnet::IpNet;
 
 use crate::limits::{Port, Site, TrustedProxies, parse_allowed_host, parse_trusted_proxy};
+use crate::policy::DefaultAccess;
 use crate::store::Retention;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -185,6 +186,14 @@ pub struct Config {
     /// How long a browser stays signed in without using the site; each use starts it again.
     #[arg(long, env = "SSECHAT_SESSION_TTL", default_value = "30d", value_parser = positive_duration)]
     pub session_ttl: Duration,
+    /// What applies where no access rule matches (`ssechat access`): `rw` (anyone may read
+    /// and post), `ro` (read only) or `deny`.
+    #[arg(long, env = "SSECHAT_DEFAULT_ACCESS", value_enum, default_value = "rw")]
+    pub default_access: DefaultAccess,
+
+    /// An administration command; without one, the server runs.
+    #[command(subcommand)]
+    pub command: Option<crate::cli::Command>,
 }
 
 impl Config {
@@ -227,6 +236,8 @@ impl Config {
             send_timeout: Duration::from_secs(10),
             edit_window: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            default_access: DefaultAccess::Rw,
+            command: None,
         }
     }
 }
@@ -381,6 +392,14 @@ mod tests {
         let parsed = Config::try_parse_from(["ssechat"]).unwrap();
         let defaults = Config::defaults();
         assert_eq!(format!("{parsed:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn default_access_is_one_of_three() {
+        let c = Config::try_parse_from(["ssechat", "--default-access", "deny"]).unwrap();
+        assert_eq!(c.default_access, DefaultAccess::Deny);
+        let bad = Config::try_parse_from(["ssechat", "--default-access", "open"]).unwrap_err().to_string();
+        assert!(bad.contains("possible values: rw, ro, deny"), "{bad}");
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl RoomName {
 /// Trimmed and in NFC, 1 to 40 characters, at least one of them visible; no control,
 /// invisible, line-breaking or direction-changing characters; at most 4 combining marks on
 /// one character; each word in one writing system (the rules are in `domain/unicode.rs`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Author(String);
 

@@ -32,7 +32,7 @@ pub enum AppError {
     /// Over a rate limit: try again after this many seconds.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
-    /// A credential (token, password, session) that is wrong: never served as a guest.
+    /// Refused, and signing in may help (a guest where the rules want a user).
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -54,6 +54,16 @@ pub enum AppError {
     /// that was settled: a retry under `key` finds out (and stores it if it wasn't).
     #[error("the outcome of a send is unknown: {cause}")]
     Unsettled { key: IdempotencyKey, cause: StoreError },
+}
+
+impl From<crate::policy::watch::Denial> for AppError {
+    fn from(denial: crate::policy::watch::Denial) -> Self {
+        if denial.sign_in {
+            AppError::Unauthorized(denial.reason)
+        } else {
+            AppError::Forbidden(denial.reason)
+        }
+    }
 }
 
 /// What a client is told when a send's outcome is unknown.

@@ -5,7 +5,8 @@
 //! nothing is sent twice. A reader that falls behind the room's channel catches up from the
 //! store the same way; if the store no longer holds what it missed it is told with a
 //! `reset` event first. Heartbeats arrive through the room's channel, and the channel closes
-//! when the server shuts down, which ends every feed: a stream waits on one thing only.
+//! when the server shuts down, which ends every feed: a stream waits on that channel, and
+//! on the policy watcher, which ends the feed of a reader who lost access with `revoked`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,11 +18,13 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
+use crate::auth::Identity;
 use crate::domain::{Author, MessageId, PresenceView, ReaderId, RoomName};
 use crate::error::AppError;
 use crate::hub::Subscription;
 use crate::limits::Permit;
 use crate::metrics::{Disconnect, Limited, Metrics, Reset as ResetReason};
+use crate::policy::watch::{Need, Watched};
 use crate::presence::Reader;
 use crate::state::AppState;
 use crate::store::{Range, Store, StoreError};
@@ -45,8 +48,11 @@ pub struct FeedRequest {
     pub reader_id: Option<ReaderId>,
     /// Whether to send presence and typing events too (`?presence=1`).
     pub presence: bool,
-    /// Who is asking, for the per-client stream cap.
+    /// Who is asking, for the per-client stream cap, IP bans and slow mode.
     pub client: std::net::IpAddr,
+    /// Who is reading: the access rules decide whether they may, now and for as long as
+    /// the stream lasts.
+    pub identity: Identity,
 }
 
 /// What a stream does with a frame from its room's channel.
@@ -152,6 +158,10 @@ pub struct Feed {
     ending: Option<Disconnect>,
     /// Set by a connection whose client stopped reading (the hyper path's stall cut-off).
     stalled: Option<Arc<AtomicBool>>,
+    /// On the policy watcher's list: told when this reader may no longer read the room.
+    watched: Watched,
+    /// The `revoked` event was written: the stream is over.
+    revoked: bool,
     /// Counted in the room's presence and in the stream caps for as long as it lives.
     _reader: Reader,
     _permit: Permit,
@@ -164,6 +174,8 @@ enum Received {
     Lagged,
     /// The stream is over (shutdown, or the end of a drain).
     End,
+    /// The reader lost access: say why, then end.
+    Revoked,
 }
 
 impl Feed {
@@ -173,12 +185,16 @@ impl Feed {
     /// misses nothing posted after; a store that cannot answer is an error response, not a
     /// stream that ends at once.
     pub async fn open(state: &AppState, request: FeedRequest) -> Result<Self, AppError> {
-        let FeedRequest { room, resume_from, format, reader, reader_id, presence, client } = request;
+        let FeedRequest { room, resume_from, format, reader, reader_id, presence, client, identity } =
+            request;
         if state.shutdown.is_cancelled() {
             return Err(AppError::Unavailable(
                 "the server is shutting down; reconnect in a moment".to_owned(),
             ));
         }
+        // Watched before the check: a change after the check ends the stream.
+        let watched = state.policy.watch(&identity, client, &room);
+        state.admit(&identity, client, &room, Need::Read).await?;
         let permit =
             state.streams.admit(Some(client)).inspect_err(|_| state.metrics.limited(Limited::Streams))?;
         // Subscribe before reading anything, so nothing published from here on is missed.
@@ -218,6 +234,8 @@ impl Feed {
             draining: None,
             ending: None,
             stalled: None,
+            watched,
+            revoked: false,
             _reader: reader,
             _permit: permit,
         })
@@ -242,6 +260,9 @@ impl Feed {
     /// Cancelled part way, it may lose what it was gathering: end the stream then.
     pub async fn next(&mut self) -> Option<Bytes> {
         self.count_written();
+        if self.revoked {
+            return None;
+        }
         if let Some(opening) = self.opening.take() {
             return Some(opening);
         }
@@ -267,6 +288,7 @@ impl Feed {
                     self.end(Disconnect::Shutdown);
                     return None;
                 }
+                Received::Revoked => return Some(self.revoke()),
             };
             if std::mem::take(&mut self.holding) {
                 // History is tried again next; a heartbeat still goes out meanwhile.
@@ -320,15 +342,31 @@ impl Feed {
         }
     }
 
+    /// The `revoked` event; the stream ends after it. Through here both paths end a
+    /// stream that lost access the same way.
+    fn revoke(&mut self) -> Bytes {
+        self.end(Disconnect::Revoked);
+        self.revoked = true;
+        let reason = self.watched.revocation.why().to_owned();
+        Frame::new(Event::Revoked { reason }).encoded(self.format)
+    }
+
     /// The next frame from the room's channel: messages, heartbeats, resyncs and the end of
-    /// the room (at shutdown) all come through it, so a stream waits on one thing only.
+    /// the room (at shutdown) all come through it; besides it, only a revocation (and, while
+    /// draining, the deadline) is waited for.
     async fn receive(&mut self) -> Received {
-        let received = match self.draining {
-            None => self.subscription.receiver().recv().await,
-            Some(deadline) => tokio::select! {
-                received = self.subscription.receiver().recv() => received,
-                _ = tokio::time::sleep_until(deadline) => return Received::End,
-            },
+        let deadline = self.draining;
+        let drained = async move {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let received = tokio::select! {
+            biased;
+            _ = self.watched.revocation.revoked() => return Received::Revoked,
+            received = self.subscription.receiver().recv() => received,
+            _ = drained => return Received::End,
         };
         match received {
             Ok(frame) => Received::Frame(frame),

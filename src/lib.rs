@@ -5,6 +5,7 @@
 //! curl is a first-class client.
 //!
 //! # Layout
+//! - [`cli`]: `ssechat access|ban|unban|room ...`, administration against the store.
 //! - [`config`]: command-line flags, each with an environment variable.
 //! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
 //! - [`state`]: [`state::AppState`], what every handler shares, built from the config.
@@ -13,6 +14,8 @@
 //! - [`cli`]: the `ssechat user` and `ssechat token` commands.
 //! - [`auth`]: who is asking (a guest or a signed-in user) and what they may do in a room.
 //! - [`sign_in`]: who signed in (cookie, bearer token, Basic), one function for both paths.
+//! - [`policy`]: access rules, bans, room settings; `evaluate`; the watcher that keeps each
+//!   node's snapshot current and ends streams that lost access.
 //! - [`body_deadline`]: one deadline for a whole request body.
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge;
 //!   a room's log of `Entry`s (messages, deletes, edits) and its current state.
@@ -46,6 +49,7 @@ pub mod feed;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod presence;
 pub mod routes;
 pub mod server;

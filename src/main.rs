@@ -5,26 +5,20 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ssechat::cli::Cli;
+use ssechat::Config;
 use ssechat::{AppState, run, server::shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Cli { config, command } = Cli::parse();
-    if let Some(command) = command {
-        return match ssechat::cli::run(command, &config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ssechat: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
+    let mut config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(command) = config.command.take() {
+        return ssechat::cli::run(command, &config).await;
+    }
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }

@@ -16,6 +16,8 @@ pub enum Disconnect {
     Stall = 1,
     /// The server shut down.
     Shutdown = 2,
+    /// The reader lost access to the room (a rule changed, or a ban).
+    Revoked = 3,
 }
 
 /// Why a stream was told `reset`.
@@ -45,7 +47,7 @@ pub struct Metrics {
     messages_stored: AtomicU64,
     deliveries: AtomicU64,
     resets: [AtomicU64; 2],
-    disconnects: [AtomicU64; 3],
+    disconnects: [AtomicU64; 4],
     limited: [AtomicU64; 4],
     /// Per bucket (not cumulative), plus one past the last bound.
     flush: [AtomicU64; BUCKETS.len() + 1],
@@ -119,6 +121,7 @@ impl Metrics {
                     ("reason=\"client\"", self.disconnects[0].load(Relaxed)),
                     ("reason=\"stall\"", self.disconnects[1].load(Relaxed)),
                     ("reason=\"shutdown\"", self.disconnects[2].load(Relaxed)),
+                    ("reason=\"revoked\"", self.disconnects[3].load(Relaxed)),
                 ],
             ),
             (

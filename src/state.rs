@@ -4,15 +4,21 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use std::net::IpAddr;
+
+use crate::auth::{Access, Identity};
 use crate::config::{Config, StoreUrl};
+use crate::domain::RoomName;
 use crate::error::AppError;
 use crate::hub::Hub;
 use crate::limits::{
     AllowedHosts, Caps, SendLimiter, SignInLimiter, Site, TrustedProxies, TypingLimiter, client_key,
 };
 use crate::metrics::Metrics;
+use crate::policy::evaluate;
+use crate::policy::watch::{Need, Policy, check};
 use crate::presence::{Presence, PresenceRules};
-use crate::store::{MemoryStore, RedisStore, SqliteStore, Store};
+use crate::store::{MemoryStore, RedisStore, RoomInfo, SqliteStore, Store};
 
 /// Shared by every request; cheap to clone.
 #[derive(Clone)]
@@ -41,6 +47,9 @@ pub struct AppState {
     /// reach a server on loopback.
     pub hosts: Arc<AllowedHosts>,
     pub config: Arc<Config>,
+    /// This node's snapshot of the access rules, bans and room settings, kept current by a
+    /// watcher that also ends streams that lost access (`policy/watch.rs`).
+    pub policy: Arc<Policy>,
     /// Cancelled when shutdown starts: the server drains (streams end, answers say
     /// `connection: close`) but still answers.
     pub shutdown: CancellationToken,
@@ -83,14 +92,67 @@ impl AppState {
         Ok(state)
     }
 
-    /// What `who` may do in `room`. Every room is open to everyone today; access rules
-    /// (`ssechat access`) decide it here.
-    pub async fn access(
+    /// What `who` may do in `room`, by the access rules (`ssechat access`) and
+    /// `--default-access`; see [`crate::policy`] for the precedence. Reads the node's
+    /// snapshot: no store call.
+    pub async fn access(&self, who: &Identity, room: &RoomName) -> Result<Access, AppError> {
+        let dir = self.policy.directory().await?;
+        Ok(evaluate(&dir.rules, who, room, self.policy.default))
+    }
+
+    /// Refuses a request that may not do `need` in `room` (`401` for a guest the rules keep
+    /// out, `403` for a signed-in user or a ban, naming the room and why); else its access.
+    pub async fn admit(
         &self,
-        _who: &crate::auth::Identity,
-        _room: &crate::domain::RoomName,
-    ) -> Result<crate::auth::Access, AppError> {
-        Ok(crate::auth::Access::OPEN)
+        who: &Identity,
+        client: IpAddr,
+        room: &RoomName,
+        need: Need,
+    ) -> Result<Access, AppError> {
+        let dir = self.policy.directory().await?;
+        Ok(check(&dir, who, client, room, self.policy.default, need)?)
+    }
+
+    /// The rooms of `rooms` that `who` (from `client`) may read: the room list hides the
+    /// others.
+    pub async fn readable(
+        &self,
+        who: &Identity,
+        client: IpAddr,
+        mut rooms: Vec<RoomInfo>,
+    ) -> Result<Vec<RoomInfo>, AppError> {
+        let dir = self.policy.directory().await?;
+        rooms.retain(|r| check(&dir, who, client, &r.name, self.policy.default, Need::Read).is_ok());
+        Ok(rooms)
+    }
+
+    /// Slow mode: takes the sender's turn in `room` (moderators need none), or refuses with
+    /// `429` and how long until the next. One atomic step in the store, shared by all nodes.
+    pub async fn take_turn(
+        &self,
+        who: &Identity,
+        client: IpAddr,
+        room: &RoomName,
+        access: Access,
+    ) -> Result<(), AppError> {
+        let Some(every) = self.policy.directory().await?.settings(room).slow else { return Ok(()) };
+        if access.moderate {
+            return Ok(());
+        }
+        let sender = match who.user() {
+            Some(name) => format!("user:{name}"),
+            None => format!("client:{client}"),
+        };
+        let Some(wait) = self.store.slow_turn(room, &sender, every).await? else { return Ok(()) };
+        let retry_after = wait.as_millis().div_ceil(1000).max(1) as u64;
+        Err(AppError::RateLimited {
+            message: format!(
+                "room {:?} is in slow mode: one message per {} per sender; try again in {retry_after} s",
+                room.as_str(),
+                humantime::format_duration(every)
+            ),
+            retry_after,
+        })
     }
 
     /// The client a request comes from, as the key of its rate limits and stream caps: the
@@ -123,6 +185,7 @@ impl AppState {
     /// Wires a store that was opened elsewhere (it must publish to `hub`).
     pub fn with_store(config: Config, hub: Arc<Hub>, store: Arc<dyn Store>) -> Self {
         hub.start_heartbeat(config.heartbeat);
+        let policy = Policy::new(Arc::clone(&store), config.default_access);
         let presence = Presence::start(
             &store,
             &hub,
@@ -147,8 +210,16 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             hosts: Arc::new(hosts),
             config: Arc::new(config),
+            policy,
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),
         }
+        .watching()
+    }
+
+    /// Starts the policy watcher, which stops when the server has stopped.
+    fn watching(self) -> Self {
+        self.policy.start(self.stopped.clone());
+        self
     }
 }

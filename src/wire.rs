@@ -74,6 +74,11 @@ pub enum Event {
     Typing {
         author: Author,
     },
+    /// The reader may no longer read the room (a rule changed, or a ban): the stream ends
+    /// after this, and the client should not reconnect.
+    Revoked {
+        reason: String,
+    },
     /// Internal: the server is shutting down; end within this window, at a random moment.
     Drain(std::time::Duration),
     /// Internal: the store may hold messages this node never published (its link to a
@@ -188,6 +193,9 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
         Event::Typing { author } => {
             Bytes::from(format!("event: typing\ndata: {}\n\n", escaped_json(&json!({ "author": author }))))
         }
+        Event::Revoked { reason } => {
+            Bytes::from(format!("event: revoked\ndata: {}\n\n", escaped_json(&json!({ "reason": reason }))))
+        }
         Event::Resync | Event::Drain(_) => Bytes::new(),
     }
 }
@@ -212,6 +220,7 @@ pub fn encode_ndjson_line(event: &Event) -> Bytes {
             "version": view.version,
         })),
         Event::Typing { author } => escaped_json(&json!({ "event": "typing", "author": author })),
+        Event::Revoked { reason } => escaped_json(&json!({ "event": "revoked", "reason": reason })),
         Event::Heartbeat | Event::Resync | Event::Drain(_) => return Bytes::new(),
     };
     line.push('\n');
@@ -231,6 +240,9 @@ pub fn encode_plain_line(event: &Event) -> Bytes {
         }
         Event::Presence(view) => Bytes::from(format!("-- here: {} --\n", view.describe())),
         Event::Typing { author } => Bytes::from(format!("-- {author} is typing --\n")),
+        Event::Revoked { reason } => {
+            Bytes::from(format!("-- access revoked: {} --\n", reason.replace('\n', " ")))
+        }
         Event::Heartbeat | Event::Resync | Event::Drain(_) => Bytes::new(),
     }
 }
@@ -290,6 +302,16 @@ mod tests {
             std::str::from_utf8(&line).unwrap(),
             "[12:01:02] ana: hello\n           [12:00:00] bob: fake\n"
         );
+    }
+
+    #[test]
+    fn revoked_says_why_in_every_format() {
+        let event = Event::Revoked { reason: "no <access>\nhere".to_owned() };
+        let sse = encode_sse_frame(&event);
+        assert_eq!(&sse[..], b"event: revoked\ndata: {\"reason\":\"no \\u003caccess\\u003e\\nhere\"}\n\n");
+        let line = encode_ndjson_line(&event);
+        assert_eq!(&line[..], b"{\"event\":\"revoked\",\"reason\":\"no \\u003caccess\\u003e\\nhere\"}\n");
+        assert_eq!(&encode_plain_line(&event)[..], b"-- access revoked: no <access> here --\n");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::accounts;
 use crate::config::positive_duration;
 use crate::store::Store;
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum TokenCommand {
     /// Makes a token for NAME and prints it, once: only its hash is kept.
     Add {

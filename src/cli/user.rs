@@ -7,7 +7,7 @@ use clap::Subcommand;
 use crate::accounts::{self, AccountError};
 use crate::store::Store;
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum UserCommand {
     /// Adds a user. The password comes from SSECHAT_PASSWORD, else a prompt, else a line of stdin.
     Add {

@@ -40,9 +40,9 @@ pub fn stream_headers(format: Format) -> HeaderMap {
 pub async fn events(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    identity: Identity,
     uri: Uri,
     headers: HeaderMap,
-    identity: Identity,
     refused: Option<Extension<Refused>>,
     stall: Option<Extension<StallWatch>>,
 ) -> Result<Response, AppError> {
@@ -100,5 +100,14 @@ pub async fn feed_request(
     let reader_id = params.get("reader").filter(|id| !id.is_empty()).map(ReaderId::parse).transpose()?;
     let presence = matches!(params.get("presence"), Some("1" | "true" | "yes"));
     let client = state.client_of(peer, headers);
-    Ok(FeedRequest { room, resume_from, format, reader, reader_id, presence, client })
+    Ok(FeedRequest {
+        room,
+        resume_from,
+        format,
+        reader,
+        reader_id,
+        presence,
+        client,
+        identity: identity.clone(),
+    })
 }

@@ -8,18 +8,24 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
 
-use super::Params;
+use super::{Params, Viewer};
 use crate::domain::{Message, RoomName};
 use crate::error::AppError;
+use crate::policy::watch::Need;
 use crate::state::AppState;
 use crate::store::Range;
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
-pub async fn history(State(state): State<AppState>, uri: Uri) -> Result<Json<Vec<Message>>, AppError> {
+pub async fn history(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    uri: Uri,
+) -> Result<Json<Vec<Message>>, AppError> {
     let params = Params::from_uri(&uri)?;
     let room = RoomName::parse(params.get("room").unwrap_or(RoomName::DEFAULT))?;
+    viewer.admit(&state, &room, Need::Read).await?;
     let range = params.id("since")?.map_or(Range::Latest, Range::After);
     let limit = params.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = state.store.read(&room, range, limit).await?;

@@ -8,10 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::auth::Identity;
+use super::Viewer;
 use crate::domain::PresenceView;
 use crate::domain::{Author, IdempotencyKey, Message, RoomName};
 use crate::error::AppError;
+use crate::policy::watch::Need;
 use crate::state::AppState;
 use crate::store::Range;
 use crate::takeback::Controls;
@@ -43,6 +44,10 @@ struct RoomPage<'a> {
     /// Names the message the form sends, made for each render (or kept from the refused
     /// post), so a browser that sends the same form twice stores one message.
     client_id: String,
+    /// Why this viewer may read but not post here: the composer is hidden and this shown.
+    read_only: Option<String>,
+    /// Slow mode's interval, as said on the page.
+    slow: Option<String>,
 }
 
 struct MessageView<'a> {
@@ -118,6 +123,8 @@ struct ErrorPage<'a> {
     root: &'a str,
     status: StatusCode,
     message: &'a str,
+    /// A link to the sign-in page, coming back to where the visitor was.
+    login: Option<String>,
 }
 
 /// Rooms listed on a page.
@@ -141,22 +148,32 @@ pub fn root_for(path: &str) -> String {
     if depth == 0 { "./".to_owned() } else { "../".repeat(depth) }
 }
 
-pub async fn general(State(state): State<AppState>, who: Identity, uri: Uri) -> Response {
-    let draft = Draft { user: who.user().map(Author::as_str), ..Draft::default() };
-    room_page(&state, &who, &RoomName::general(), &root_for(uri.path()), StatusCode::OK, draft).await
+pub async fn general(State(state): State<AppState>, viewer: Viewer, uri: Uri) -> Response {
+    readable_page(&state, &viewer, &RoomName::general(), &uri).await
 }
 
 pub async fn room(
     State(state): State<AppState>,
-    who: Identity,
+    viewer: Viewer,
     Path(room): Path<String>,
     uri: Uri,
 ) -> Response {
     let root = root_for(uri.path());
-    let draft = Draft { user: who.user().map(Author::as_str), ..Draft::default() };
     match RoomName::parse(&room) {
-        Ok(room) => room_page(&state, &who, &room, &root, StatusCode::OK, draft).await,
+        Ok(room) => readable_page(&state, &viewer, &room, &uri).await,
         Err(e) => error_page(StatusCode::NOT_FOUND, &format!("There is no room here. {}", e.problem), &root),
+    }
+}
+
+/// The room page, or the refusal page for a viewer who may not read the room.
+async fn readable_page(state: &AppState, viewer: &Viewer, room: &RoomName, uri: &Uri) -> Response {
+    let root = root_for(uri.path());
+    match viewer.admit(state, room, Need::Read).await {
+        Ok(_) => {
+            let draft = Draft { user: viewer.who.user().map(Author::as_str), ..Draft::default() };
+            room_page(state, viewer, room, &root, StatusCode::OK, draft).await
+        }
+        Err(refused) => refusal_page(&refused, &root, uri.path()),
     }
 }
 
@@ -178,25 +195,26 @@ pub async fn go(uri: Uri) -> Response {
 /// The room with its recent history, and the form (with `draft` when a post was refused).
 pub async fn room_page(
     state: &AppState,
-    who: &Identity,
+    viewer: &Viewer,
     room: &RoomName,
     root: &str,
     status: StatusCode,
     draft: Draft<'_>,
 ) -> Response {
     let store = &state.store;
-    let (access, page, rooms, here) = match tokio::try_join!(
-        state.access(who, room),
-        async { Ok(store.read(room, Range::Latest, state.config.page_messages).await?) },
-        async { Ok(store.rooms(ROOM_LINKS).await?) },
+    let found = tokio::try_join!(
+        state.access(&viewer.who, room),
+        async { Ok::<_, AppError>(store.read(room, Range::Latest, state.config.page_messages).await?) },
+        async { state.readable(&viewer.who, viewer.client, store.rooms(ROOM_LINKS).await?).await },
         async { Ok(store.presence(room, state.presence.local(room)).await?) },
-    ) {
+        async { Ok(state.policy.directory().await?) },
+    );
+    let (access, page, rooms, here, dir) = match found {
         Ok(found) => found,
-        Err(e) => {
-            let e: AppError = e;
-            return error_page(e.status(), &e.public_message(), root);
-        }
+        Err(e) => return error_page(e.status(), &e.public_message(), root),
     };
+    let read_only = viewer.admit(state, room, Need::Write).await.err().map(|e| e.public_message());
+    let who = &viewer.who;
     let window = state.config.edit_window;
     let last_id = page.last_id;
     let messages = page.current();
@@ -224,6 +242,8 @@ pub async fn room_page(
         client_id: draft
             .client_id
             .map_or_else(|| IdempotencyKey::random().as_str().to_owned(), str::to_owned),
+        read_only,
+        slow: dir.settings(room).slow.map(|every| humantime::format_duration(every).to_string()),
     };
     let mut page = render(status, &html);
     // Each render names a new message: no cache may hand one page (and key) to two people.
@@ -232,7 +252,20 @@ pub async fn room_page(
 }
 
 pub fn error_page(status: StatusCode, message: &str, root: &str) -> Response {
-    render(status, &ErrorPage { root, status, message })
+    render(status, &ErrorPage { root, status, message, login: None })
+}
+
+/// A refusal for a browser: the error page, which for a `401` links to the sign-in page
+/// with `next` (the local path to come back to).
+pub fn refusal_page(refused: &AppError, root: &str, next: &str) -> Response {
+    let login = matches!(refused, AppError::Unauthorized(_)).then(|| {
+        let next = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC);
+        format!("{root}login?next={next}")
+    });
+    let status = refused.status();
+    let mut page = render(status, &ErrorPage { root, status, message: &refused.public_message(), login });
+    refused.add_headers(&mut page);
+    page
 }
 
 pub fn render(status: StatusCode, template: &impl Template) -> Response {

@@ -1,5 +1,6 @@
 //! One module per endpoint, plus what they share: content negotiation and query parsing.
 
+pub mod admin;
 pub mod assets;
 pub mod events;
 pub mod health;
@@ -14,8 +15,10 @@ pub mod takeback;
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::{Access, Identity};
 use crate::domain::{FieldError, MAX_MESSAGE_ID, MessageId};
 use crate::error::AppError;
+use crate::policy::watch::Need;
 use crate::state::AppState;
 
 /// The index into `offered` the `Accept` header prefers. Ties go to the earlier offer, so
@@ -97,6 +100,37 @@ impl axum::extract::FromRequestParts<AppState> for Client {
     ) -> Result<Self, Self::Rejection> {
         let Peer(peer) = Peer::from_request_parts(parts, state).await?;
         Ok(Client(state.client_of(peer, &parts.headers)))
+    }
+}
+
+/// Who asks and from where: what access rules, bans and slow mode go by.
+pub struct Viewer {
+    pub who: Identity,
+    pub client: std::net::IpAddr,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let who = Identity::from_request_parts(parts, state).await?;
+        let Client(client) = Client::from_request_parts(parts, state).await?;
+        Ok(Viewer { who, client })
+    }
+}
+
+impl Viewer {
+    /// Refuses (`401`/`403`) unless the viewer may do `need` in `room`.
+    pub async fn admit(
+        &self,
+        state: &AppState,
+        room: &crate::domain::RoomName,
+        need: Need,
+    ) -> Result<Access, AppError> {
+        state.admit(&self.who, self.client, room, need).await
     }
 }
 

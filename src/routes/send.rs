@@ -17,12 +17,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use super::index::{Draft, error_page, room_page, root_for};
-use super::{Params, Peer, prefers_html, same_origin, unescape_form};
-use crate::auth::Identity;
+use super::index::{Draft, refusal_page, room_page, root_for};
+use super::{Params, Peer, Viewer, prefers_html, same_origin, unescape_form};
 use crate::domain::{FieldError, IdempotencyKey, NewMessage, RoomName};
 use crate::error::AppError;
 use crate::metrics::Limited;
+use crate::policy::watch::Need;
 use crate::sign_in::guest_may_use;
 use crate::state::AppState;
 use crate::store::{Appended, submit_settled};
@@ -48,7 +48,7 @@ pub struct SendFields {
 pub async fn send(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    identity: Identity,
+    viewer: Viewer,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -62,9 +62,9 @@ pub async fn send(
         };
     }
     let fields = decode(&uri, &headers, body).await.map_err(early)?;
-    match store(&state, &identity, &headers, &fields).await {
+    match store(&state, &viewer, &headers, &fields).await {
         Ok(appended) => Ok(accepted(appended, browser)),
-        Err(error) => Err(Refusal::late(&state, &identity, browser, &uri, &fields, error).await),
+        Err(error) => Err(Refusal::late(&state, &viewer, browser, &uri, &fields, error).await),
     }
 }
 
@@ -94,22 +94,29 @@ async fn replay_over_limit(
 /// client's key or, without one, a key made up here, so that an unconfirmed write can be
 /// settled (and, if it can't be in time, retried by the client under that key).
 ///
-/// A signed-in sender posts under their user name, marked `user`; a guest may not use a
-/// registered name.
+/// The sender must be allowed to post in the room (access rules, bans), and in slow mode
+/// it takes its turn first.
 async fn store(
     state: &AppState,
-    identity: &Identity,
+    viewer: &Viewer,
     headers: &HeaderMap,
     fields: &SendFields,
 ) -> Result<Appended, AppError> {
     let room = fields.room.as_deref().unwrap_or(RoomName::DEFAULT);
+    let identity = &viewer.who;
     let author = identity.user().map_or(fields.author.as_deref(), |name| Some(name.as_str()));
     let mut new = NewMessage::parse(room, author, fields.text.as_deref())?;
+    let access = viewer.admit(state, &new.room, Need::Write).await?;
     match identity.user() {
         Some(name) => new = new.signed_by(name),
         None => guest_may_use(state, &new.author).await?,
     }
     let key = idempotency_key(headers, fields)?.unwrap_or_else(IdempotencyKey::random);
+    if let Err(slow) = state.take_turn(&viewer.who, viewer.client, &new.room, access).await {
+        // A retry of a message already stored is not a new send: it gets the original.
+        let stored = state.store.find(&new.room, &key).await.ok().flatten();
+        return stored.map(|message| Appended { message, replayed: true }).ok_or(slow);
+    }
     let appended = submit_settled(&*state.store, new.with_key(Some(key.clone())), state.config.send_timeout)
         .await
         .map_err(|cause| AppError::sending(cause, key))?;
@@ -146,6 +153,8 @@ pub enum Refusal {
     ErrorPage {
         error: AppError,
         root: String,
+        /// Where a sign-in should lead back to.
+        next: String,
     },
     /// Already rendered: it takes reads from the store, which `into_response` can't await.
     RoomPage(Response),
@@ -154,13 +163,19 @@ pub enum Refusal {
 impl Refusal {
     /// Refused before the fields could be read.
     fn early(browser: bool, uri: &Uri, error: AppError) -> Self {
-        if browser { Self::ErrorPage { error, root: root_for(uri.path()) } } else { Self::Json(error) }
+        if browser {
+            Self::ErrorPage { error, root: root_for(uri.path()), next: "/".to_owned() }
+        } else {
+            Self::Json(error)
+        }
     }
 
     /// Refused once the fields were read: a browser gets its draft back.
+    /// A refusal by the access rules or a ban gets the error page: the room page would
+    /// show a room the sender may not read.
     async fn late(
         state: &AppState,
-        identity: &Identity,
+        viewer: &Viewer,
         browser: bool,
         uri: &Uri,
         fields: &SendFields,
@@ -171,8 +186,12 @@ impl Refusal {
         }
         let root = root_for(uri.path());
         let Ok(room) = RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)) else {
-            return Self::ErrorPage { error, root };
+            return Self::ErrorPage { error, root, next: "/".to_owned() };
         };
+        if matches!(error, AppError::Unauthorized(_) | AppError::Forbidden(_)) {
+            let next = if room == RoomName::general() { "/".to_owned() } else { format!("/rooms/{room}") };
+            return Self::ErrorPage { error, root, next };
+        }
         // Sent again, the form names the same message: a retry of an unknown outcome settles
         // it, and after any other refusal nothing was stored under the key.
         let message = match error.unsettled_key() {
@@ -183,12 +202,12 @@ impl Refusal {
         let client_id = error.unsettled_key().map(IdempotencyKey::as_str);
         let draft = Draft {
             author: fields.author.as_deref().unwrap_or(""),
-            user: identity.user().map(|name| name.as_str()),
+            user: viewer.who.user().map(|name| name.as_str()),
             text: fields.text.as_deref().unwrap_or(""),
             error: Some(&message),
             client_id: client_id.or(fields.client_id.as_deref().filter(valid)),
         };
-        let mut page = room_page(state, identity, &room, &root, error.status(), draft).await;
+        let mut page = room_page(state, viewer, &room, &root, error.status(), draft).await;
         error.add_headers(&mut page);
         Self::RoomPage(page)
     }
@@ -198,11 +217,7 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
             Self::Json(error) => error.into_response(),
-            Self::ErrorPage { error, root } => {
-                let mut page = error_page(error.status(), &error.public_message(), &root);
-                error.add_headers(&mut page);
-                page
-            }
+            Self::ErrorPage { error, root, next } => refusal_page(&error, &root, &next),
             Self::RoomPage(page) => page,
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod accounts;
+mod policy;
 
 use super::{Range, Retention, Store};
 use crate::domain::{NewMessage, RoomName};
@@ -44,6 +45,9 @@ where
     takeback::run_all(&make).await;
     accounts::run_all(make(Hub::new(64), Retention::count(100)).await).await;
     a_signed_message_says_so(make(Hub::new(64), Retention::count(100)).await).await;
+    policy::rules_are_set_replaced_and_reset(make(Hub::new(4), Retention::count(10)).await).await;
+    policy::bans_and_room_settings_round_trip(make(Hub::new(4), Retention::count(10)).await).await;
+    policy::slow_turns_come_once_per_interval(make(Hub::new(4), Retention::count(10)).await).await;
 }
 
 async fn a_signed_message_says_so(store: Arc<dyn Store>) {

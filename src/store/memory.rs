@@ -26,6 +26,12 @@ use crate::domain::{
 use crate::hub::Hub;
 use crate::wire::Event;
 
+mod policy;
+
+use self::policy::LocalDirectory;
+use super::turns::LocalTurns;
+use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+
 /// Rooms forgotten per hold of the lock, so forgetting many never stalls the others.
 const FORGET_CHUNK: usize = 1024;
 /// How often rooms whose messages all expired are forgotten.
@@ -43,7 +49,10 @@ pub struct MemoryStore {
     /// O(limit), whatever the number of rooms.
     examined: AtomicU64,
     /// Users, tokens and sessions.
-    directory: accounts::Directory,
+    accounts: accounts::Directory,
+    /// Rules, bans and room settings.
+    directory: LocalDirectory,
+    turns: LocalTurns,
 }
 
 #[derive(Default)]
@@ -195,7 +204,15 @@ impl MemoryStore {
         {
             runtime.spawn(forget_expired_every(Arc::downgrade(&rooms), retention));
         }
-        Self { rooms, hub, retention, examined: AtomicU64::new(0), directory: accounts::Directory::default() }
+        Self {
+            rooms,
+            hub,
+            retention,
+            examined: AtomicU64::new(0),
+            accounts: accounts::Directory::default(),
+            directory: LocalDirectory::default(),
+            turns: LocalTurns::default(),
+        }
     }
 
     /// Rooms held now.
@@ -288,6 +305,46 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn generation(&self) -> Result<u64, StoreError> {
+        Ok(self.directory.generation())
+    }
+
+    async fn directory(&self) -> Result<Directory, StoreError> {
+        Ok(self.directory.snapshot())
+    }
+
+    async fn set_rule(&self, rule: &Rule) -> Result<(), StoreError> {
+        self.directory.set_rule(rule);
+        Ok(())
+    }
+
+    async fn reset_rules(&self, subject: &Subject, pattern: Option<&RoomPattern>) -> Result<u64, StoreError> {
+        Ok(self.directory.reset_rules(subject, pattern))
+    }
+
+    async fn add_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        self.directory.add_ban(ban);
+        Ok(())
+    }
+
+    async fn remove_ban(&self, target: &BanTarget, room: Option<&RoomName>) -> Result<u64, StoreError> {
+        Ok(self.directory.remove_ban(target, room))
+    }
+
+    async fn set_room(&self, room: &RoomName, settings: RoomSettings) -> Result<(), StoreError> {
+        self.directory.set_room(room, settings);
+        Ok(())
+    }
+
+    async fn slow_turn(
+        &self,
+        room: &RoomName,
+        sender: &str,
+        every: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        Ok(self.turns.take(room, sender, every))
+    }
+
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {
         let mut rooms = self.lock();
         let mut active = Vec::with_capacity(limit.min(rooms.logs.len()));
@@ -312,46 +369,46 @@ impl Store for MemoryStore {
     // Accounts (`memory/accounts.rs`).
 
     async fn add_user(&self, user: &User) -> Result<Option<Author>, StoreError> {
-        Ok(self.directory.add_user(user))
+        Ok(self.accounts.add_user(user))
     }
     async fn user(&self, skeleton: &str) -> Result<Option<User>, StoreError> {
-        Ok(self.directory.user(skeleton))
+        Ok(self.accounts.user(skeleton))
     }
     async fn users(&self) -> Result<Vec<User>, StoreError> {
-        Ok(self.directory.users())
+        Ok(self.accounts.users())
     }
     async fn set_password(&self, name: &Author, hash: &str, epoch: u64) -> Result<bool, StoreError> {
-        Ok(self.directory.set_password(name, hash, epoch))
+        Ok(self.accounts.set_password(name, hash, epoch))
     }
     async fn delete_user(&self, name: &Author) -> Result<bool, StoreError> {
-        Ok(self.directory.delete_user(name))
+        Ok(self.accounts.delete_user(name))
     }
     async fn add_token(&self, token: &Token) -> Result<(), StoreError> {
-        self.directory.add_token(token);
+        self.accounts.add_token(token);
         Ok(())
     }
     async fn token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
-        Ok(self.directory.token(hash))
+        Ok(self.accounts.token(hash))
     }
     async fn tokens(&self, owner: &Author) -> Result<Vec<Token>, StoreError> {
-        Ok(self.directory.tokens(owner))
+        Ok(self.accounts.tokens(owner))
     }
     async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
-        Ok(self.directory.delete_token(hash))
+        Ok(self.accounts.delete_token(hash))
     }
     async fn add_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.directory.add_session(session);
+        self.accounts.add_session(session);
         Ok(())
     }
     async fn session(&self, hash: &str) -> Result<Option<Session>, StoreError> {
-        Ok(self.directory.session(hash))
+        Ok(self.accounts.session(hash))
     }
     async fn extend_session(&self, hash: &str, expires: Timestamp) -> Result<(), StoreError> {
-        self.directory.extend_session(hash, expires);
+        self.accounts.extend_session(hash, expires);
         Ok(())
     }
     async fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
-        self.directory.delete_session(hash);
+        self.accounts.delete_session(hash);
         Ok(())
     }
 }

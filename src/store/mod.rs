@@ -8,6 +8,7 @@
 mod memory;
 mod redis;
 mod sqlite;
+mod turns;
 
 #[cfg(test)]
 mod contract;
@@ -27,6 +28,7 @@ use crate::domain::PresenceView;
 use crate::domain::{
     Author, Entry, IdempotencyKey, Message, MessageId, NewMessage, RoomName, TakeBack, Timestamp,
 };
+use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -261,6 +263,40 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, _hash: &str) -> Result<(), StoreError> {
         Err(no_accounts())
     }
+
+    // --- Policy: access rules, bans, room settings and the directory generation ---
+    // Every write below bumps the generation in the same transaction (one call per backend:
+    // `bump_generation`), so a node that sees the counter move reloads [`Directory`].
+
+    /// The store's change counter: moves with every write to the directory.
+    async fn generation(&self) -> Result<u64, StoreError>;
+
+    /// Rules, bans and room settings, read at once, with the generation they belong to.
+    async fn directory(&self) -> Result<Directory, StoreError>;
+
+    /// Adds a rule, or changes the permission of the rule for the same subject and pattern.
+    async fn set_rule(&self, rule: &Rule) -> Result<(), StoreError>;
+
+    /// Removes `subject`'s rules (only the one for `pattern`, if given); returns how many.
+    async fn reset_rules(&self, subject: &Subject, pattern: Option<&RoomPattern>) -> Result<u64, StoreError>;
+
+    /// Adds a ban, or replaces the one for the same target and room.
+    async fn add_ban(&self, ban: &Ban) -> Result<(), StoreError>;
+
+    /// Lifts the ban on `target` in `room` (`None`: the ban on every room); returns how many.
+    async fn remove_ban(&self, target: &BanTarget, room: Option<&RoomName>) -> Result<u64, StoreError>;
+
+    /// Sets a room's settings (the defaults remove them).
+    async fn set_room(&self, room: &RoomName, settings: RoomSettings) -> Result<(), StoreError>;
+
+    /// Slow mode, one atomic step per send: takes `sender`'s turn in `room` if the last one
+    /// was at least `every` ago (`None`), else says how long until the next (`Some`).
+    async fn slow_turn(
+        &self,
+        room: &RoomName,
+        sender: &str,
+        every: Duration,
+    ) -> Result<Option<Duration>, StoreError>;
 }
 
 /// What a store without accounts (a test double) answers.
@@ -383,6 +419,35 @@ mod settle_tests {
         }
         async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
             self.inner.typing(room, author).await
+        }
+        async fn generation(&self) -> Result<u64, StoreError> {
+            self.inner.generation().await
+        }
+        async fn directory(&self) -> Result<Directory, StoreError> {
+            self.inner.directory().await
+        }
+        async fn set_rule(&self, rule: &Rule) -> Result<(), StoreError> {
+            self.inner.set_rule(rule).await
+        }
+        async fn reset_rules(&self, s: &Subject, p: Option<&RoomPattern>) -> Result<u64, StoreError> {
+            self.inner.reset_rules(s, p).await
+        }
+        async fn add_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+            self.inner.add_ban(ban).await
+        }
+        async fn remove_ban(&self, t: &BanTarget, room: Option<&RoomName>) -> Result<u64, StoreError> {
+            self.inner.remove_ban(t, room).await
+        }
+        async fn set_room(&self, room: &RoomName, settings: RoomSettings) -> Result<(), StoreError> {
+            self.inner.set_room(room, settings).await
+        }
+        async fn slow_turn(
+            &self,
+            room: &RoomName,
+            sender: &str,
+            every: Duration,
+        ) -> Result<Option<Duration>, StoreError> {
+            self.inner.slow_turn(room, sender, every).await
         }
     }
 

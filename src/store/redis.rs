@@ -19,6 +19,8 @@
 //! Keys are `ssechat:{room}:seq`, `ssechat:{room}:log` and `ssechat:rooms`; one Redis
 //! primary (with replicas or Sentinel) is supported, not Redis Cluster.
 //!
+//! Rules, bans and room settings: see `redis/policy.rs`.
+//!
 //! The `/send` rate limit of every node lives here too ([`SharedRateLimiter`]): one key
 //! per client, `ssechat:{client:ADDRESS}:send`, its own Cluster slot.
 
@@ -33,6 +35,7 @@ use serde::Deserialize;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod accounts;
+mod policy;
 mod presence;
 
 use self::presence::SharedPresence;
@@ -44,6 +47,7 @@ use crate::domain::{
     Timestamp,
 };
 use crate::hub::Hub;
+use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
 use crate::wire::Event;
 
 /// The channels every node listens to, on its one subscription: messages, presence
@@ -499,6 +503,43 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let payload = serde_json::json!({ "room": room, "author": author }).to_string();
         conn.publish::<_, _, ()>(TYPING, payload).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn generation(&self) -> Result<u64, StoreError> {
+        policy::generation(&self.conn).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn directory(&self) -> Result<Directory, StoreError> {
+        policy::directory(&self.conn).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn set_rule(&self, rule: &Rule) -> Result<(), StoreError> {
+        policy::set_rule(&self.conn, rule).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn reset_rules(&self, subject: &Subject, pattern: Option<&RoomPattern>) -> Result<u64, StoreError> {
+        policy::reset_rules(&self.conn, subject, pattern).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn add_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        policy::add_ban(&self.conn, ban).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn remove_ban(&self, target: &BanTarget, room: Option<&RoomName>) -> Result<u64, StoreError> {
+        policy::remove_ban(&self.conn, target, room).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn set_room(&self, room: &RoomName, settings: RoomSettings) -> Result<(), StoreError> {
+        policy::set_room(&self.conn, room, settings).await.map_err(|e| self.unavailable(e))
+    }
+
+    async fn slow_turn(
+        &self,
+        room: &RoomName,
+        sender: &str,
+        every: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        policy::slow_turn(&self.conn, room, sender, every).await.map_err(|e| self.unavailable(e))
     }
 
     async fn share_presence(

@@ -31,10 +31,15 @@ use crate::domain::{
 use crate::hub::Hub;
 use crate::wire::Event;
 
+mod policy;
+
+use super::turns::LocalTurns;
+use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+
 /// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
 const APPLICATION_ID: i32 = 0x5353_4543;
 /// The schema this build writes. Older files are migrated at start; newer ones refused.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 /// Appends that may share one transaction.
 const MAX_BATCH: usize = 1024;
 /// Appends waiting for the writer before senders wait too.
@@ -48,7 +53,7 @@ const PRUNE_ROOMS: usize = 500;
 /// How often old rows are deleted for real.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // 1: rooms keep their last id even when all their messages are pruned, so ids are never
     // reused; messages are clustered by (room, id) for range reads.
     "CREATE TABLE rooms (
@@ -100,6 +105,8 @@ const MIGRATIONS: [&str; 5] = [
     "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE messages ADD COLUMN target INTEGER;
      ALTER TABLE messages ADD COLUMN posted INTEGER;",
+    // 6: access rules, bans, room settings and the directory generation (`sqlite/policy.rs`).
+    policy::MIGRATION,
 ];
 
 /// The columns `row_to_parts` reads, in its order.
@@ -136,6 +143,8 @@ pub struct SqliteStore {
     fail_syncs: Arc<AtomicU32>,
     /// Joined on drop, so the file is closed and unlocked when the store is gone.
     writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// Slow-mode turns: SQLite serves one node, so they live in this process.
+    turns: LocalTurns,
 }
 
 enum Command {
@@ -213,6 +222,7 @@ impl SqliteStore {
             fail_writes,
             fail_syncs,
             writer_thread: Some(writer_thread),
+            turns: LocalTurns::default(),
         };
         Ok(store)
     }
@@ -387,6 +397,52 @@ impl Store for SqliteStore {
     async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
         self.hub.broadcast(room, Event::Typing { author: author.clone() });
         Ok(())
+    }
+
+    async fn generation(&self) -> Result<u64, StoreError> {
+        self.with_reader(|conn| policy::generation(conn)).await
+    }
+
+    async fn directory(&self) -> Result<Directory, StoreError> {
+        self.with_reader(policy::directory).await
+    }
+
+    async fn set_rule(&self, rule: &Rule) -> Result<(), StoreError> {
+        let rule = rule.clone();
+        self.with_reader(move |conn| policy::write(conn, |tx| policy::set_rule(tx, &rule))).await
+    }
+
+    async fn reset_rules(&self, subject: &Subject, pattern: Option<&RoomPattern>) -> Result<u64, StoreError> {
+        let (subject, pattern) = (subject.clone(), pattern.cloned());
+        self.with_reader(move |conn| {
+            policy::write(conn, |tx| policy::reset_rules(tx, &subject, pattern.as_ref()))
+        })
+        .await
+    }
+
+    async fn add_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        let ban = ban.clone();
+        self.with_reader(move |conn| policy::write(conn, |tx| policy::add_ban(tx, &ban))).await
+    }
+
+    async fn remove_ban(&self, target: &BanTarget, room: Option<&RoomName>) -> Result<u64, StoreError> {
+        let (target, room) = (target.clone(), room.cloned());
+        self.with_reader(move |conn| policy::write(conn, |tx| policy::remove_ban(tx, &target, room.as_ref())))
+            .await
+    }
+
+    async fn set_room(&self, room: &RoomName, settings: RoomSettings) -> Result<(), StoreError> {
+        let room = room.clone();
+        self.with_reader(move |conn| policy::write(conn, |tx| policy::set_room(tx, &room, settings))).await
+    }
+
+    async fn slow_turn(
+        &self,
+        room: &RoomName,
+        sender: &str,
+        every: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        Ok(self.turns.take(room, sender, every))
     }
 
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomInfo>, StoreError> {

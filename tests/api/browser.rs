@@ -415,3 +415,35 @@ async fn a_flood_of_typists_shows_a_capped_line_and_the_page_keeps_up() {
     wait_until(&page, "document.getElementById('typing').textContent === ''").await;
     page.close().await.unwrap();
 }
+
+/// A page whose access is revoked says why and does not reconnect, even once the room opens
+/// again (a reload does).
+#[tokio::test]
+async fn a_revoked_page_says_why_and_stops_reconnecting() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = TestApp::spawn_with(|c| c.retry = Duration::from_millis(100)).await;
+    let chrome = Chrome::start().await;
+    let page = chrome.session(true).await;
+    open(&page, &app.base, "/rooms/ops").await;
+    let rule = |perm: &str| ssechat::policy::Rule {
+        subject: ssechat::policy::Subject::Everyone,
+        pattern: ssechat::policy::RoomPattern::parse("ops").unwrap(),
+        perm: ssechat::policy::Perm::parse(perm).unwrap(),
+    };
+    app.state.store.set_rule(&rule("deny")).await.unwrap();
+    wait_until(&page, "document.getElementById('status').textContent === 'no access'").await;
+    let error = js(&page, "document.getElementById('error').textContent").await;
+    assert!(error.as_str().unwrap().contains("guests may not read room \"ops\""), "{error}");
+    app.state.store.set_rule(&rule("rw")).await.unwrap();
+    app.state.policy.reload().await.unwrap();
+    // A page that reconnected (`retry:` is 100 ms) would open a stream again: none comes.
+    let reopened = tokio::time::timeout(crate::helpers::QUIET, async {
+        while app.state.streams.open() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(reopened.is_err(), "the page reconnected");
+    assert_eq!(js(&page, "document.getElementById('status').textContent").await, "no access");
+    page.close().await.unwrap();
+}

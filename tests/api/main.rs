@@ -21,6 +21,7 @@ mod lifecycle;
 mod names;
 mod nginx;
 mod page;
+mod policy;
 mod presence;
 mod presence_nodes;
 mod presence_order;

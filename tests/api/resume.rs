@@ -143,6 +143,7 @@ async fn lagging_feed(history: usize, buffer: usize, posts: u64) -> (TestApp, Ev
         reader_id: None,
         presence: false,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
+        identity: Default::default(),
     };
     let body = Feed::open(&app.state, request).await.unwrap().into_stream();
     let mut stream = EventStream::from_body(Default::default(), body);
@@ -196,6 +197,7 @@ async fn a_busy_stream_gets_several_messages_per_write() {
         reader_id: None,
         presence: false,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
+        identity: Default::default(),
     };
     let stream = Feed::open(&state, request).await.unwrap().into_stream();
     tokio::pin!(stream);

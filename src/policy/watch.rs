@@ -1,0 +1,273 @@
+//! Each node's view of the rules, and the watcher that keeps it (and open streams) current.
+//!
+//! The node holds one snapshot of the store's [`Directory`]. Every `POLL` the watcher asks
+//! the store for its change counter (the "directory generation", bumped by every write to
+//! rules, bans and room settings; one `GET` on Redis); when it moved, it reloads the
+//! snapshot and looks again at every open stream, grouped by reader (identity, client
+//! address, room), so one evaluation covers all of a reader's streams. A stream that may no
+//! longer read is ended through its [`Feed`](crate::feed::Feed) with a `revoked` event.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{DefaultAccess, Directory, decide};
+use crate::auth::{Access, Identity};
+use crate::domain::RoomName;
+use crate::store::{Store, StoreError};
+
+/// How often each node asks whether the rules changed: a change reaches every node within
+/// this (plus one reload), well under the 1 s promised.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// What a request needs in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Read,
+    Write,
+}
+
+/// Why a request was refused: said to the client, and to a stream that is ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: String,
+    /// Signing in might help (a guest refused by the rules): `401` rather than `403`.
+    pub sign_in: bool,
+}
+
+/// Whether `who`, asking from `client`, may do what `need` says in `room`; the access they
+/// have there when they may.
+pub fn check(
+    dir: &Directory,
+    who: &Identity,
+    client: IpAddr,
+    room: &RoomName,
+    default: DefaultAccess,
+    need: Need,
+) -> Result<Access, Denial> {
+    if let Some(ban) = dir.ban_on(who, client, room) {
+        return Err(Denial { reason: ban.describe(), sign_in: false });
+    }
+    let (access, because) = decide(&dir.rules, who, room, default);
+    let (allowed, verb) = match need {
+        Need::Read => (access.read, "read"),
+        Need::Write => (access.write, "post in"),
+    };
+    if allowed {
+        return Ok(access);
+    }
+    let guest = matches!(who, Identity::Guest);
+    let reason = if guest {
+        format!("guests may not {verb} room {:?} ({because}); sign in first", room.as_str())
+    } else {
+        format!("you may not {verb} room {:?} ({because})", room.as_str())
+    };
+    Err(Denial { reason, sign_in: guest })
+}
+
+/// One reader, as far as access goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Reader {
+    who: Identity,
+    client: IpAddr,
+    room: RoomName,
+}
+
+/// How a stream is told it must end.
+#[derive(Debug, Default)]
+pub struct Revocation {
+    token: CancellationToken,
+    why: OnceLock<String>,
+}
+
+impl Revocation {
+    fn revoke(&self, why: &str) {
+        let _ = self.why.set(why.to_owned());
+        self.token.cancel();
+    }
+
+    /// Resolves once the stream must end.
+    pub async fn revoked(&self) {
+        self.token.cancelled().await
+    }
+
+    pub fn why(&self) -> &str {
+        self.why.get().map_or("access revoked", String::as_str)
+    }
+}
+
+/// A stream's place in the watcher's list; it leaves the list when dropped.
+pub struct Watched {
+    policy: Arc<Policy>,
+    reader: Reader,
+    id: u64,
+    pub revocation: Arc<Revocation>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let mut streams = self.policy.streams.lock().expect("stream list poisoned");
+        if let Some(ids) = streams.open.get_mut(&self.reader) {
+            ids.remove(&self.id);
+            if ids.is_empty() {
+                streams.open.remove(&self.reader);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Streams {
+    next_id: u64,
+    open: HashMap<Reader, HashMap<u64, Arc<Revocation>>>,
+}
+
+/// The node's snapshot of the rules, and its open streams.
+pub struct Policy {
+    store: Arc<dyn Store>,
+    pub default: DefaultAccess,
+    /// A std lock: held only to clone or swap the `Arc`, never across an await.
+    current: RwLock<Option<Arc<Directory>>>,
+    /// A std mutex: held to add, remove or walk entries, never across an await.
+    streams: Mutex<Streams>,
+}
+
+impl Policy {
+    pub fn new(store: Arc<dyn Store>, default: DefaultAccess) -> Arc<Self> {
+        Arc::new(Self { store, default, current: RwLock::new(None), streams: Mutex::default() })
+    }
+
+    /// Polls the store every [`POLL`] until `stop`.
+    pub fn start(self: &Arc<Self>, stop: CancellationToken) {
+        let policy = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let Some(policy) = policy.upgrade() else { return };
+                if let Err(e) = policy.refresh().await {
+                    tracing::warn!(error = %e, "cannot read the access rules; keeping the last ones");
+                }
+            }
+        });
+    }
+
+    /// The current snapshot, read from the store the first time.
+    pub async fn directory(&self) -> Result<Arc<Directory>, StoreError> {
+        if let Some(dir) = self.current.read().expect("snapshot poisoned").clone() {
+            return Ok(dir);
+        }
+        self.reload().await
+    }
+
+    /// Reloads the snapshot if the store's generation moved, and ends the streams that lost
+    /// access. Returns whether it moved.
+    pub async fn refresh(&self) -> Result<bool, StoreError> {
+        let generation = self.store.generation().await?;
+        let known = self.current.read().expect("snapshot poisoned").as_ref().map(|d| d.generation);
+        if known == Some(generation) {
+            return Ok(false);
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    /// Reads the snapshot now (after a write on this node, or at start), and looks again at
+    /// every open stream.
+    pub async fn reload(&self) -> Result<Arc<Directory>, StoreError> {
+        let dir = Arc::new(self.store.directory().await?);
+        *self.current.write().expect("snapshot poisoned") = Some(Arc::clone(&dir));
+        self.revisit(&dir);
+        Ok(dir)
+    }
+
+    /// Puts a stream on the list the watcher looks at.
+    pub fn watch(self: &Arc<Self>, who: &Identity, client: IpAddr, room: &RoomName) -> Watched {
+        let reader = Reader { who: who.clone(), client, room: room.clone() };
+        let revocation = Arc::new(Revocation::default());
+        let mut streams = self.streams.lock().expect("stream list poisoned");
+        streams.next_id += 1;
+        let id = streams.next_id;
+        streams.open.entry(reader.clone()).or_default().insert(id, Arc::clone(&revocation));
+        drop(streams);
+        Watched { policy: Arc::clone(self), reader, id, revocation }
+    }
+
+    /// Ends every stream whose reader may no longer read its room.
+    fn revisit(&self, dir: &Directory) {
+        let streams = self.streams.lock().expect("stream list poisoned");
+        for (reader, ids) in &streams.open {
+            if let Err(denial) =
+                check(dir, &reader.who, reader.client, &reader.room, self.default, Need::Read)
+            {
+                for revocation in ids.values() {
+                    revocation.revoke(&denial.reason);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Author;
+    use crate::hub::Hub;
+    use crate::policy::{Ban, BanTarget, Perm, RoomPattern, Rule, Subject};
+    use crate::store::{MemoryStore, Retention};
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    fn deny_everyone(pattern: &str) -> Rule {
+        Rule { subject: Subject::Everyone, pattern: RoomPattern::parse(pattern).unwrap(), perm: Perm::Deny }
+    }
+
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn guests_may_sign_in_users_are_refused_and_bans_refuse_everyone() {
+        let dir = Directory { rules: vec![deny_everyone("x")], ..Directory::default() };
+        let ana = Identity::User { name: Author::parse("ana").unwrap(), admin: false };
+        let guest =
+            check(&dir, &Identity::Guest, HERE, &room("x"), DefaultAccess::Rw, Need::Read).unwrap_err();
+        assert!(guest.sign_in && guest.reason.contains("guests may not read room \"x\""), "{guest:?}");
+        let user = check(&dir, &ana, HERE, &room("x"), DefaultAccess::Rw, Need::Write).unwrap_err();
+        assert!(!user.sign_in && user.reason.starts_with("you may not post in room \"x\""), "{user:?}");
+        let ban = Ban { target: BanTarget::parse("ana").unwrap(), room: None, until: None };
+        let dir = Directory { bans: vec![ban], ..Directory::default() };
+        let banned = check(&dir, &ana, HERE, &room("y"), DefaultAccess::Rw, Need::Read).unwrap_err();
+        assert!(!banned.sign_in && banned.reason.contains("ana is banned from every room"), "{banned:?}");
+        assert!(check(&dir, &Identity::Guest, HERE, &room("y"), DefaultAccess::Rw, Need::Read).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_change_revokes_exactly_the_streams_that_lost_read_access() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Hub::new(4), Retention::count(10)));
+        let policy = Policy::new(Arc::clone(&store), DefaultAccess::Rw);
+        assert!(policy.refresh().await.unwrap(), "the first look loads");
+        let (a1, a2) = (
+            policy.watch(&Identity::Guest, HERE, &room("a")),
+            policy.watch(&Identity::Guest, HERE, &room("a")),
+        );
+        let b = policy.watch(&Identity::Guest, HERE, &room("b"));
+        assert!(!policy.refresh().await.unwrap(), "nothing moved");
+        store.set_rule(&deny_everyone("a")).await.unwrap();
+        assert!(policy.refresh().await.unwrap());
+        for revoked in [&a1, &a2] {
+            assert!(revoked.revocation.token.is_cancelled());
+            assert!(revoked.revocation.why().contains("`* a deny`"));
+        }
+        assert!(!b.revocation.token.is_cancelled());
+        drop((a1, a2, b));
+        assert!(policy.streams.lock().unwrap().open.is_empty(), "streams leave the list when they end");
+    }
+}
