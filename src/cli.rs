@@ -72,9 +72,9 @@ pub async fn run(command: Command, config: &Config) -> ExitCode {
 /// The configured store, shared with a server that may be running on it.
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
     match &config.store {
-        StoreUrl::Memory => Err("--store memory lives inside the running server's process, where no \
-             command can reach it: use the admin HTTP API (/admin/bans) of the running server, or run \
-             the server with --store sqlite:PATH or --store redis://..."
+        StoreUrl::Memory => Err("the memory store lives inside the server process, where no command \
+             can reach it: use the admin HTTP API (/admin/bans) of the running server, or run the \
+             server with --store sqlite:PATH or --store redis://..."
             .to_owned()),
         StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open_directory(path)?)),
         StoreUrl::Redis(url) => Ok(Arc::new(RedisStore::open(url, Hub::new(1), config.retention()).await?)),

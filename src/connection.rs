@@ -71,7 +71,7 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, state: AppState, app: Ro
         if !head.one_at_a_time {
             return Box::pin(connection.hand_over_rest()).await;
         }
-        let refused = match connection.open_stream(&head).await {
+        let refused = match Box::pin(connection.open_stream(&head)).await {
             Some(Ok(feed)) => return connection.stream(feed).await,
             Some(Err(e)) => Some(e),
             None => None,

@@ -175,7 +175,8 @@ enum Received {
     /// The stream is over (shutdown, or the end of a drain).
     End,
     /// The reader lost access: say why, then end.
-    Revoked,
+    /// The reader lost access to the room, for this reason.
+    Revoked(String),
 }
 
 impl Feed {
@@ -193,7 +194,7 @@ impl Feed {
             ));
         }
         // Watched before the check: a change after the check ends the stream.
-        let watched = state.policy.watch(&identity, client, &room);
+        let watched = state.policy.watch(&identity, client);
         state.admit(&identity, client, &room, Need::Read).await?;
         let permit =
             state.streams.admit(Some(client)).inspect_err(|_| state.metrics.limited(Limited::Streams))?;
@@ -288,7 +289,7 @@ impl Feed {
                     self.end(Disconnect::Shutdown);
                     return None;
                 }
-                Received::Revoked => return Some(self.revoke()),
+                Received::Revoked(reason) => return Some(self.revoke(reason)),
             };
             if std::mem::take(&mut self.holding) {
                 // History is tried again next; a heartbeat still goes out meanwhile.
@@ -344,10 +345,9 @@ impl Feed {
 
     /// The `revoked` event; the stream ends after it. Through here both paths end a
     /// stream that lost access the same way.
-    fn revoke(&mut self) -> Bytes {
+    fn revoke(&mut self, reason: String) -> Bytes {
         self.end(Disconnect::Revoked);
         self.revoked = true;
-        let reason = self.watched.revocation.why().to_owned();
         Frame::new(Event::Revoked { reason }).encoded(self.format)
     }
 
@@ -364,7 +364,7 @@ impl Feed {
         };
         let received = tokio::select! {
             biased;
-            _ = self.watched.revocation.revoked() => return Received::Revoked,
+            reason = self.watched.revoked(&self.room) => return Received::Revoked(reason),
             received = self.subscription.receiver().recv() => received,
             _ = drained => return Received::End,
         };

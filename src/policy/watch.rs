@@ -3,15 +3,16 @@
 //! The node holds one snapshot of the store's [`Directory`]. Every `POLL` the watcher asks
 //! the store for its change counter (the "directory generation", bumped by every write to
 //! rules, bans and room settings; one `GET` on Redis); when it moved, it reloads the
-//! snapshot and looks again at every open stream, grouped by reader (identity, client
-//! address, room), so one evaluation covers all of a reader's streams. A stream that may no
-//! longer read is ended through its [`Feed`](crate::feed::Feed) with a `revoked` event.
+//! snapshot and tells every open stream, through one shared signal (a `watch` channel: no
+//! list of streams, nothing per stream but a receiver). Each stream then checks its own
+//! reader against the new snapshot, in memory; one that may no longer read is ended through
+//! its [`Feed`](crate::feed::Feed) with a `revoked` event.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{DefaultAccess, Directory, decide};
@@ -68,76 +69,49 @@ pub fn check(
     Err(Denial { reason, sign_in: guest })
 }
 
-/// One reader, as far as access goes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Reader {
-    who: Identity,
-    client: IpAddr,
-    room: RoomName,
-}
-
-/// How a stream is told it must end.
-#[derive(Debug, Default)]
-pub struct Revocation {
-    token: CancellationToken,
-    why: OnceLock<String>,
-}
-
-impl Revocation {
-    fn revoke(&self, why: &str) {
-        let _ = self.why.set(why.to_owned());
-        self.token.cancel();
-    }
-
-    /// Resolves once the stream must end.
-    pub async fn revoked(&self) {
-        self.token.cancelled().await
-    }
-
-    pub fn why(&self) -> &str {
-        self.why.get().map_or("access revoked", String::as_str)
-    }
-}
-
-/// A stream's place in the watcher's list; it leaves the list when dropped.
+/// An open stream's reader, as far as access goes; its stream asks [`Watched::revoked`].
 pub struct Watched {
     policy: Arc<Policy>,
-    reader: Reader,
-    id: u64,
-    pub revocation: Arc<Revocation>,
+    who: Identity,
+    client: IpAddr,
+    changes: watch::Receiver<u64>,
 }
 
-impl Drop for Watched {
-    fn drop(&mut self) {
-        let mut streams = self.policy.streams.lock().expect("stream list poisoned");
-        if let Some(ids) = streams.open.get_mut(&self.reader) {
-            ids.remove(&self.id);
-            if ids.is_empty() {
-                streams.open.remove(&self.reader);
+impl Watched {
+    /// Resolves, with the reason, once a new snapshot says this reader may no longer read
+    /// `room` (its rules, or a ban); pending for as long as it may.
+    pub async fn revoked(&mut self, room: &RoomName) -> String {
+        loop {
+            if self.changes.changed().await.is_err() {
+                return std::future::pending().await; // the node is going away
+            }
+            let Some(dir) = self.policy.snapshot() else { continue };
+            if let Err(denial) = check(&dir, &self.who, self.client, room, self.policy.default, Need::Read) {
+                return denial.reason;
             }
         }
     }
 }
 
-#[derive(Default)]
-struct Streams {
-    next_id: u64,
-    open: HashMap<Reader, HashMap<u64, Arc<Revocation>>>,
-}
-
-/// The node's snapshot of the rules, and its open streams.
+/// The node's snapshot of the rules, and the signal open streams wait on.
 pub struct Policy {
     store: Arc<dyn Store>,
     pub default: DefaultAccess,
     /// A std lock: held only to clone or swap the `Arc`, never across an await.
     current: RwLock<Option<Arc<Directory>>>,
-    /// A std mutex: held to add, remove or walk entries, never across an await.
-    streams: Mutex<Streams>,
+    /// Moves with every new snapshot; every open stream holds a receiver.
+    changes: watch::Sender<u64>,
 }
 
 impl Policy {
     pub fn new(store: Arc<dyn Store>, default: DefaultAccess) -> Arc<Self> {
-        Arc::new(Self { store, default, current: RwLock::new(None), streams: Mutex::default() })
+        let (changes, _) = watch::channel(0);
+        Arc::new(Self { store, default, current: RwLock::new(None), changes })
+    }
+
+    /// The snapshot, if one was read.
+    fn snapshot(&self) -> Option<Arc<Directory>> {
+        self.current.read().expect("snapshot poisoned").clone()
     }
 
     /// Polls the store every [`POLL`] until `stop`.
@@ -161,7 +135,7 @@ impl Policy {
 
     /// The current snapshot, read from the store the first time.
     pub async fn directory(&self) -> Result<Arc<Directory>, StoreError> {
-        if let Some(dir) = self.current.read().expect("snapshot poisoned").clone() {
+        if let Some(dir) = self.snapshot() {
             return Ok(dir);
         }
         self.reload().await
@@ -179,39 +153,18 @@ impl Policy {
         Ok(true)
     }
 
-    /// Reads the snapshot now (after a write on this node, or at start), and looks again at
-    /// every open stream.
+    /// Reads the snapshot now (after a write on this node, or at start), and has every open
+    /// stream look at it.
     pub async fn reload(&self) -> Result<Arc<Directory>, StoreError> {
         let dir = Arc::new(self.store.directory().await?);
         *self.current.write().expect("snapshot poisoned") = Some(Arc::clone(&dir));
-        self.revisit(&dir);
+        self.changes.send_modify(|n| *n += 1);
         Ok(dir)
     }
 
-    /// Puts a stream on the list the watcher looks at.
-    pub fn watch(self: &Arc<Self>, who: &Identity, client: IpAddr, room: &RoomName) -> Watched {
-        let reader = Reader { who: who.clone(), client, room: room.clone() };
-        let revocation = Arc::new(Revocation::default());
-        let mut streams = self.streams.lock().expect("stream list poisoned");
-        streams.next_id += 1;
-        let id = streams.next_id;
-        streams.open.entry(reader.clone()).or_default().insert(id, Arc::clone(&revocation));
-        drop(streams);
-        Watched { policy: Arc::clone(self), reader, id, revocation }
-    }
-
-    /// Ends every stream whose reader may no longer read its room.
-    fn revisit(&self, dir: &Directory) {
-        let streams = self.streams.lock().expect("stream list poisoned");
-        for (reader, ids) in &streams.open {
-            if let Err(denial) =
-                check(dir, &reader.who, reader.client, &reader.room, self.default, Need::Read)
-            {
-                for revocation in ids.values() {
-                    revocation.revoke(&denial.reason);
-                }
-            }
-        }
+    /// What an open stream holds to hear that its reader lost access.
+    pub fn watch(self: &Arc<Self>, who: &Identity, client: IpAddr) -> Watched {
+        Watched { policy: Arc::clone(self), who: who.clone(), client, changes: self.changes.subscribe() }
     }
 }
 
@@ -254,20 +207,17 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Hub::new(4), Retention::count(10)));
         let policy = Policy::new(Arc::clone(&store), DefaultAccess::Rw);
         assert!(policy.refresh().await.unwrap(), "the first look loads");
-        let (a1, a2) = (
-            policy.watch(&Identity::Guest, HERE, &room("a")),
-            policy.watch(&Identity::Guest, HERE, &room("a")),
-        );
-        let b = policy.watch(&Identity::Guest, HERE, &room("b"));
+        let mut watched: Vec<Watched> = (0..3).map(|_| policy.watch(&Identity::Guest, HERE)).collect();
+        let rooms = [room("a"), room("a"), room("b")];
         assert!(!policy.refresh().await.unwrap(), "nothing moved");
         store.set_rule(&deny_everyone("a")).await.unwrap();
         assert!(policy.refresh().await.unwrap());
-        for revoked in [&a1, &a2] {
-            assert!(revoked.revocation.token.is_cancelled());
-            assert!(revoked.revocation.why().contains("`* a deny`"));
+        let soon = Duration::from_secs(5);
+        for (w, room) in watched.iter_mut().zip(&rooms).take(2) {
+            let why = tokio::time::timeout(soon, w.revoked(room)).await.expect("revoked");
+            assert!(why.contains("`* a deny`"), "{why}");
         }
-        assert!(!b.revocation.token.is_cancelled());
-        drop((a1, a2, b));
-        assert!(policy.streams.lock().unwrap().open.is_empty(), "streams leave the list when they end");
+        let b = tokio::time::timeout(Duration::from_millis(50), watched[2].revoked(&rooms[2])).await;
+        assert!(b.is_err(), "room b stays readable");
     }
 }

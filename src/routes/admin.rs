@@ -123,25 +123,29 @@ mod tests {
 
     use super::*;
     use crate::config::{Config, StoreUrl};
-    use crate::domain::Author;
 
-    fn user(name: &str, admin: bool) -> Identity {
-        Identity::User { name: Author::parse(name).unwrap(), admin }
+    /// Basic credentials of a user the test added (password `pw`).
+    fn user(name: &str) -> String {
+        use base64::Engine;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{name}:pw")))
     }
 
     async fn call(
         state: &AppState,
-        who: Identity,
+        who: String,
         method: Method,
         uri: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(uri).header("host", "localhost");
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "localhost")
+            .header("authorization", who);
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
-        let mut request = request.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string()))).unwrap();
-        request.extensions_mut().insert(who);
+        let request = request.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string()))).unwrap();
         let response = crate::router(state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
@@ -153,10 +157,12 @@ mod tests {
         let mut config = Config::defaults();
         config.store = StoreUrl::Memory;
         let state = AppState::new(config).await.unwrap();
-        let admin = user("root", true);
+        for (name, admin) in [("root", true), ("bob", false)] {
+            crate::accounts::add_user(&*state.store, name, "pw", admin).await.unwrap();
+        }
+        let admin = user("root");
         let ban = serde_json::json!({"target": "203.0.113.7", "room": "lobby", "for": "1h"});
-        let (status, body) =
-            call(&state, user("bob", false), Method::POST, "/admin/bans", Some(ban.clone())).await;
+        let (status, body) = call(&state, user("bob"), Method::POST, "/admin/bans", Some(ban.clone())).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert_eq!(body["error"], "bob is not an administrator");
         let (status, body) = call(&state, admin.clone(), Method::POST, "/admin/bans", Some(ban)).await;
