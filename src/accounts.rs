@@ -20,40 +20,10 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+pub use crate::domain::{Session, Token, User, skeleton};
+
 use crate::domain::{Author, FieldError, Timestamp};
 use crate::store::{Store, StoreError};
-
-/// A registered user, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct User {
-    pub name: Author,
-    pub admin: bool,
-    /// The argon2id hash, as a PHC string.
-    pub password: String,
-    /// Changes with the password: what signed in under an older one is over.
-    pub epoch: u64,
-    pub created: Timestamp,
-}
-
-/// An API token, as stored: only the hash of the secret.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Token {
-    pub hash: String,
-    pub owner: Author,
-    pub label: String,
-    pub expires: Option<Timestamp>,
-    pub created: Timestamp,
-}
-
-/// A browser session, as stored: only the hash of its id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    pub hash: String,
-    pub owner: Author,
-    /// The owner's epoch at sign-in.
-    pub epoch: u64,
-    pub expires: Timestamp,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -73,14 +43,6 @@ pub enum AccountError {
 
 /// Passwords longer than this are refused: argon2 hashes any length, but nobody types more.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
-
-/// A user's key in the store: the UTS #39 skeleton of their name, lower-cased, and the
-/// skeleton of that (`I` looks like `l` before lower-casing, `і` like `i` after), so that
-/// `Coco`, `coco`, `сосо` (Cyrillic) and `CocO` are one user.
-pub fn skeleton(name: &str) -> String {
-    let once: String = unicode_security::skeleton(name).collect::<String>().to_lowercase();
-    unicode_security::skeleton(&once).collect()
-}
 
 /// 256 random bits, URL-safe: a token or a session id.
 pub fn new_secret() -> String {

@@ -21,6 +21,17 @@ use crate::config::{Config, StoreUrl};
 use crate::hub::Hub;
 use crate::store::{RedisStore, SqliteStore, Store};
 
+/// The binary's command line: the server's flags, and an optional command.
+#[derive(Debug, clap::Parser)]
+#[command(name = "ssechat", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    /// An administration command; without one, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Add, delete and list users, and change their passwords.

@@ -190,10 +190,6 @@ pub struct Config {
     /// and post), `ro` (read only) or `deny`.
     #[arg(long, env = "SSECHAT_DEFAULT_ACCESS", value_enum, default_value = "rw")]
     pub default_access: DefaultAccess,
-
-    /// An administration command; without one, the server runs.
-    #[command(subcommand)]
-    pub command: Option<crate::cli::Command>,
 }
 
 impl Config {
@@ -237,7 +233,6 @@ impl Config {
             edit_window: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             default_access: DefaultAccess::Rw,
-            command: None,
         }
     }
 }

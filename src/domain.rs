@@ -7,9 +7,11 @@ use std::fmt;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 
+mod account;
 mod entry;
 mod unicode;
 
+pub use account::{Session, Token, User, skeleton};
 pub use entry::{Change, Entry, TakeBack, current_message, current_state};
 
 /// Why a value was refused, and which field it came from.

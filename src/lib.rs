@@ -14,8 +14,10 @@
 //! - [`cli`]: the `ssechat user` and `ssechat token` commands.
 //! - [`auth`]: who is asking (a guest or a signed-in user) and what they may do in a room.
 //! - [`sign_in`]: who signed in (cookie, bearer token, Basic), one function for both paths.
-//! - [`policy`]: access rules, bans, room settings; `evaluate`; the watcher that keeps each
-//!   node's snapshot current and ends streams that lost access.
+//! - [`rules`]: access rules, bans, room settings, and `evaluate`, the pure function that
+//!   decides what someone may do in a room.
+//! - [`policy`]: each node's snapshot of the rules and the watcher that keeps it current and
+//!   ends streams that lost access.
 //! - [`body_deadline`]: one deadline for a whole request body.
 //! - [`domain`]: `RoomName`, `Author`, `MessageText`, `Message`: validated once, at the edge;
 //!   a room's log of `Entry`s (messages, deletes, edits) and its current state.
@@ -52,6 +54,7 @@ pub mod metrics;
 pub mod policy;
 pub mod presence;
 pub mod routes;
+pub mod rules;
 pub mod server;
 pub mod sign_in;
 pub mod state;

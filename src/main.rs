@@ -5,18 +5,18 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ssechat::Config;
+use ssechat::cli::Cli;
 use ssechat::{AppState, run, server::shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut config = Config::parse();
+    let Cli { config, command } = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-    if let Some(command) = config.command.take() {
+    if let Some(command) = command {
         return ssechat::cli::run(command, &config).await;
     }
     for warning in config.warnings() {

@@ -15,9 +15,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{DefaultAccess, Directory, decide};
 use crate::auth::{Access, Identity};
 use crate::domain::RoomName;
+use crate::rules::{DefaultAccess, Directory, decide};
 use crate::store::{Store, StoreError};
 
 /// How often each node asks whether the rules changed: a change reaches every node within

@@ -18,11 +18,11 @@ use hashlink::linked_hash_map::RawEntryMut;
 mod accounts;
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
-use crate::accounts::{Session, Token, User};
 use crate::domain::{
     Author, Entry, IdempotencyKey, Message, MessageId, NewMessage, RoomName, TakeBack, Timestamp,
     current_message, first_id_base,
 };
+use crate::domain::{Session, Token, User};
 use crate::hub::Hub;
 use crate::wire::Event;
 
@@ -30,7 +30,7 @@ mod policy;
 
 use self::policy::LocalDirectory;
 use super::turns::LocalTurns;
-use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+use crate::rules::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
 
 /// Rooms forgotten per hold of the lock, so forgetting many never stalls the others.
 const FORGET_CHUNK: usize = 1024;

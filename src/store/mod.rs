@@ -23,12 +23,12 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use serde::Serialize;
 
-use crate::accounts::{Session, Token, User};
 use crate::domain::PresenceView;
 use crate::domain::{
     Author, Entry, IdempotencyKey, Message, MessageId, NewMessage, RoomName, TakeBack, Timestamp,
 };
-use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+use crate::domain::{Session, Token, User};
+use crate::rules::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

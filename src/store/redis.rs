@@ -40,14 +40,14 @@ mod presence;
 
 use self::presence::SharedPresence;
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
-use crate::accounts::{Session, Token, User};
 use crate::domain::PresenceView;
 use crate::domain::{
     Author, Change, Entry, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, TakeBack,
     Timestamp,
 };
+use crate::domain::{Session, Token, User};
 use crate::hub::Hub;
-use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+use crate::rules::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
 use crate::wire::Event;
 
 /// The channels every node listens to, on its one subscription: messages, presence

@@ -24,17 +24,17 @@ use tokio::sync::{mpsc, oneshot};
 mod accounts;
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
-use crate::accounts::{Session, Token, User};
 use crate::domain::{
     Author, Entry, IdempotencyKey, Message, MessageId, MessageText, NewMessage, RoomName, TakeBack, Timestamp,
 };
+use crate::domain::{Session, Token, User};
 use crate::hub::Hub;
 use crate::wire::Event;
 
 mod policy;
 
 use super::turns::LocalTurns;
-use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+use crate::rules::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
 
 /// Marks the file as ssechat's (`PRAGMA application_id`): "SSEC".
 const APPLICATION_ID: i32 = 0x5353_4543;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{RoomName, Timestamp};
-use crate::policy::{Ban, BanTarget, Perm, RoomPattern, RoomSettings, Rule, Subject};
+use crate::rules::{Ban, BanTarget, Perm, RoomPattern, RoomSettings, Rule, Subject};
 use crate::store::Store;
 
 fn rule(subject: &str, pattern: &str, perm: &str) -> Rule {

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::accounts::{Session, Token, User, skeleton};
 use crate::domain::{Author, Timestamp};
+use crate::domain::{Session, Token, User, skeleton};
 
 /// A std mutex: nothing awaits while holding it.
 #[derive(Default)]

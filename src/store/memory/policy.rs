@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use crate::domain::RoomName;
-use crate::policy::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
+use crate::rules::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
 
 #[derive(Default)]
 pub struct LocalDirectory {

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use redis::{AsyncCommands, Script};
 
 use super::RedisStore;
-use crate::accounts::{Session, Token, User, skeleton};
 use crate::domain::{Author, Timestamp};
+use crate::domain::{Session, Token, User, skeleton};
 use crate::store::StoreError;
 
 const USERS: &str = "ssechat:{accounts}:users";

@@ -16,7 +16,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Pipeline, Script};
 
 use crate::domain::{RoomName, Timestamp};
-use crate::policy::{Ban, BanTarget, Directory, Perm, RoomPattern, RoomSettings, Rule, Subject};
+use crate::rules::{Ban, BanTarget, Directory, Perm, RoomPattern, RoomSettings, Rule, Subject};
 
 const RULES: &str = "ssechat:{directory}:rules";
 const BANS: &str = "ssechat:{directory}:bans";

@@ -7,8 +7,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::corrupt;
-use crate::accounts::{Session, Token, User, skeleton};
 use crate::domain::{Author, Timestamp};
+use crate::domain::{Session, Token, User, skeleton};
 
 fn author(s: String) -> rusqlite::Result<Author> {
     Author::read_back(&s).map_err(corrupt)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::domain::{RoomName, Timestamp};
-use crate::policy::{Ban, BanTarget, Directory, Perm, RoomPattern, RoomSettings, Rule, Subject};
+use crate::rules::{Ban, BanTarget, Directory, Perm, RoomPattern, RoomSettings, Rule, Subject};
 
 pub const MIGRATION: &str = "CREATE TABLE access_rules (
          subject TEXT NOT NULL,
