@@ -8,7 +8,7 @@
 //! - Tokens and session ids are 256 random bits (`getrandom`), shown once and stored only as
 //!   their SHA-256.
 //! - A user's `epoch` is random and changes with the password: a session, or an open stream,
-//!   signed in under another epoch is over ([`crate::auth::still_valid`]).
+//!   signed in under another epoch is over ([`credential_holds`]).
 //!
 //! The CLI (`ssechat user`/`token`) and the sign-in routes both go through this module.
 
@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub use crate::domain::{Session, Token, User, skeleton};
 
+use crate::auth::Credential;
 use crate::domain::{Author, FieldError, Timestamp};
 use crate::store::{Store, StoreError};
 
@@ -237,6 +238,17 @@ pub async fn token_user(store: &dyn Store, secret: &str) -> Result<Option<User>,
         return Ok(None);
     }
     store.user(&skeleton(token.owner.as_str())).await
+}
+
+/// Whether what `credential` proved still holds: the user exists, with the same password.
+/// For open streams, checked when the directory changes. A store that can't answer keeps
+/// the stream (it is checked again at the next change).
+pub async fn credential_holds(store: &dyn Store, credential: &Credential) -> bool {
+    match store.user(&skeleton(credential.user.as_str())).await {
+        Ok(Some(user)) => user.epoch == credential.epoch && user.name == credential.user,
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,15 @@ impl Identity {
     }
 }
 
+/// What a signed-in request proved, for checking later that it still holds (an open stream
+/// of a user deleted, or whose password changed, ends: [`crate::accounts::credential_holds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub user: Author,
+    /// The user's epoch when they signed in.
+    pub epoch: u64,
+}
+
 /// What an identity may do in one room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {

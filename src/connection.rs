@@ -179,7 +179,10 @@ impl Connection {
             Ok(signed_in) => signed_in,
             Err(refused) => return Some(Err(refused)),
         };
-        let request = feed_request(&self.state, self.peer, &uri, &headers, &signed_in.identity).await.ok()?;
+        let request =
+            feed_request(&self.state, self.peer, &uri, &headers, &signed_in.identity, signed_in.credential)
+                .await
+                .ok()?;
         Some(Feed::open(&self.state, request).await)
     }
 

@@ -18,7 +18,7 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 
-use crate::auth::Identity;
+use crate::auth::{Credential, Identity};
 use crate::domain::{Author, MessageId, PresenceView, ReaderId, RoomName};
 use crate::error::AppError;
 use crate::hub::Subscription;
@@ -53,6 +53,8 @@ pub struct FeedRequest {
     /// Who is reading: the access rules decide whether they may, now and for as long as
     /// the stream lasts.
     pub identity: Identity,
+    /// What signed the reader in (none for a guest): checked again when the directory changes.
+    pub credential: Option<Credential>,
 }
 
 /// What a stream does with a frame from its room's channel.
@@ -186,15 +188,24 @@ impl Feed {
     /// misses nothing posted after; a store that cannot answer is an error response, not a
     /// stream that ends at once.
     pub async fn open(state: &AppState, request: FeedRequest) -> Result<Self, AppError> {
-        let FeedRequest { room, resume_from, format, reader, reader_id, presence, client, identity } =
-            request;
+        let FeedRequest {
+            room,
+            resume_from,
+            format,
+            reader,
+            reader_id,
+            presence,
+            client,
+            identity,
+            credential,
+        } = request;
         if state.shutdown.is_cancelled() {
             return Err(AppError::Unavailable(
                 "the server is shutting down; reconnect in a moment".to_owned(),
             ));
         }
         // Watched before the check: a change after the check ends the stream.
-        let watched = state.policy.watch(&identity, client);
+        let watched = state.policy.watch(&identity, client, credential);
         state.admit(&identity, client, &room, Need::Read).await?;
         let permit =
             state.streams.admit(Some(client)).inspect_err(|_| state.metrics.limited(Limited::Streams))?;

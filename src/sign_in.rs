@@ -23,14 +23,7 @@ pub const SESSION_COOKIE: &str = "ssechat_session";
 /// no `Domain`, so no other host can set it.
 pub const SECURE_SESSION_COOKIE: &str = "__Host-ssechat_session";
 
-/// What a signed-in request proved, for checking later that it still holds (an open stream
-/// of a user deleted, or whose password changed, ends: [`still_valid`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credential {
-    pub user: Author,
-    /// The user's epoch when they signed in.
-    pub epoch: u64,
-}
+pub use crate::auth::Credential;
 
 /// Who a request is from, and what proved it.
 #[derive(Debug, Clone, Default)]
@@ -145,17 +138,6 @@ pub fn session_set_cookie(https: bool, id: Option<&str>, ttl: std::time::Duratio
     };
     let cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&cookie).expect("session ids are URL-safe base64")
-}
-
-/// Whether what `credential` proved still holds: the user exists, with the same password.
-/// For open streams, checked when the directory changes. A store that can't answer keeps
-/// the stream (it is checked again at the next change).
-pub async fn still_valid(state: &AppState, credential: &Credential) -> bool {
-    match state.store.user(&accounts::skeleton(credential.user.as_str())).await {
-        Ok(Some(user)) => user.epoch == credential.epoch && user.name == credential.user,
-        Ok(None) => false,
-        Err(_) => true,
-    }
 }
 
 /// Refuses (`403`) a guest's use of a registered name, or of one that looks like it (the

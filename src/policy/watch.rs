@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Access, Identity};
+use crate::accounts::credential_holds;
+use crate::auth::{Access, Credential, Identity};
 use crate::domain::RoomName;
 use crate::rules::{DefaultAccess, Directory, decide};
 use crate::store::{Store, StoreError};
@@ -23,6 +24,10 @@ use crate::store::{Store, StoreError};
 /// How often each node asks whether the rules changed: a change reaches every node within
 /// this (plus one reload), well under the 1 s promised.
 pub const POLL: Duration = Duration::from_millis(250);
+
+/// Why a signed-in stream ends when its user is deleted or changes password.
+const SIGNED_OUT: &str =
+    "you were signed out (the account was deleted or its password changed); sign in again";
 
 /// What a request needs in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +79,15 @@ pub struct Watched {
     policy: Arc<Policy>,
     who: Identity,
     client: IpAddr,
+    /// What signed the reader in: a user deleted, or whose password changed, is out.
+    credential: Option<Credential>,
     changes: watch::Receiver<u64>,
 }
 
 impl Watched {
     /// Resolves, with the reason, once a new snapshot says this reader may no longer read
-    /// `room` (its rules, or a ban); pending for as long as it may.
+    /// `room` (its rules, or a ban), or its user was deleted or changed password; pending
+    /// for as long as it may.
     pub async fn revoked(&mut self, room: &RoomName) -> String {
         loop {
             if self.changes.changed().await.is_err() {
@@ -88,6 +96,11 @@ impl Watched {
             let Some(dir) = self.policy.snapshot() else { continue };
             if let Err(denial) = check(&dir, &self.who, self.client, room, self.policy.default, Need::Read) {
                 return denial.reason;
+            }
+            if let Some(credential) = &self.credential
+                && !credential_holds(&*self.policy.store, credential).await
+            {
+                return SIGNED_OUT.to_owned();
             }
         }
     }
@@ -163,8 +176,14 @@ impl Policy {
     }
 
     /// What an open stream holds to hear that its reader lost access.
-    pub fn watch(self: &Arc<Self>, who: &Identity, client: IpAddr) -> Watched {
-        Watched { policy: Arc::clone(self), who: who.clone(), client, changes: self.changes.subscribe() }
+    pub fn watch(
+        self: &Arc<Self>,
+        who: &Identity,
+        client: IpAddr,
+        credential: Option<Credential>,
+    ) -> Watched {
+        let changes = self.changes.subscribe();
+        Watched { policy: Arc::clone(self), who: who.clone(), client, credential, changes }
     }
 }
 
@@ -207,7 +226,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Hub::new(4), Retention::count(10)));
         let policy = Policy::new(Arc::clone(&store), DefaultAccess::Rw);
         assert!(policy.refresh().await.unwrap(), "the first look loads");
-        let mut watched: Vec<Watched> = (0..3).map(|_| policy.watch(&Identity::Guest, HERE)).collect();
+        let mut watched: Vec<Watched> = (0..3).map(|_| policy.watch(&Identity::Guest, HERE, None)).collect();
         let rooms = [room("a"), room("a"), room("b")];
         assert!(!policy.refresh().await.unwrap(), "nothing moved");
         store.set_rule(&deny_everyone("a")).await.unwrap();

@@ -6,14 +6,14 @@
 //! behave the same; this handler serves the rest (CORS requests, unusual connections,
 //! `oneshot` tests) and every refusal.
 
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Params, Peer, SECURITY_HEADERS, cross_site, negotiate, parse_id};
-use crate::auth::Identity;
+use crate::auth::{Credential, Identity};
 use crate::domain::{Author, FieldError, ReaderId, RoomName};
 use crate::error::AppError;
 use crate::feed::{Feed, FeedRequest, Refused, StallWatch};
@@ -41,18 +41,18 @@ pub async fn events(
     State(state): State<AppState>,
     Peer(peer): Peer,
     identity: Identity,
-    uri: Uri,
-    headers: HeaderMap,
-    refused: Option<Extension<Refused>>,
-    stall: Option<Extension<StallWatch>>,
+    request: Parts,
 ) -> Result<Response, AppError> {
+    let found = &request.extensions;
     // The connection already tried this request on the fast path, and it was refused there.
-    if let Some(Extension(Refused(e))) = refused {
-        return Err(e);
+    if let Some(Refused(e)) = found.get::<Refused>() {
+        return Err(e.clone());
     }
-    let mut feed = Feed::open(&state, feed_request(&state, peer, &uri, &headers, &identity).await?).await?;
-    if let Some(Extension(StallWatch(flag))) = stall {
-        feed.watch_stall(flag);
+    let credential = found.get::<Credential>().cloned();
+    let asked = feed_request(&state, peer, &request.uri, &request.headers, &identity, credential).await?;
+    let mut feed = Feed::open(&state, asked).await?;
+    if let Some(StallWatch(flag)) = found.get::<StallWatch>() {
+        feed.watch_stall(flag.clone());
     }
     let format = feed.format();
     let mut response = Body::from_stream(feed.into_stream()).into_response();
@@ -73,6 +73,7 @@ pub async fn feed_request(
     uri: &Uri,
     headers: &HeaderMap,
     identity: &Identity,
+    credential: Option<Credential>,
 ) -> Result<FeedRequest, AppError> {
     state.host_allowed(peer, headers)?;
     let params = Params::from_uri(uri)?;
@@ -109,5 +110,6 @@ pub async fn feed_request(
         presence,
         client,
         identity: identity.clone(),
+        credential,
     })
 }

@@ -378,10 +378,14 @@ impl Store for MemoryStore {
         Ok(self.accounts.users())
     }
     async fn set_password(&self, name: &Author, hash: &str, epoch: u64) -> Result<bool, StoreError> {
-        Ok(self.accounts.set_password(name, hash, epoch))
+        let changed = self.accounts.set_password(name, hash, epoch);
+        self.directory.touch();
+        Ok(changed)
     }
     async fn delete_user(&self, name: &Author) -> Result<bool, StoreError> {
-        Ok(self.accounts.delete_user(name))
+        let deleted = self.accounts.delete_user(name);
+        self.directory.touch();
+        Ok(deleted)
     }
     async fn add_token(&self, token: &Token) -> Result<(), StoreError> {
         self.accounts.add_token(token);

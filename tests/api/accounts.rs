@@ -276,14 +276,45 @@ async fn deleting_a_user_or_changing_the_password_ends_their_sessions_at_once() 
         user: ssechat::domain::Author::parse("ana").unwrap(),
         epoch: accounts::find(&*app.state.store, "ana").await.unwrap().epoch,
     };
-    assert!(ssechat::sign_in::still_valid(&app.state, &credential).await);
+    assert!(ssechat::accounts::credential_holds(&*app.state.store, &credential).await);
     accounts::set_password(&*app.state.store, "ana", "ana pass").await.unwrap();
     assert!(!signed_in(&app, &cookie).await, "a new password (even the same one) ends the session");
-    assert!(!ssechat::sign_in::still_valid(&app.state, &credential).await, "and open streams");
+    assert!(!ssechat::accounts::credential_holds(&*app.state.store, &credential).await, "and open streams");
 
     let cookie = sign_in(&app).await;
     accounts::delete_user(&*app.state.store, "ana").await.unwrap();
     assert!(!signed_in(&app, &cookie).await);
+}
+
+/// A signed-in stream of a user whose password changes, or who is deleted, ends at once
+/// with `event: revoked` saying so; a guest's stream beside it goes on.
+#[tokio::test]
+async fn deleting_a_user_or_changing_the_password_ends_their_open_streams() {
+    let app = app_with_users(|_| {}).await;
+    let open = |authorization: Option<String>| async move {
+        let mut raw = Raw::connect(app.addr).await;
+        let request = match authorization {
+            Some(authorization) => stream_request(&authorization),
+            None => "GET /events HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n".to_owned(),
+        };
+        raw.send(&request).await;
+        assert_eq!(raw.response().await.status, 200);
+        assert!(raw.fill_until(b"retry:").await);
+        raw
+    };
+    let (mut ana, mut coco, mut guest) = (
+        open(Some(basic("ana", "ana pass"))).await,
+        open(Some(basic("Coco", "coco pass"))).await,
+        open(None).await,
+    );
+    accounts::set_password(&*app.state.store, "ana", "new pass").await.unwrap();
+    assert!(ana.fill_until(b"event: revoked").await, "ana's stream ends: {}", ana.text());
+    assert!(ana.text().contains("signed out"), "{}", ana.text());
+    accounts::delete_user(&*app.state.store, "Coco").await.unwrap();
+    assert!(coco.fill_until(b"event: revoked").await, "Coco's stream ends: {}", coco.text());
+    app.say("general", "bob", "still here").await;
+    assert!(guest.fill_until(b"still here").await, "a guest's stream goes on");
+    assert!(!guest.text().contains("revoked"));
 }
 
 async fn sign_in(app: &TestApp) -> String {

@@ -144,6 +144,7 @@ async fn lagging_feed(history: usize, buffer: usize, posts: u64) -> (TestApp, Ev
         presence: false,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
         identity: Default::default(),
+        credential: None,
     };
     let body = Feed::open(&app.state, request).await.unwrap().into_stream();
     let mut stream = EventStream::from_body(Default::default(), body);
@@ -198,6 +199,7 @@ async fn a_busy_stream_gets_several_messages_per_write() {
         presence: false,
         client: std::net::Ipv4Addr::LOCALHOST.into(),
         identity: Default::default(),
+        credential: None,
     };
     let stream = Feed::open(&state, request).await.unwrap().into_stream();
     tokio::pin!(stream);

@@ -20,6 +20,11 @@ impl LocalDirectory {
         out
     }
 
+    /// Moves the generation alone (after an accounts write), so open streams are looked at.
+    pub fn touch(&self) {
+        self.write(|_| ());
+    }
+
     pub fn generation(&self) -> u64 {
         self.dir.lock().expect("directory poisoned").generation
     }

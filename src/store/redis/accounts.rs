@@ -100,7 +100,19 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.unavailable(e))?;
+        self.tell_nodes().await?;
         Ok(replaced == 1)
+    }
+
+    /// Every node looks again at its open streams: a user deleted, or whose password changed,
+    /// is signed out there too. The write is done: a failure here says so.
+    async fn tell_nodes(&self) -> Result<(), StoreError> {
+        super::policy::touch(&self.conn).await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "the change is stored, but the nodes could not be told to end open streams ({e}); \
+                 they end at the next change"
+            ))
+        })
     }
 
     pub(super) async fn delete_user_here(&self, name: &Author) -> Result<bool, StoreError> {
@@ -113,6 +125,7 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.unavailable(e))?;
+        self.tell_nodes().await?;
         Ok(gone == 1)
     }
 

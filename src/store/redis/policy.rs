@@ -51,6 +51,12 @@ pub fn bump_generation(pipe: &mut Pipeline) -> &mut Pipeline {
     pipe.incr(GENERATION, 1).ignore()
 }
 
+/// Moves the generation alone: after an accounts write (its keys live in another slot),
+/// so every node looks again at its open streams.
+pub async fn touch(conn: &ConnectionManager) -> redis::RedisResult<()> {
+    conn.clone().incr(GENERATION, 1).await
+}
+
 /// Runs `pipe` with the generation bump as one `MULTI`; gives the first reply.
 async fn write<T: redis::FromRedisValue>(
     conn: &ConnectionManager,

@@ -53,16 +53,21 @@ pub(super) fn users(conn: &Connection) -> rusqlite::Result<Vec<User>> {
     stmt.query_map([], row_to_user)?.collect()
 }
 
+/// Changes the password and the epoch; open streams of the user's old epoch end (the
+/// directory generation moves in the same transaction).
 pub(super) fn set_password(
-    conn: &Connection,
+    conn: &mut Connection,
     name: &Author,
     hash: &str,
     epoch: u64,
 ) -> rusqlite::Result<bool> {
-    let changed = conn.execute(
+    let tx = conn.transaction()?;
+    let changed = tx.execute(
         "UPDATE users SET password = ?2, epoch = ?3 WHERE skeleton = ?1",
         params![skeleton(name.as_str()), hash, epoch as i64],
     )?;
+    super::policy::bump_generation(&tx)?;
+    tx.commit()?;
     Ok(changed == 1)
 }
 
@@ -71,6 +76,7 @@ pub(super) fn delete_user(conn: &mut Connection, name: &Author) -> rusqlite::Res
     let deleted = tx.execute("DELETE FROM users WHERE skeleton = ?1", [skeleton(name.as_str())])?;
     tx.execute("DELETE FROM tokens WHERE owner = ?1", [name.as_str()])?;
     tx.execute("DELETE FROM sessions WHERE owner = ?1", [name.as_str()])?;
+    super::policy::bump_generation(&tx)?;
     tx.commit()?;
     Ok(deleted == 1)
 }
