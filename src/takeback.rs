@@ -12,8 +12,10 @@
 use std::time::Duration;
 
 use crate::auth::{Access, Identity};
-use crate::domain::{Change, Message, Timestamp};
+use crate::domain::{Author, Change, Message, RoomName, TakeBack, Timestamp};
 use crate::error::AppError;
+use crate::rules::{Ban, BanTarget};
+use crate::store::{Range, Store, StoreError};
 
 /// Whether `message` was posted by a signed-in user (rather than by a guest typing a name).
 ///
@@ -116,6 +118,41 @@ impl Controls {
         let edit = Change::Edit(message.text.clone());
         Self { delete: allowed(Change::Delete), edit: allowed(edit) }
     }
+}
+
+/// Whose messages a purge deletes: a user's; messages do not record addresses.
+pub fn purged_user(ban: &Ban) -> Result<&Author, String> {
+    match &ban.target {
+        BanTarget::User(name) => Ok(name),
+        BanTarget::Net(net) => Err(format!(
+            "--purge needs a user name: messages do not record the address they came from ({net})"
+        )),
+    }
+}
+
+/// The newest log entries of a room a purge looks through, and the most active rooms it
+/// looks at when a ban covers every room: a purge is bounded, whatever the history.
+pub const PURGE_ENTRIES: usize = 1000;
+pub const PURGE_ROOMS: usize = 1000;
+
+/// With a ban (`--purge`): deletes, as log entries, the messages `user` posted signed in
+/// among the newest [`PURGE_ENTRIES`] of `room`, or of each of the [`PURGE_ROOMS`] most
+/// active rooms. Every open page and resuming client sees the deletes. Returns how many.
+pub async fn purge(store: &dyn Store, user: &Author, room: Option<&RoomName>) -> Result<u64, StoreError> {
+    let rooms = match room {
+        Some(room) => vec![room.clone()],
+        None => store.rooms(PURGE_ROOMS).await?.into_iter().map(|r| r.name).collect(),
+    };
+    let mut deleted = 0;
+    for room in rooms {
+        let page = store.read(&room, Range::Latest, PURGE_ENTRIES).await?;
+        let theirs = page.current().into_iter().filter(|m| posted_signed_in(m) && m.author == *user);
+        for message in theirs.collect::<Vec<_>>() {
+            let change = TakeBack { room: room.clone(), target: message.id, change: Change::Delete };
+            deleted += u64::from(store.take_back(change).await?.is_some());
+        }
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ pub struct BanArgs {
     /// For this long, for example `1h` or `7d` (otherwise: until lifted).
     #[arg(long = "for", value_parser = crate::config::positive_duration)]
     duration: Option<Duration>,
+    /// Also delete the user's recent messages (signed in, among each room's newest 1,000
+    /// entries), as log entries every reader sees.
+    #[arg(long)]
+    purge: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -30,8 +34,10 @@ pub struct UnbanArgs {
 
 pub async fn run(args: BanArgs, store: &dyn Store) -> Outcome {
     let Some(target) = args.target else {
-        if args.room.is_some() || args.duration.is_some() {
-            return Err("usage: ssechat ban TARGET [--room ROOM] [--for DUR] (no TARGET: list)".to_owned());
+        if args.room.is_some() || args.duration.is_some() || args.purge {
+            return Err(
+                "usage: ssechat ban TARGET [--room ROOM] [--for DUR] [--purge] (no TARGET: list)".to_owned()
+            );
         }
         return list(store).await;
     };
@@ -40,8 +46,11 @@ pub async fn run(args: BanArgs, store: &dyn Store) -> Outcome {
         room: room(args.room.as_deref())?,
         until: args.duration.map(until).transpose()?,
     };
+    let purge = args.purge.then(|| crate::takeback::purged_user(&ban)).transpose()?;
     store.add_ban(&ban).await.map_err(failed)?;
-    Ok(ban.describe())
+    let Some(user) = purge else { return Ok(ban.describe()) };
+    let deleted = crate::takeback::purge(store, user, ban.room.as_ref()).await.map_err(failed)?;
+    Ok(format!("{}; {deleted} of their messages deleted", ban.describe()))
 }
 
 pub async fn unban(args: UnbanArgs, store: &dyn Store) -> Outcome {

@@ -25,6 +25,9 @@ pub struct BanView {
     until: Option<String>,
     /// What a banned sender is told.
     description: String,
+    /// Messages deleted with the ban (`purge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purged: Option<u64>,
 }
 
 impl From<&Ban> for BanView {
@@ -34,6 +37,7 @@ impl From<&Ban> for BanView {
             room: ban.room.as_ref().map(ToString::to_string),
             until: ban.until.map(|t| t.rfc3339()),
             description: ban.describe(),
+            purged: None,
         }
     }
 }
@@ -45,6 +49,9 @@ pub struct NewBan {
     /// A duration such as `10m` or `7d`.
     #[serde(rename = "for")]
     duration: Option<String>,
+    /// Also delete the user's recent messages (`ssechat ban --purge`).
+    #[serde(default)]
+    purge: bool,
 }
 
 /// Refuses anyone but an administrator.
@@ -87,10 +94,18 @@ pub async fn add(
         room: new.room.as_deref().map(RoomName::parse).transpose()?,
         until,
     };
+    let purge = match new.purge {
+        true => Some(crate::takeback::purged_user(&ban).map_err(|e| FieldError::new("purge", e))?),
+        false => None,
+    };
     state.store.add_ban(&ban).await?;
     // This node applies it at once (and ends the streams it covers); others within a poll.
     state.policy.reload().await?;
-    Ok((StatusCode::CREATED, Json(BanView::from(&ban))))
+    let purged = match purge {
+        Some(user) => Some(crate::takeback::purge(&*state.store, user, ban.room.as_ref()).await?),
+        None => None,
+    };
+    Ok((StatusCode::CREATED, Json(BanView { purged, ..BanView::from(&ban) })))
 }
 
 pub async fn remove(

@@ -537,3 +537,36 @@ async fn a_guests_message_under_a_name_registered_later_is_not_that_users() {
     }
     assert_eq!(app.history("general").await, [guest]);
 }
+
+#[tokio::test]
+async fn a_ban_with_purge_deletes_the_users_recent_messages_as_entries() {
+    let app = app_with_users(|_| {}).await;
+    let mut stream = app.subscribe("?room=general", &[]).await;
+    let first = post_as(&app, "ana", "spam one").await;
+    post_as(&app, "bob", "a real message").await;
+    post_as(&app, "ana", "spam two").await;
+    app.say("general", "carol", "a guest's message").await;
+    for _ in 0..4 {
+        stream.next_message().await;
+    }
+    let ban = |body: Value| {
+        app.client
+            .post(app.url("/admin/bans"))
+            .header("authorization", basic("root", "pw"))
+            .json(&body)
+            .send()
+    };
+    let (status, words) =
+        refusal(ban(json!({ "target": "203.0.113.9", "purge": true })).await.unwrap()).await;
+    assert_eq!(status, 400, "{words}");
+    assert!(words.contains("purge") && words.contains("do not record the address"), "{words}");
+
+    let banned = ban(json!({ "target": "ana", "purge": true })).await.unwrap();
+    assert_eq!(banned.status(), 201);
+    let banned: Value = banned.json().await.unwrap();
+    assert_eq!(banned["purged"], 2, "{banned}");
+    let delete = stream.next_event().await;
+    assert_eq!((delete.event.as_deref(), delete.json()), (Some("delete"), json!({ "id": first["id"] })));
+    let left: Vec<String> = app.history("general").await.iter().map(|m| m.text.as_str().to_owned()).collect();
+    assert_eq!(left, ["a real message", "a guest's message"], "only what ana posted");
+}
