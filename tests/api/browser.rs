@@ -16,6 +16,7 @@ use ssechat::domain::{Author, RoomName};
 use crate::helpers::{TestApp, WAIT};
 
 mod accounts;
+mod moderation;
 
 pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

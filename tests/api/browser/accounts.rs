@@ -16,7 +16,7 @@ async fn app_with_ana() -> TestApp {
 }
 
 /// Signs in through the form of `/login?next=PATH`, as a person does.
-async fn sign_in(page: &Client, app: &TestApp, path: &str) {
+pub(super) async fn sign_in(page: &Client, app: &TestApp, path: &str) {
     page.goto(&format!("{}/login?next={path}", app.base)).await.unwrap();
     page.find(Locator::Id("login-name")).await.unwrap().send_keys("ana").await.unwrap();
     page.find(Locator::Id("login-password")).await.unwrap().send_keys("ana pass").await.unwrap();
@@ -25,7 +25,7 @@ async fn sign_in(page: &Client, app: &TestApp, path: &str) {
     assert_eq!(page.current_url().await.unwrap().path(), path);
 }
 
-async fn wait_for_text(page: &Client, text: &str) {
+pub(super) async fn wait_for_text(page: &Client, text: &str) {
     tokio::time::timeout(WAIT, async {
         while !page.source().await.unwrap_or_default().contains(text) {
             tokio::time::sleep(Duration::from_millis(50)).await;
