@@ -26,6 +26,7 @@ mod presence;
 mod presence_nodes;
 mod presence_order;
 mod proxy;
+mod recipe;
 mod resume;
 mod rooms;
 mod shared_limits;
