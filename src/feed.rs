@@ -77,6 +77,8 @@ struct Sorting {
     catching_up: bool,
     /// A drain (shutdown) asked for, to be started at the top of the loop.
     drain_request: Option<Duration>,
+    /// The access rules changed: whether the reader may still read is looked at next.
+    recheck: bool,
 }
 
 impl Sorting {
@@ -88,6 +90,10 @@ impl Sorting {
                 self.catching_up = true;
                 Take::Stop
             }
+            Event::Recheck => {
+                self.recheck = true;
+                Take::Stop
+            }
             Event::Drain(window) => {
                 self.drain_request = Some(*window);
                 Take::Stop
@@ -96,6 +102,13 @@ impl Sorting {
             Event::Presence(view) => self.tell(view),
             _ => Take::Send,
         }
+    }
+
+    /// Too far behind the room's channel: what was missed is read from history, and since
+    /// a missed frame may have been a [`Event::Recheck`], access is looked at again.
+    fn lagged(&mut self) {
+        self.catching_up = true;
+        self.recheck = true;
     }
 
     /// A view older than the one last told (computed before it, so perhaps before this
@@ -176,9 +189,6 @@ enum Received {
     Lagged,
     /// The stream is over (shutdown, or the end of a drain).
     End,
-    /// The reader lost access: say why, then end.
-    /// The reader lost access to the room, for this reason.
-    Revoked(String),
 }
 
 impl Feed {
@@ -279,6 +289,11 @@ impl Feed {
             return Some(opening);
         }
         loop {
+            if std::mem::take(&mut self.sorting.recheck)
+                && let Some(reason) = self.watched.recheck(&self.room).await
+            {
+                return Some(self.revoke(reason));
+            }
             if let Some(window) = self.sorting.drain_request.take()
                 && let Some(retry) = self.begin_drain(window)
             {
@@ -293,14 +308,13 @@ impl Feed {
             let first = match self.receive().await {
                 Received::Frame(frame) => frame,
                 Received::Lagged => {
-                    self.sorting.catching_up = true;
+                    self.sorting.lagged();
                     continue;
                 }
                 Received::End => {
                     self.end(Disconnect::Shutdown);
                     return None;
                 }
-                Received::Revoked(reason) => return Some(self.revoke(reason)),
             };
             if std::mem::take(&mut self.holding) {
                 // History is tried again next; a heartbeat still goes out meanwhile.
@@ -375,7 +389,6 @@ impl Feed {
         };
         let received = tokio::select! {
             biased;
-            reason = self.watched.revoked(&self.room) => return Received::Revoked(reason),
             received = self.subscription.receiver().recv() => received,
             _ = drained => return Received::End,
         };
@@ -407,7 +420,7 @@ impl Feed {
                     Take::Stop => break,
                 },
                 Err(TryRecvError::Lagged(_)) => {
-                    self.sorting.catching_up = true;
+                    self.sorting.lagged();
                     break;
                 }
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,

@@ -138,6 +138,12 @@ impl Hub {
         self.send_to_all(&Arc::new(Frame::new(Event::Resync)));
     }
 
+    /// Tells every stream to look whether its reader may still read its room (the access
+    /// rules changed).
+    pub fn recheck(&self) {
+        self.send_to_all(&Arc::new(Frame::new(Event::Recheck)));
+    }
+
     /// Asks every stream to end within `window`, each at its own random moment.
     pub fn drain(&self, window: Duration) {
         self.send_to_all(&Arc::new(Frame::new(Event::Drain(window))));

@@ -288,6 +288,9 @@ pub struct Directory {
     pub rules: Vec<Rule>,
     pub bans: Vec<Ban>,
     pub rooms: HashMap<RoomName, RoomSettings>,
+    /// Registered users' names by skeleton (`domain::skeleton`): the names a guest may not
+    /// use, checked without asking the store.
+    pub names: HashMap<String, Author>,
 }
 
 impl Directory {
@@ -298,6 +301,11 @@ impl Directory {
         }
         let now = Timestamp::now();
         self.bans.iter().find(|ban| ban.applies(who, client, room, now))
+    }
+
+    /// The registered user `name` is, or looks like (the same skeleton), if any.
+    pub fn registered(&self, name: &Author) -> Option<&Author> {
+        self.names.get(&crate::domain::skeleton(name.as_str()))
     }
 
     pub fn settings(&self, room: &RoomName) -> RoomSettings {

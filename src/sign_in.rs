@@ -142,19 +142,20 @@ pub fn session_set_cookie(https: bool, id: Option<&str>, ttl: std::time::Duratio
 
 /// Refuses (`403`) a guest's use of a registered name, or of one that looks like it (the
 /// same skeleton: another case, another script's look-alike letters), to post or to be
-/// named in a room. One store call. A store that can't answer lets the name pass (logged):
-/// the send that follows meets the same store, and its answer (nothing saved, or an
-/// outcome to settle under its key) is the one the client can act on.
+/// named in a room. Read from the node's snapshot (`policy`): no store call; a user added
+/// on any node is in it within a second. A snapshot that was never read and cannot be read
+/// now lets the name pass (logged): the send that follows meets the same store, and its
+/// answer is the one the client can act on.
 pub async fn guest_may_use(state: &AppState, name: &Author) -> Result<(), AppError> {
-    let found = match state.store.user(&accounts::skeleton(name.as_str())).await {
-        Ok(found) => found,
+    let dir = match state.policy.directory().await {
+        Ok(dir) => dir,
         Err(e) => {
             tracing::warn!(error = %e, "cannot check whether a guest's name is registered");
-            None
+            return Ok(());
         }
     };
-    let Some(user) = found else { return Ok(()) };
-    let registered = user.name.as_str();
+    let Some(registered) = dir.registered(name) else { return Ok(()) };
+    let registered = registered.as_str();
     let why = if registered.to_lowercase() == name.as_str().to_lowercase() {
         format!("the name {:?} belongs to a registered user", name.as_str())
     } else {

@@ -185,7 +185,7 @@ impl AppState {
     /// Wires a store that was opened elsewhere (it must publish to `hub`).
     pub fn with_store(config: Config, hub: Arc<Hub>, store: Arc<dyn Store>) -> Self {
         hub.start_heartbeat(config.heartbeat);
-        let policy = Policy::new(Arc::clone(&store), config.default_access);
+        let policy = Policy::new(Arc::clone(&store), &hub, config.default_access);
         let presence = Presence::start(
             &store,
             &hub,

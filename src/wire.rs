@@ -84,6 +84,9 @@ pub enum Event {
     /// Internal: the store may hold messages this node never published (its link to a
     /// shared store was down), so every stream catches up from history. Never sent.
     Resync,
+    /// Internal: the access rules (or the users) changed, so every stream looks whether its
+    /// reader may still read its room. Never sent.
+    Recheck,
 }
 
 impl Event {
@@ -196,7 +199,7 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
         Event::Revoked { reason } => {
             Bytes::from(format!("event: revoked\ndata: {}\n\n", escaped_json(&json!({ "reason": reason }))))
         }
-        Event::Resync | Event::Drain(_) => Bytes::new(),
+        Event::Resync | Event::Recheck | Event::Drain(_) => Bytes::new(),
     }
 }
 
@@ -221,7 +224,7 @@ pub fn encode_ndjson_line(event: &Event) -> Bytes {
         })),
         Event::Typing { author } => escaped_json(&json!({ "event": "typing", "author": author })),
         Event::Revoked { reason } => escaped_json(&json!({ "event": "revoked", "reason": reason })),
-        Event::Heartbeat | Event::Resync | Event::Drain(_) => return Bytes::new(),
+        Event::Heartbeat | Event::Resync | Event::Recheck | Event::Drain(_) => return Bytes::new(),
     };
     line.push('\n');
     Bytes::from(line)
@@ -243,7 +246,7 @@ pub fn encode_plain_line(event: &Event) -> Bytes {
         Event::Revoked { reason } => {
             Bytes::from(format!("-- access revoked: {} --\n", reason.replace('\n', " ")))
         }
-        Event::Heartbeat | Event::Resync | Event::Drain(_) => Bytes::new(),
+        Event::Heartbeat | Event::Resync | Event::Recheck | Event::Drain(_) => Bytes::new(),
     }
 }
 

@@ -3,21 +3,21 @@
 //! The node holds one snapshot of the store's [`Directory`]. Every `POLL` the watcher asks
 //! the store for its change counter (the "directory generation", bumped by every write to
 //! rules, bans and room settings; one `GET` on Redis); when it moved, it reloads the
-//! snapshot and tells every open stream, through one shared signal (a `watch` channel: no
-//! list of streams, nothing per stream but a receiver). Each stream then checks its own
+//! snapshot and tells every open stream through the hub (an internal frame on every room's
+//! channel: no list of streams, nothing kept per stream). Each stream then checks its own
 //! reader against the new snapshot, in memory; one that may no longer read is ended through
 //! its [`Feed`](crate::feed::Feed) with a `revoked` event.
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::credential_holds;
 use crate::auth::{Access, Credential, Identity};
 use crate::domain::RoomName;
+use crate::hub::Hub;
 use crate::rules::{DefaultAccess, Directory, decide};
 use crate::store::{Store, StoreError};
 
@@ -81,27 +81,21 @@ pub struct Watched {
     client: IpAddr,
     /// What signed the reader in: a user deleted, or whose password changed, is out.
     credential: Option<Credential>,
-    changes: watch::Receiver<u64>,
 }
 
 impl Watched {
-    /// Resolves, with the reason, once a new snapshot says this reader may no longer read
-    /// `room` (its rules, or a ban), or its user was deleted or changed password; pending
-    /// for as long as it may.
-    pub async fn revoked(&mut self, room: &RoomName) -> String {
-        loop {
-            if self.changes.changed().await.is_err() {
-                return std::future::pending().await; // the node is going away
+    /// Why this reader may no longer read `room` (its rules, a ban, or its user deleted or
+    /// its password changed), if so.
+    pub async fn recheck(&self, room: &RoomName) -> Option<String> {
+        let dir = self.policy.snapshot()?;
+        if let Err(denial) = check(&dir, &self.who, self.client, room, self.policy.default, Need::Read) {
+            return Some(denial.reason);
+        }
+        match &self.credential {
+            Some(credential) if !credential_holds(&*self.policy.store, credential).await => {
+                Some(SIGNED_OUT.to_owned())
             }
-            let Some(dir) = self.policy.snapshot() else { continue };
-            if let Err(denial) = check(&dir, &self.who, self.client, room, self.policy.default, Need::Read) {
-                return denial.reason;
-            }
-            if let Some(credential) = &self.credential
-                && !credential_holds(&*self.policy.store, credential).await
-            {
-                return SIGNED_OUT.to_owned();
-            }
+            _ => None,
         }
     }
 }
@@ -112,14 +106,14 @@ pub struct Policy {
     pub default: DefaultAccess,
     /// A std lock: held only to clone or swap the `Arc`, never across an await.
     current: RwLock<Option<Arc<Directory>>>,
-    /// Moves with every new snapshot; every open stream holds a receiver.
-    changes: watch::Sender<u64>,
+    /// Every room's streams hear of a new snapshot through it (weak: the hub outlives
+    /// nothing it serves).
+    hub: Weak<Hub>,
 }
 
 impl Policy {
-    pub fn new(store: Arc<dyn Store>, default: DefaultAccess) -> Arc<Self> {
-        let (changes, _) = watch::channel(0);
-        Arc::new(Self { store, default, current: RwLock::new(None), changes })
+    pub fn new(store: Arc<dyn Store>, hub: &Arc<Hub>, default: DefaultAccess) -> Arc<Self> {
+        Arc::new(Self { store, default, current: RwLock::new(None), hub: Arc::downgrade(hub) })
     }
 
     /// The snapshot, if one was read.
@@ -169,9 +163,15 @@ impl Policy {
     /// Reads the snapshot now (after a write on this node, or at start), and has every open
     /// stream look at it.
     pub async fn reload(&self) -> Result<Arc<Directory>, StoreError> {
-        let dir = Arc::new(self.store.directory().await?);
+        let mut dir = self.store.directory().await?;
+        let users = self.store.users().await?;
+        dir.names =
+            users.into_iter().map(|user| (crate::domain::skeleton(user.name.as_str()), user.name)).collect();
+        let dir = Arc::new(dir);
         *self.current.write().expect("snapshot poisoned") = Some(Arc::clone(&dir));
-        self.changes.send_modify(|n| *n += 1);
+        if let Some(hub) = self.hub.upgrade() {
+            hub.recheck();
+        }
         Ok(dir)
     }
 
@@ -182,8 +182,7 @@ impl Policy {
         client: IpAddr,
         credential: Option<Credential>,
     ) -> Watched {
-        let changes = self.changes.subscribe();
-        Watched { policy: Arc::clone(self), who: who.clone(), client, credential, changes }
+        Watched { policy: Arc::clone(self), who: who.clone(), client, credential }
     }
 }
 
@@ -224,19 +223,21 @@ mod tests {
     #[tokio::test]
     async fn a_change_revokes_exactly_the_streams_that_lost_read_access() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Hub::new(4), Retention::count(10)));
-        let policy = Policy::new(Arc::clone(&store), DefaultAccess::Rw);
+        let hub = Hub::new(4);
+        let policy = Policy::new(Arc::clone(&store), &hub, DefaultAccess::Rw);
         assert!(policy.refresh().await.unwrap(), "the first look loads");
-        let mut watched: Vec<Watched> = (0..3).map(|_| policy.watch(&Identity::Guest, HERE, None)).collect();
+        let watched: Vec<Watched> = (0..3).map(|_| policy.watch(&Identity::Guest, HERE, None)).collect();
         let rooms = [room("a"), room("a"), room("b")];
+        let mut told = hub.subscribe(&rooms[0]);
         assert!(!policy.refresh().await.unwrap(), "nothing moved");
         store.set_rule(&deny_everyone("a")).await.unwrap();
         assert!(policy.refresh().await.unwrap());
-        let soon = Duration::from_secs(5);
-        for (w, room) in watched.iter_mut().zip(&rooms).take(2) {
-            let why = tokio::time::timeout(soon, w.revoked(room)).await.expect("revoked");
+        let frame = told.receiver().try_recv().expect("every room's streams are told");
+        assert!(matches!(frame.event(), crate::wire::Event::Recheck));
+        for (w, room) in watched.iter().zip(&rooms).take(2) {
+            let why = w.recheck(room).await.expect("revoked");
             assert!(why.contains("`* a deny`"), "{why}");
         }
-        let b = tokio::time::timeout(Duration::from_millis(50), watched[2].revoked(&rooms[2])).await;
-        assert!(b.is_err(), "room b stays readable");
+        assert_eq!(watched[2].recheck(&rooms[2]).await, None, "room b stays readable");
     }
 }

@@ -170,9 +170,9 @@ impl Refusal {
         }
     }
 
-    /// Refused once the fields were read: a browser gets its draft back.
-    /// A refusal by the access rules or a ban gets the error page: the room page would
-    /// show a room the sender may not read.
+    /// Refused once the fields were read: a browser gets its draft back on the room page,
+    /// unless it may not read the room (the rules, a ban): then the error page, which shows
+    /// nothing of the room.
     async fn late(
         state: &AppState,
         viewer: &Viewer,
@@ -188,7 +188,8 @@ impl Refusal {
         let Ok(room) = RoomName::parse(fields.room.as_deref().unwrap_or(RoomName::DEFAULT)) else {
             return Self::ErrorPage { error, root, next: "/".to_owned() };
         };
-        if matches!(error, AppError::Unauthorized(_) | AppError::Forbidden(_)) {
+        let refused = matches!(error, AppError::Unauthorized(_) | AppError::Forbidden(_));
+        if refused && viewer.admit(state, &room, Need::Read).await.is_err() {
             let next = if room == RoomName::general() { "/".to_owned() } else { format!("/rooms/{room}") };
             return Self::ErrorPage { error, root, next };
         }

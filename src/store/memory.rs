@@ -369,7 +369,9 @@ impl Store for MemoryStore {
     // Accounts (`memory/accounts.rs`).
 
     async fn add_user(&self, user: &User) -> Result<Option<Author>, StoreError> {
-        Ok(self.accounts.add_user(user))
+        let taken = self.accounts.add_user(user);
+        self.directory.touch();
+        Ok(taken)
     }
     async fn user(&self, skeleton: &str) -> Result<Option<User>, StoreError> {
         Ok(self.accounts.user(skeleton))

@@ -56,6 +56,13 @@ async fn commands_work_beside_a_running_server(store: &str) {
     use tokio::io::AsyncWriteExt;
     child.stdin.take().unwrap().write_all(b"bob pass\n").await.unwrap();
     assert!(child.wait().await.unwrap().success());
+    // The running server keeps guests off the new names within a second (its snapshot).
+    let client = reqwest::Client::new();
+    let as_guest = |name: &'static str| {
+        client.post(format!("{}/send", server.base)).json(&json!({ "author": name, "text": "me?" })).send()
+    };
+    eventually("a guest refused bob's name", || async { as_guest("Bob").await.unwrap().status() == 403 })
+        .await;
 
     let (ok, _, err) = cli(store, Some("x"), &["user", "add", "ANA"]).await;
     assert!(!ok && err.contains("is taken") && err.contains("\"Ana\""), "{err}");
@@ -113,11 +120,13 @@ async fn commands_refuse_the_memory_store_clearly() {
     assert!(!ok && err.contains("memory") && err.contains("--store sqlite:"), "{err}");
 }
 
-/// An app with the users `ana` (password `ana pass`) and `Coco` (`coco pass`).
+/// An app with the users `ana` (password `ana pass`) and `Coco` (`coco pass`), in its
+/// snapshot already (the watcher would take up to a poll).
 async fn app_with_users(configure: impl FnOnce(&mut ssechat::Config)) -> TestApp {
     let app = TestApp::spawn_with(configure).await;
     accounts::add_user(&*app.state.store, "ana", "ana pass", false).await.unwrap();
     accounts::add_user(&*app.state.store, "Coco", "coco pass", false).await.unwrap();
+    app.state.policy.reload().await.unwrap();
     app
 }
 

@@ -64,6 +64,7 @@ impl RedisStore {
         let key = skeleton(user.name.as_str());
         let added: bool = conn.hset_nx(USERS, &key, encode(user)).await.map_err(|e| self.unavailable(e))?;
         if added {
+            self.tell_nodes().await?;
             return Ok(None);
         }
         Ok(self.user_here(&key).await?.map(|u| u.name))

@@ -120,7 +120,7 @@ pub async fn directory(conn: &ConnectionManager) -> Result<Directory, String> {
         })
         .collect::<Result<HashMap<_, _>, String>>()
         .map_err(|e| damaged("room setting", e))?;
-    Ok(Directory { generation: generation.unwrap_or(0), rules, bans, rooms })
+    Ok(Directory { generation: generation.unwrap_or(0), rules, bans, rooms, names: Default::default() })
 }
 
 fn rule_field(subject: &Subject, pattern: &RoomPattern) -> String {

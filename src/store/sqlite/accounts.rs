@@ -30,17 +30,22 @@ fn row_to_user(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-pub(super) fn add_user(conn: &Connection, user: &User) -> rusqlite::Result<Option<Author>> {
+/// Adds `user` unless the skeleton is taken; the directory generation moves with it, so
+/// every node's snapshot of registered names (what guests may not use) follows.
+pub(super) fn add_user(conn: &mut Connection, user: &User) -> rusqlite::Result<Option<Author>> {
     let key = skeleton(user.name.as_str());
-    let added = conn.execute(
+    let tx = conn.transaction()?;
+    let added = tx.execute(
         "INSERT INTO users (skeleton, name, admin, password, epoch, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (skeleton) DO NOTHING",
         params![key, user.name.as_str(), user.admin, user.password, user.epoch as i64, user.created.millis()],
     )?;
     if added == 1 {
+        super::policy::bump_generation(&tx)?;
+        tx.commit()?;
         return Ok(None);
     }
-    conn.query_row("SELECT name FROM users WHERE skeleton = ?1", [key], |r| author(r.get(0)?)).map(Some)
+    tx.query_row("SELECT name FROM users WHERE skeleton = ?1", [key], |r| author(r.get(0)?)).map(Some)
 }
 
 pub(super) fn user(conn: &Connection, skeleton: &str) -> rusqlite::Result<Option<User>> {

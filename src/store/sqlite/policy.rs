@@ -95,7 +95,7 @@ pub fn directory(conn: &mut Connection) -> rusqlite::Result<Directory> {
             Ok((RoomName::parse(&room).map_err(damaged)?, settings))
         })
         .collect::<rusqlite::Result<HashMap<_, _>>>()?;
-    Ok(Directory { generation, rules, bans, rooms })
+    Ok(Directory { generation, rules, bans, rooms, names: Default::default() })
 }
 
 pub fn set_rule(tx: &Transaction, rule: &Rule) -> rusqlite::Result<()> {

@@ -12,6 +12,7 @@ use crate::helpers::{TestApp, WAIT};
 async fn app_with_ana() -> TestApp {
     let app = TestApp::spawn().await;
     accounts::add_user(&*app.state.store, "ana", "ana pass", false).await.unwrap();
+    app.state.policy.reload().await.unwrap(); // in the snapshot now, not at the next poll
     app
 }
 
@@ -96,5 +97,8 @@ async fn a_guest_cannot_post_under_a_members_name_in_the_browser() {
     page.find(Locator::Css("#composer button")).await.unwrap().click().await.unwrap();
     wait_for_text(&page, "belongs to a registered user").await;
     assert!(app.history("names").await.is_empty());
+    let draft =
+        page.find(Locator::Id("text")).await.expect("the room page, with the form").prop("value").await;
+    assert_eq!(draft.unwrap().as_deref(), Some("pretending"), "the draft is kept");
     page.close().await.unwrap();
 }
