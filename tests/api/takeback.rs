@@ -205,6 +205,16 @@ async fn a_live_stream_receives_deletes_and_edits_with_their_own_ids() {
     stream.expect_quiet().await;
 }
 
+/// The next `n` events of `stream`: each one's id (less `base`) and kind.
+async fn kinds_after(stream: &mut crate::helpers::EventStream, n: usize, base: u64) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        let block = stream.next_event().await;
+        seen.push((block.id.unwrap().parse::<u64>().unwrap() - base, block.event.unwrap()));
+    }
+    seen
+}
+
 #[tokio::test]
 async fn resuming_replays_deletes_and_edits_in_order() {
     let app = TestApp::spawn().await;
@@ -215,11 +225,7 @@ async fn resuming_replays_deletes_and_edits_in_order() {
     take_back(&app, "resume", b + 2, Change::Delete).await;
     app.say("resume", "ana", "three").await;
     let mut stream = app.subscribe("?room=resume", &[("last-event-id", &(b + 1).to_string())]).await;
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        let block = stream.next_event().await;
-        seen.push((block.id.unwrap().parse::<u64>().unwrap() - b, block.event.unwrap()));
-    }
+    let seen = kinds_after(&mut stream, 4, b).await;
     assert_eq!(
         seen,
         [(2, "message".into()), (3, "edit".into()), (4, "delete".into()), (5, "message".into())]
@@ -352,11 +358,7 @@ async fn replays_and_folds(store: ssechat::config::StoreUrl) {
     take_back(&app, "stores", b + 1, edit("one!")).await;
     take_back(&app, "stores", b + 2, Change::Delete).await;
     let mut stream = app.subscribe("?room=stores", &[("last-event-id", &b.to_string())]).await;
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        let block = stream.next_event().await;
-        seen.push((block.id.unwrap().parse::<u64>().unwrap() - b, block.event.unwrap()));
-    }
+    let seen = kinds_after(&mut stream, 4, b).await;
     assert_eq!(
         seen,
         [(1, "message".into()), (2, "message".into()), (3, "edit".into()), (4, "delete".into())]
