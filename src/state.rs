@@ -20,9 +20,22 @@ use crate::policy::watch::{Need, Policy, check};
 use crate::presence::{Presence, PresenceRules};
 use crate::store::{MemoryStore, RedisStore, RoomInfo, SqliteStore, Store};
 
-/// Shared by every request; cheap to clone.
+/// Shared by every request; cheap to clone (one `Arc`: a request's extractors clone it
+/// several times, and cloning every field, the cancellation tokens above all, showed in
+/// profiles of `/send`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// History: the only way handlers read or write messages.
     pub store: Arc<dyn Store>,
     /// Fan-out: streams subscribe here; the store publishes here.
@@ -85,11 +98,7 @@ impl AppState {
                 Arc::new(store)
             }
         };
-        let mut state = Self::with_store(config, hub, store);
-        if let Some(sends) = shared_sends {
-            state.sends = Arc::new(sends);
-        }
-        Ok(state)
+        Ok(Self::assemble(config, hub, store, shared_sends))
     }
 
     /// What `who` may do in `room`, by the access rules (`ssechat access`) and
@@ -184,6 +193,17 @@ impl AppState {
 
     /// Wires a store that was opened elsewhere (it must publish to `hub`).
     pub fn with_store(config: Config, hub: Arc<Hub>, store: Arc<dyn Store>) -> Self {
+        Self::assemble(config, hub, store, None)
+    }
+
+    /// Starts what runs beside the requests (heartbeat, presence, the policy watcher);
+    /// sends are limited on this node unless `shared_sends` share a store's limiter.
+    fn assemble(
+        config: Config,
+        hub: Arc<Hub>,
+        store: Arc<dyn Store>,
+        shared_sends: Option<SendLimiter>,
+    ) -> Self {
         hub.start_heartbeat(config.heartbeat);
         let policy = Policy::new(Arc::clone(&store), &hub, config.default_access);
         let presence = Presence::start(
@@ -197,14 +217,15 @@ impl AppState {
         );
         let public_host = config.public_url.as_ref().map(|url| url.site().host());
         let hosts = AllowedHosts::new(&config.listen, &config.allowed_host, public_host);
-        Self {
+        let sends = shared_sends.unwrap_or_else(|| SendLimiter::local(config.send_rate, config.send_burst));
+        let state = Self(Arc::new(Shared {
             store,
             hub,
             presence,
             typing: Arc::new(TypingLimiter::new(config.typing_rate, config.typing_burst)),
             streams: Caps::new("streams", config.stream_cap(), config.max_streams_per_client),
             connections: Caps::new("connections", config.connection_cap(), config.max_connections_per_client),
-            sends: Arc::new(SendLimiter::local(config.send_rate, config.send_burst)),
+            sends: Arc::new(sends),
             sign_ins: Arc::new(SignInLimiter::default()),
             proxies: Arc::new(config.trusted_proxies()),
             metrics: Arc::new(Metrics::default()),
@@ -213,13 +234,9 @@ impl AppState {
             policy,
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),
-        }
-        .watching()
-    }
-
-    /// Starts the policy watcher, which stops when the server has stopped.
-    fn watching(self) -> Self {
-        self.policy.start(self.stopped.clone());
-        self
+        }));
+        // The policy watcher stops when the server has stopped.
+        state.policy.start(state.stopped.clone());
+        state
     }
 }
