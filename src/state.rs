@@ -205,7 +205,7 @@ impl AppState {
         shared_sends: Option<SendLimiter>,
     ) -> Self {
         hub.start_heartbeat(config.heartbeat);
-        let policy = Policy::new(Arc::clone(&store), &hub, config.default_access);
+        let policy = Policy::new(&store, &hub, config.default_access);
         let presence = Presence::start(
             &store,
             &hub,

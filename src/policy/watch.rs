@@ -74,7 +74,7 @@ pub fn check(
     Err(Denial { reason, sign_in: guest })
 }
 
-/// An open stream's reader, as far as access goes; its stream asks [`Watched::revoked`].
+/// An open stream's reader, as far as access goes; its stream asks [`Watched::recheck`].
 pub struct Watched {
     policy: Arc<Policy>,
     who: Identity,
@@ -91,18 +91,16 @@ impl Watched {
         if let Err(denial) = check(&dir, &self.who, self.client, room, self.policy.default, Need::Read) {
             return Some(denial.reason);
         }
-        match &self.credential {
-            Some(credential) if !credential_holds(&*self.policy.store, credential).await => {
-                Some(SIGNED_OUT.to_owned())
-            }
-            _ => None,
-        }
+        let (Some(credential), Ok(store)) = (&self.credential, self.policy.store()) else { return None };
+        (!credential_holds(&*store, credential).await).then(|| SIGNED_OUT.to_owned())
     }
 }
 
-/// The node's snapshot of the rules, and the signal open streams wait on.
+/// The node's snapshot of the rules, and how open streams hear of a new one.
 pub struct Policy {
-    store: Arc<dyn Store>,
+    /// Weak, like every reference kept beside the app: the policy (held a moment longer by
+    /// its watcher) must never keep a store, and its file lock, alive after the app is gone.
+    store: Weak<dyn Store>,
     pub default: DefaultAccess,
     /// A std lock: held only to clone or swap the `Arc`, never across an await.
     current: RwLock<Option<Arc<Directory>>>,
@@ -112,8 +110,14 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(store: Arc<dyn Store>, hub: &Arc<Hub>, default: DefaultAccess) -> Arc<Self> {
+    pub fn new(store: &Arc<dyn Store>, hub: &Arc<Hub>, default: DefaultAccess) -> Arc<Self> {
+        let store = Arc::downgrade(store);
         Arc::new(Self { store, default, current: RwLock::new(None), hub: Arc::downgrade(hub) })
+    }
+
+    /// The store, while the app lives.
+    fn store(&self) -> Result<Arc<dyn Store>, StoreError> {
+        self.store.upgrade().ok_or_else(|| StoreError::Unavailable("the store is closed".to_owned()))
     }
 
     /// The snapshot, if one was read.
@@ -151,7 +155,7 @@ impl Policy {
     /// Reloads the snapshot if the store's generation moved, and ends the streams that lost
     /// access. Returns whether it moved.
     pub async fn refresh(&self) -> Result<bool, StoreError> {
-        let generation = self.store.generation().await?;
+        let generation = self.store()?.generation().await?;
         let known = self.current.read().expect("snapshot poisoned").as_ref().map(|d| d.generation);
         if known == Some(generation) {
             return Ok(false);
@@ -163,8 +167,9 @@ impl Policy {
     /// Reads the snapshot now (after a write on this node, or at start), and has every open
     /// stream look at it.
     pub async fn reload(&self) -> Result<Arc<Directory>, StoreError> {
-        let mut dir = self.store.directory().await?;
-        let users = self.store.users().await?;
+        let store = self.store()?;
+        let mut dir = store.directory().await?;
+        let users = store.users().await?;
         dir.names =
             users.into_iter().map(|user| (crate::domain::skeleton(user.name.as_str()), user.name)).collect();
         let dir = Arc::new(dir);
@@ -224,7 +229,7 @@ mod tests {
     async fn a_change_revokes_exactly_the_streams_that_lost_read_access() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Hub::new(4), Retention::count(10)));
         let hub = Hub::new(4);
-        let policy = Policy::new(Arc::clone(&store), &hub, DefaultAccess::Rw);
+        let policy = Policy::new(&store, &hub, DefaultAccess::Rw);
         assert!(policy.refresh().await.unwrap(), "the first look loads");
         let watched: Vec<Watched> = (0..3).map(|_| policy.watch(&Identity::Guest, HERE, None)).collect();
         let rooms = [room("a"), room("a"), room("b")];
