@@ -16,10 +16,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::index::{error_page, render, root_for};
 use super::send::{BodyKind, admit_send, decode_form, decode_json, read_body};
-use super::{Peer, parse_id};
-use crate::auth::{Access, Identity};
+use super::{Peer, Viewer, parse_id};
 use crate::domain::{Change, Entry, Message, MessageId, MessageText, RoomName, TakeBack, Timestamp};
 use crate::error::AppError;
+use crate::policy::watch::Need;
 use crate::state::AppState;
 use crate::takeback::may_change;
 use crate::wire::{Event, Format, Frame};
@@ -52,13 +52,13 @@ impl Target {
 pub async fn delete(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    who: Identity,
+    viewer: Viewer,
     Path(path): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     admit_send(&state, peer, &headers).await?;
     let target = Target::parse(&path)?;
-    let entry = take_back(&state, &who, &target, Change::Delete).await?;
+    let entry = take_back(&state, &viewer, &target, Change::Delete).await?;
     Ok(entry_json(entry))
 }
 
@@ -67,7 +67,7 @@ pub async fn delete(
 pub async fn edit(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    who: Identity,
+    viewer: Viewer,
     Path(path): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -75,7 +75,7 @@ pub async fn edit(
     admit_send(&state, peer, &headers).await?;
     let target = Target::parse(&path)?;
     let text = new_text(&headers, body).await?;
-    let entry = take_back(&state, &who, &target, Change::Edit(text)).await?;
+    let entry = take_back(&state, &viewer, &target, Change::Edit(text)).await?;
     Ok(entry_json(entry))
 }
 
@@ -83,7 +83,7 @@ pub async fn edit(
 pub async fn delete_form(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    who: Identity,
+    viewer: Viewer,
     Path(path): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -92,7 +92,7 @@ pub async fn delete_form(
     let done = async {
         admit_send(&state, peer, &headers).await?;
         let target = Target::parse(&path)?;
-        take_back(&state, &who, &target, Change::Delete).await?;
+        take_back(&state, &viewer, &target, Change::Delete).await?;
         Ok::<_, AppError>(back_to(&root, &target.room))
     };
     done.await.unwrap_or_else(|e| page_for(&e, &root))
@@ -101,14 +101,14 @@ pub async fn delete_form(
 /// `GET /rooms/{room}/messages/{id}/edit`: the edit form, for the page without JavaScript.
 pub async fn edit_page(
     State(state): State<AppState>,
-    who: Identity,
+    viewer: Viewer,
     Path(path): Path<(String, String)>,
     uri: Uri,
 ) -> Response {
     let root = root_for(uri.path());
     let shown = async {
         let target = Target::parse(&path)?;
-        let message = allowed(&state, &who, &target, &Change::Edit(placeholder())).await?;
+        let message = allowed(&state, &viewer, &target, &Change::Edit(placeholder())).await?;
         Ok::<_, AppError>(edit_form(&root, &target, message.text.as_str(), None, StatusCode::OK))
     };
     shown.await.unwrap_or_else(|e| page_for(&e, &root))
@@ -119,7 +119,7 @@ pub async fn edit_page(
 pub async fn edit_form_post(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    who: Identity,
+    viewer: Viewer,
     Path(path): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -136,7 +136,7 @@ pub async fn edit_form_post(
         let (kind, bytes) = read_body(&headers, body).await?;
         typed = raw_text(kind, &bytes)?;
         let text = MessageText::parse(&typed)?;
-        take_back(&state, &who, &target, Change::Edit(text)).await?;
+        take_back(&state, &viewer, &target, Change::Edit(text)).await?;
         Ok::<_, AppError>(back_to(&root, &target.room))
     };
     match done.await {
@@ -151,38 +151,30 @@ pub async fn edit_form_post(
 /// Checks `change` as [`allowed`] does, then has the store log it.
 async fn take_back(
     state: &AppState,
-    who: &Identity,
+    viewer: &Viewer,
     target: &Target,
     change: Change,
 ) -> Result<Entry, AppError> {
-    allowed(state, who, target, &change).await?;
+    allowed(state, viewer, target, &change).await?;
     // Deleted meanwhile by someone else: the store checks again, atomically.
     state.store.take_back(target.change(change)).await?.ok_or_else(|| target.not_found())
 }
 
-/// The message as it reads now, if `who` may read the room, the message is there, and
-/// `who` may make `change` to it.
+/// The message as it reads now, if the viewer may read the room (the rules and bans, as for
+/// every request: a room it may not read hides even whether the message exists), the
+/// message is there, and the viewer may make `change` to it.
 async fn allowed(
     state: &AppState,
-    who: &Identity,
+    viewer: &Viewer,
     target: &Target,
     change: &Change,
 ) -> Result<Message, AppError> {
-    let access = state.access(who, &target.room).await?;
-    readable(who, access)?;
+    let access = viewer.admit(state, &target.room, Need::Read).await?;
     let message = state.store.message(&target.room, target.id).await?.ok_or_else(|| target.not_found())?;
-    may_change(who, access, &message, change, Timestamp::now(), state.config.edit_window)
+    let now = Timestamp::now();
+    may_change(&viewer.who, access, &message, change, now, state.config.edit_window)
         .map_err(|why| why.into_error(change))?;
     Ok(message)
-}
-
-/// A room `who` may not read hides its messages, even whether they exist.
-fn readable(who: &Identity, access: Access) -> Result<(), AppError> {
-    match (access.read, who) {
-        (true, _) => Ok(()),
-        (false, Identity::Guest) => Err(AppError::Unauthorized("sign in to read this room".to_owned())),
-        (false, _) => Err(AppError::Forbidden("you may not read this room".to_owned())),
-    }
 }
 
 /// The `text` of a PATCH or edit form body, validated.

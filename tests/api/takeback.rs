@@ -572,3 +572,33 @@ async fn a_ban_with_purge_deletes_the_users_recent_messages_as_entries() {
     let left: Vec<String> = app.history("general").await.iter().map(|m| m.text.as_str().to_owned()).collect();
     assert_eq!(left, ["a real message", "a guest's message"], "only what ana posted");
 }
+
+#[tokio::test]
+async fn the_rules_and_bans_apply_before_anything_is_said_about_a_message() {
+    let app = app_with_users(|_| {}).await;
+    let posted = post_as(&app, "ana", "mine").await;
+    let ban = ssechat::policy::Ban {
+        target: ssechat::policy::BanTarget::parse("ana").unwrap(),
+        room: None,
+        until: None,
+    };
+    app.state.store.add_ban(&ban).await.unwrap();
+    app.state.policy.reload().await.unwrap();
+    let (status, words) = refusal(change_as(&app, "ana", Method::DELETE, &posted["id"], None).await).await;
+    assert_eq!(status, 403, "{words}");
+    assert!(words.contains("ana is banned"), "{words}");
+
+    let deny = ssechat::policy::Rule {
+        subject: ssechat::policy::Subject::Everyone,
+        pattern: ssechat::policy::RoomPattern::parse("general").unwrap(),
+        perm: ssechat::policy::Perm::Deny,
+    };
+    app.state.store.set_rule(&deny).await.unwrap();
+    app.state.policy.reload().await.unwrap();
+    for id in [posted["id"].clone(), json!(999_999)] {
+        let response =
+            app.client.delete(app.url(&format!("/rooms/general/messages/{id}"))).send().await.unwrap();
+        let (status, words) = refusal(response).await;
+        assert_eq!(status, 401, "a guest learns nothing of the room, not even a 404: {words}");
+    }
+}
