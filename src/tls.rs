@@ -147,3 +147,48 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     CertifiedKey::from_der(chain, private, &default_provider())
         .map_err(|e| format!("--tls-key {} does not fit --tls-cert {}: {e}", key.display(), cert.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a fresh self-signed certificate and its key into `dir`; returns the certificate.
+    fn write_pair(dir: &Path) -> CertificateDer<'static> {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.join("key.pem"), made.key_pair.serialize_pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
+        made.cert.der().clone()
+    }
+
+    fn files(dir: &Path) -> Arc<CertificateFiles> {
+        let mut config = Config::defaults();
+        config.tls_cert = Some(dir.join("cert.pem"));
+        config.tls_key = Some(dir.join("key.pem"));
+        CertificateFiles::from_config(&config).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_bad_new_file_keeps_the_certificate_in_use_and_a_good_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_pair(dir.path());
+        let files = files(dir.path());
+        assert_eq!(files.current.load().cert[0], first);
+
+        std::fs::write(dir.path().join("cert.pem"), "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+        let refused = files.reload().unwrap_err();
+        assert!(refused.contains("not a PEM certificate"), "{refused}");
+        assert_eq!(files.current.load().cert[0], first, "still the first");
+
+        let second = write_pair(dir.path());
+        files.reload().unwrap();
+        assert_eq!(files.current.load().cert[0], second);
+    }
+
+    #[test]
+    fn the_configuration_offers_http2_and_http1() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path());
+        let config = server_config(files(dir.path()));
+        assert_eq!(config.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+}
