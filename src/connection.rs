@@ -16,7 +16,7 @@
 //! from the moment it is accepted.
 
 mod head;
-mod io;
+pub(crate) mod io;
 mod refusal;
 
 use std::convert::Infallible;

@@ -17,8 +17,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use bytes::Bytes;
+
 use super::HSTS;
 use super::stall::StreamStall;
+use crate::connection::io::{Rewind, Watch};
+use crate::feed::StallWatch;
 use crate::state::AppState;
 
 /// Serves `socket` over TLS with `config` until the client leaves, the connection fails,
@@ -32,14 +36,19 @@ pub async fn serve(
     config: Arc<ServerConfig>,
 ) {
     let Ok(_permit) = crate::connection::admit(&state, peer) else { return };
+    // A client that takes nothing of what is written for --stall-timeout is cut off, the
+    // whole connection: the same socket wrapper as on the plaintext hyper path.
+    let watch = Watch::default();
+    let socket = Rewind::new(socket, Bytes::new(), state.config.stall_timeout, watch.clone());
     let handshake = TlsAcceptor::from(config).accept(socket);
     let stream = match tokio::time::timeout(state.config.header_timeout, handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
     };
-    let stall = StreamStall(state.config.stall_timeout);
-    let service = hyper::service::service_fn(move |request| answer(app.clone(), peer, stall, request));
+    let stall = (StreamStall(state.config.stall_timeout), StallWatch(Arc::clone(&watch.0.stalled)));
+    let service =
+        hyper::service::service_fn(move |request| answer(app.clone(), peer, stall.clone(), request));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_timeout);
     builder.http2().timer(TokioTimer::new());
@@ -70,15 +79,17 @@ fn host_from_authority<B>(request: &mut hyper::Request<B>) {
     }
 }
 
-/// The router's answer to one request over TLS, with HSTS.
+/// The router's answer to one request over TLS, with HSTS. A stream's feed learns both
+/// stall cut-offs: its own (per stream) and the connection's.
 async fn answer(
     app: Router,
     peer: SocketAddr,
-    stall: StreamStall,
+    (stall, watch): (StreamStall, StallWatch),
     mut request: hyper::Request<Incoming>,
 ) -> Result<axum::response::Response, Infallible> {
     request.extensions_mut().insert(ConnectInfo(peer));
     request.extensions_mut().insert(stall);
+    request.extensions_mut().insert(watch);
     host_from_authority(&mut request);
     let mut response = app.oneshot(request).await?;
     response.headers_mut().insert("strict-transport-security", HeaderValue::from_static(HSTS));

@@ -337,3 +337,54 @@ async fn over_tls_the_session_cookie_is_secure_with_the_host_prefix() {
     let sent = app.client.post(app.url("/send")).header("origin", origin).json(&form).send().await.unwrap();
     assert_eq!(sent.status(), 201);
 }
+
+#[tokio::test]
+async fn an_https_reader_that_stops_reading_its_connection_is_cut_off() {
+    let certificates = Certificates::new();
+    let app = spawn_tls(&certificates, H1, |c| {
+        c.stall_timeout = Duration::from_millis(300);
+        // No other deadline closes the connection while the test waits.
+        c.header_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    // HTTP/1.1 over TLS on a socket with a tiny receive window, never read after the request.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(app.addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(certificates.client_config(&[H1])));
+    let mut tls = connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
+    let request = b"GET /events?room=deaf HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut tls, request).await.unwrap();
+    let mut reader = app.subscribe("?room=deaf", &[]).await;
+    let room = ssechat::domain::RoomName::parse("deaf").unwrap();
+    eventually("both streams open", || async { app.state.hub.subscribers(&room) == 2 }).await;
+    let text = "y".repeat(4000);
+    for _ in 0..100 {
+        let sent = app.say("deaf", "ana", &text).await;
+        assert_eq!(reader.next_message().await, sent);
+    }
+    eventually("the deaf reader cut off", || async { app.state.hub.subscribers(&room) == 1 }).await;
+    // Its whole connection too, not only its stream: the reader's and the poster's are left.
+    eventually("its connection closed", || async { app.state.connections.open() == 2 }).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("ssechat_disconnects_total{reason=\"stall\"} 1\n"), "{metrics}");
+    drop(tls);
+}
+
+#[tokio::test]
+async fn a_stream_over_tls_outlives_the_header_timeout() {
+    let certificates = Certificates::new();
+    for alpn in [H1, H2] {
+        let app = spawn_tls(&certificates, alpn, |c| {
+            c.header_timeout = Duration::from_millis(200);
+            c.heartbeat = Duration::from_millis(700);
+        })
+        .await;
+        let mut stream = app.subscribe("?room=long", &[]).await;
+        // A heartbeat comes well after the header deadline; the stream is still open.
+        let beat = stream.next_block().await.expect("a heartbeat");
+        assert!(beat.data.is_none(), "{beat:?}");
+        let sent = app.say("long", "ana", "still open").await;
+        assert_eq!(stream.next_message().await, sent);
+    }
+}
