@@ -20,6 +20,7 @@ use crate::policy::watch::{Need, Policy, check};
 use crate::presence::{Presence, PresenceRules};
 use crate::store::{MemoryStore, RedisStore, RoomInfo, SqliteStore, Store};
 use crate::tls::{self, CertificateFiles};
+use rustls::server::ResolvesServerCert;
 
 /// Shared by every request; cheap to clone (one `Arc`: a request's extractors clone it
 /// several times, and cloning every field, the cancellation tokens above all, showed in
@@ -105,7 +106,9 @@ impl AppState {
                 Arc::new(store)
             }
         };
-        let state = Self::assemble(config, hub, store, shared_sends, certificates.clone());
+        // The seam for other certificate sources (ACME): any rustls resolver serves HTTPS.
+        let resolver = certificates.clone().map(|files| files as Arc<dyn ResolvesServerCert>);
+        let state = Self::assemble(config, hub, store, shared_sends, resolver);
         if let Some(certificates) = certificates {
             certificates.watch(state.stopped.clone());
         }
@@ -210,13 +213,13 @@ impl AppState {
 
     /// Starts what runs beside the requests (heartbeat, presence, the policy watcher);
     /// sends are limited on this node unless `shared_sends` share a store's limiter; HTTPS
-    /// is served with `certificates` if there are any.
+    /// is served with the certificates `resolver` gives, if there is one.
     fn assemble(
         config: Config,
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
         shared_sends: Option<SendLimiter>,
-        certificates: Option<Arc<CertificateFiles>>,
+        resolver: Option<Arc<dyn ResolvesServerCert>>,
     ) -> Self {
         hub.start_heartbeat(config.heartbeat);
         let policy = Policy::new(Arc::clone(&store), &hub, config.default_access);
@@ -248,7 +251,7 @@ impl AppState {
             policy,
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),
-            tls: certificates.map(|c| tls::server_config(c)),
+            tls: resolver.map(tls::server_config),
         }));
         // The policy watcher stops when the server has stopped.
         state.policy.start(state.stopped.clone());

@@ -298,6 +298,26 @@ async fn bad_certificate_flags_stop_the_start_with_a_clear_error() {
     assert!(stderr.contains("--redirect-http needs TLS on"), "{stderr}");
 }
 
+/// Serves `--redirect-http` for `app` on a free port; returns its address.
+async fn redirect_listener(app: &TestApp) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain = listener.local_addr().unwrap();
+    tokio::spawn(ssechat::tls::redirect::run(listener, app.state.clone(), app.addr.port()));
+    plain
+}
+
+#[tokio::test]
+async fn the_redirect_listener_sends_to_an_https_public_url() {
+    let certificates = Certificates::new();
+    let app =
+        spawn_tls(&certificates, H1, |c| c.public_url = Some("https://chat.example".parse().unwrap())).await;
+    let plain = redirect_listener(&app).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = client.get(format!("http://{plain}/rooms/b?since=3")).send().await.unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(response.headers()["location"], "https://chat.example/rooms/b?since=3");
+}
+
 #[tokio::test]
 async fn the_redirect_listener_answers_308_to_the_https_url() {
     let certificates = Certificates::new();
