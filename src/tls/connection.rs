@@ -3,7 +3,9 @@
 //! without TLS only; here every request, streams included, goes through the router.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,11 +17,14 @@ use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
 use bytes::Bytes;
 
 use super::HSTS;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use super::stall::StreamStall;
 use crate::connection::io::{Rewind, Watch};
 use crate::feed::StallWatch;
@@ -47,23 +52,30 @@ pub async fn serve(
         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
     };
     let stall = (StreamStall(state.config.stall_timeout), StallWatch(Arc::clone(&watch.0.stalled)));
-    let service =
-        hyper::service::service_fn(move |request| answer(app.clone(), peer, stall.clone(), request));
+    let service = TlsService { app, peer, stall };
+    if let Err(e) = serve_http(&state, TokioIo::new(stream), service).await {
+        tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
+    }
+}
+
+/// HTTP/2 or HTTP/1.1, as ALPN chose, until the connection ends or the server has stopped.
+async fn serve_http(
+    state: &AppState,
+    io: TokioIo<TlsStream<Rewind>>,
+    service: TlsService,
+) -> Result<(), BoxError> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_timeout);
     builder.http2().timer(TokioTimer::new());
-    let http = builder.serve_connection(TokioIo::new(stream), service);
+    let http = builder.serve_connection(io, service);
     tokio::pin!(http);
-    let result = tokio::select! {
+    tokio::select! {
         result = http.as_mut() => result,
         _ = state.stopped.cancelled() => {
             // Finish what is in flight (streams have ended through the hub), then close.
             http.as_mut().graceful_shutdown();
             http.await
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
     }
 }
 
@@ -79,19 +91,32 @@ fn host_from_authority<B>(request: &mut hyper::Request<B>) {
     }
 }
 
-/// The router's answer to one request over TLS, with HSTS. A stream's feed learns both
-/// stall cut-offs: its own (per stream) and the connection's.
-async fn answer(
+/// The router as a hyper service for one TLS connection. Each request learns its peer and
+/// both stall cut-offs (its own per stream, and the connection's); each answer carries HSTS.
+#[derive(Clone)]
+struct TlsService {
     app: Router,
     peer: SocketAddr,
-    (stall, watch): (StreamStall, StallWatch),
-    mut request: hyper::Request<Incoming>,
-) -> Result<axum::response::Response, Infallible> {
-    request.extensions_mut().insert(ConnectInfo(peer));
-    request.extensions_mut().insert(stall);
-    request.extensions_mut().insert(watch);
-    host_from_authority(&mut request);
-    let mut response = app.oneshot(request).await?;
-    response.headers_mut().insert("strict-transport-security", HeaderValue::from_static(HSTS));
-    Ok(response)
+    stall: (StreamStall, StallWatch),
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
+
+impl hyper::service::Service<hyper::Request<Incoming>> for TlsService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Answer {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(self.stall.0);
+        request.extensions_mut().insert(self.stall.1.clone());
+        host_from_authority(&mut request);
+        let answer = self.app.clone().oneshot(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            response.headers_mut().insert("strict-transport-security", HeaderValue::from_static(HSTS));
+            Ok(response)
+        })
+    }
 }
