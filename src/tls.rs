@@ -6,6 +6,7 @@
 //! `ResolvesServerCert` goes through [`server_config`] and lands in `AppState::tls`.
 
 pub mod connection;
+mod idle;
 pub mod redirect;
 pub mod stall;
 

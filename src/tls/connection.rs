@@ -23,6 +23,7 @@ use tower::ServiceExt;
 use bytes::Bytes;
 
 use super::HSTS;
+use super::idle::{InFlight, hold};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use super::stall::StreamStall;
@@ -31,7 +32,7 @@ use crate::feed::StallWatch;
 use crate::state::AppState;
 
 /// Serves `socket` over TLS with `config` until the client leaves, the connection fails,
-/// or the server has stopped. Counted in the connection caps from accept; a connection
+/// idle for `--idle-timeout`, or the server has stopped. Counted in the connection caps from accept; a connection
 /// over the caps is closed before the handshake (there is no plain answer to give it).
 pub async fn serve(
     socket: TcpStream,
@@ -52,8 +53,9 @@ pub async fn serve(
         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
     };
     let stall = (StreamStall(state.config.stall_timeout), StallWatch(Arc::clone(&watch.0.stalled)));
-    let service = TlsService { app, peer, stall };
-    if let Err(e) = serve_http(&state, TokioIo::new(stream), service).await {
+    let in_flight = InFlight::new();
+    let service = TlsService { app, peer, stall, in_flight: in_flight.clone() };
+    if let Err(e) = serve_http(&state, TokioIo::new(stream), service, &in_flight).await {
         tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
     }
 }
@@ -63,6 +65,7 @@ async fn serve_http(
     state: &AppState,
     io: TokioIo<TlsStream<Rewind>>,
     service: TlsService,
+    in_flight: &InFlight,
 ) -> Result<(), BoxError> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_timeout);
@@ -70,13 +73,13 @@ async fn serve_http(
     let http = builder.serve_connection(io, service);
     tokio::pin!(http);
     tokio::select! {
-        result = http.as_mut() => result,
-        _ = state.stopped.cancelled() => {
-            // Finish what is in flight (streams have ended through the hub), then close.
-            http.as_mut().graceful_shutdown();
-            http.await
-        }
+        result = http.as_mut() => return result,
+        _ = state.stopped.cancelled() => {}
+        _ = in_flight.idle_for(state.config.idle_timeout) => {}
     }
+    // Stopped (streams have ended through the hub) or idle: finish what is in flight, close.
+    http.as_mut().graceful_shutdown();
+    http.await
 }
 
 /// An HTTP/2 request names its host in `:authority`, not in a `Host` header: the host
@@ -98,6 +101,8 @@ struct TlsService {
     app: Router,
     peer: SocketAddr,
     stall: (StreamStall, StallWatch),
+    /// What keeps the connection from counting as idle.
+    in_flight: InFlight,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
@@ -113,8 +118,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for TlsService {
         request.extensions_mut().insert(self.stall.1.clone());
         host_from_authority(&mut request);
         let answer = self.app.clone().oneshot(request);
+        let busy = self.in_flight.begin();
         Box::pin(async move {
-            let mut response = answer.await?;
+            let mut response = answer.await?.map(|body| hold(body, busy));
             response.headers_mut().insert("strict-transport-security", HeaderValue::from_static(HSTS));
             Ok(response)
         })

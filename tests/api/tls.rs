@@ -392,11 +392,12 @@ async fn an_https_reader_that_stops_reading_its_connection_is_cut_off() {
 }
 
 #[tokio::test]
-async fn a_stream_over_tls_outlives_the_header_timeout() {
+async fn a_stream_over_tls_outlives_the_header_and_idle_timeouts() {
     let certificates = Certificates::new();
     for alpn in [H1, H2] {
         let app = spawn_tls(&certificates, alpn, |c| {
             c.header_timeout = Duration::from_millis(200);
+            c.idle_timeout = Duration::from_millis(200);
             c.heartbeat = Duration::from_millis(700);
         })
         .await;
@@ -406,5 +407,18 @@ async fn a_stream_over_tls_outlives_the_header_timeout() {
         assert!(beat.data.is_none(), "{beat:?}");
         let sent = app.say("long", "ana", "still open").await;
         assert_eq!(stream.next_message().await, sent);
+    }
+}
+
+#[tokio::test]
+async fn an_idle_tls_connection_is_closed_after_the_idle_timeout() {
+    let certificates = Certificates::new();
+    let app = spawn_tls(&certificates, H2, |c| c.idle_timeout = Duration::from_millis(200)).await;
+    for alpn in [H1, H2] {
+        let client = certificates.client(alpn);
+        let health = client.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+        // The client keeps the connection for reuse; the server closes it.
+        eventually("the idle connection closed", || async { app.state.connections.open() == 0 }).await;
     }
 }
