@@ -422,3 +422,14 @@ async fn an_idle_tls_connection_is_closed_after_the_idle_timeout() {
         eventually("the idle connection closed", || async { app.state.connections.open() == 0 }).await;
     }
 }
+
+#[tokio::test]
+async fn the_stream_caps_hold_over_http2() {
+    let certificates = Certificates::new();
+    let app = spawn_tls(&certificates, H2, |c| c.max_streams_per_client = 2).await;
+    let _one = app.subscribe("?room=caps", &[]).await;
+    let _two = app.subscribe("?room=caps", &[]).await;
+    let third = app.get("/events?room=caps").await;
+    assert_eq!((third.status(), third.version()), (reqwest::StatusCode::TOO_MANY_REQUESTS, Version::HTTP_2));
+    assert_eq!(app.state.connections.open(), 1, "all three on one connection");
+}
