@@ -1,6 +1,8 @@
 //! HTTPS: the certificate (from `--tls-cert`/`--tls-key`, reloaded on SIGHUP and when the
 //! files change) and the rustls configuration that serves it with ALPN `h2` and
-//! `http/1.1`. Connections are served in [`connection`].
+//! `http/1.1`. Connections are served in [`connection`], each stream with its own stall
+//! cut-off ([`stall`]) and each connection with an idle deadline (`idle`);
+//! `--redirect-http` is [`redirect`].
 //!
 //! The seam for other certificate sources (ACME): anything that implements rustls's
 //! `ResolvesServerCert` goes through [`server_config`] and lands in `AppState::tls`.
