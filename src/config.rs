@@ -190,6 +190,20 @@ pub struct Config {
     /// and post), `ro` (read only) or `deny`.
     #[arg(long, env = "SSECHAT_DEFAULT_ACCESS", value_enum, default_value = "rw")]
     pub default_access: DefaultAccess,
+
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) on --listen with this PEM certificate chain (needs
+    /// --tls-key). Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "SSECHAT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "SSECHAT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Also listen on this address for plain HTTP, answering every request `308` to its
+    /// https URL (with TLS on).
+    #[arg(long, env = "SSECHAT_REDIRECT_HTTP", value_name = "ADDR")]
+    pub redirect_http: Option<String>,
 }
 
 impl Config {
@@ -233,6 +247,9 @@ impl Config {
             edit_window: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             default_access: DefaultAccess::Rw,
+            tls_cert: None,
+            tls_key: None,
+            redirect_http: None,
         }
     }
 }

@@ -16,7 +16,7 @@
 //! from the moment it is accepted.
 
 mod head;
-mod io;
+pub(crate) mod io;
 mod refusal;
 
 use std::convert::Infallible;
@@ -87,7 +87,7 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, state: AppState, app: Ro
 
 /// Counts a new connection against the caps, or refuses it. A trusted proxy speaks for many
 /// clients: only the total counts for it.
-fn admit(state: &AppState, peer: SocketAddr) -> Result<Permit, AppError> {
+pub(crate) fn admit(state: &AppState, peer: SocketAddr) -> Result<Permit, AppError> {
     let client = (!state.proxies.trusts(peer.ip())).then(|| client_key(peer.ip()));
     state.connections.admit(client).inspect_err(|_| state.metrics.limited(Limited::Connections))
 }

@@ -29,6 +29,9 @@
 //! - [`connection`]: one HTTP/1.1 connection: each request head read, streams to the fast
 //!   path, everything else to hyper one request at a time.
 //! - [`fast_path`]: streams served straight on the socket.
+//! - [`tls`]: HTTPS: certificate files and their reload, connections over TLS (HTTP/2 and
+//!   HTTP/1.1 through hyper-util's auto builder), the per-stream stall cut-off, and the
+//!   `--redirect-http` listener.
 //! - [`wire`]: the SSE, NDJSON and plain-text encodings.
 //! - [`store`]: the history trait and its backends (memory, SQLite, Redis; Redis's presence
 //!   sharing and node liveness in `store/redis/presence.rs`), and the settling of a send whose
@@ -60,6 +63,7 @@ pub mod sign_in;
 pub mod state;
 pub mod store;
 pub mod takeback;
+pub mod tls;
 pub mod wire;
 
 pub use app::router;

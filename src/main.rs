@@ -38,7 +38,12 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().expect("a bound listener has an address");
-    println!("listening on http://{addr}");
+    if let Err(e) = start_redirect(&state, addr.port()).await {
+        eprintln!("ssechat: {e}");
+        return ExitCode::FAILURE;
+    }
+    let scheme = if state.tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
 
     match run(listener, state, shutdown_signal()).await {
@@ -48,4 +53,19 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Binds `--redirect-http`, if asked for, and serves it beside the TLS listener on `https_port`.
+async fn start_redirect(state: &AppState, https_port: u16) -> Result<(), String> {
+    let Some(redirect) = state.config.redirect_http.as_deref() else { return Ok(()) };
+    if state.tls.is_none() {
+        return Err("--redirect-http needs TLS on (--tls-cert and --tls-key)".to_owned());
+    }
+    let plain = tokio::net::TcpListener::bind(redirect)
+        .await
+        .map_err(|e| format!("cannot listen on {redirect} (--redirect-http): {e}"))?;
+    let bound = plain.local_addr().expect("a bound listener has an address");
+    tracing::info!("redirecting http://{bound} to https");
+    tokio::spawn(ssechat::tls::redirect::run(plain, state.clone(), https_port));
+    Ok(())
 }

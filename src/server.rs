@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::app::router;
 use crate::connection;
 use crate::state::AppState;
+use crate::tls;
 
 /// The kernel's send buffer for each connection.
 const SEND_BUFFER: usize = 64 * 1024;
@@ -71,7 +72,16 @@ pub async fn run(
         // Bounded kernel buffering per connection: a reader that stops is found out (and
         // cut off after --stall-timeout) after 64 KiB, not after megabytes.
         let _ = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER);
-        connections.spawn(connection::serve(socket, peer, state.clone(), app.clone()));
+        match &state.tls {
+            Some(tls) => connections.spawn(tls::connection::serve(
+                socket,
+                peer,
+                state.clone(),
+                app.clone(),
+                tls.clone(),
+            )),
+            None => connections.spawn(connection::serve(socket, peer, state.clone(), app.clone())),
+        };
     }
 
     // Whatever stream is left is closed now, so none holds shutdown hostage, and idle

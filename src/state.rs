@@ -19,6 +19,8 @@ use crate::policy::evaluate;
 use crate::policy::watch::{Need, Policy, check};
 use crate::presence::{Presence, PresenceRules};
 use crate::store::{MemoryStore, RedisStore, RoomInfo, SqliteStore, Store};
+use crate::tls::{self, CertificateFiles};
+use rustls::server::ResolvesServerCert;
 
 /// Shared by every request; cheap to clone (one `Arc`: a request's extractors clone it
 /// several times, and cloning every field, the cancellation tokens above all, showed in
@@ -69,17 +71,23 @@ pub struct Shared {
     /// Cancelled when draining is over: idle connections close. (Streams end through the
     /// hub, which closes then.)
     pub stopped: CancellationToken,
+    /// With TLS on, how connections are served (`--tls-cert`): HTTPS on the listener, and
+    /// the site counts as https (secure cookies).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
     Store(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl AppState {
     /// Builds the hub and opens the store named by `config`.
     pub async fn new(config: Config) -> Result<Self, StartError> {
+        let certificates = CertificateFiles::from_config(&config).map_err(StartError::Tls)?;
         let hub = Hub::new(config.buffer);
         let retention = config.retention();
         let mut shared_sends = None;
@@ -98,7 +106,13 @@ impl AppState {
                 Arc::new(store)
             }
         };
-        Ok(Self::assemble(config, hub, store, shared_sends))
+        // The seam for other certificate sources (ACME): any rustls resolver serves HTTPS.
+        let resolver = certificates.clone().map(|files| files as Arc<dyn ResolvesServerCert>);
+        let state = Self::assemble(config, hub, store, shared_sends, resolver);
+        if let Some(certificates) = certificates {
+            certificates.watch(state.stopped.clone());
+        }
+        Ok(state)
     }
 
     /// What `who` may do in `room`, by the access rules (`ssechat access`) and
@@ -176,6 +190,7 @@ impl AppState {
     pub fn site_of(&self, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> Site {
         match &self.config.public_url {
             Some(url) => url.site().clone(),
+            None if self.tls.is_some() => self.proxies.site(peer.ip(), headers).over_tls(),
             None => self.proxies.site(peer.ip(), headers),
         }
     }
@@ -193,16 +208,18 @@ impl AppState {
 
     /// Wires a store that was opened elsewhere (it must publish to `hub`).
     pub fn with_store(config: Config, hub: Arc<Hub>, store: Arc<dyn Store>) -> Self {
-        Self::assemble(config, hub, store, None)
+        Self::assemble(config, hub, store, None, None)
     }
 
     /// Starts what runs beside the requests (heartbeat, presence, the policy watcher);
-    /// sends are limited on this node unless `shared_sends` share a store's limiter.
+    /// sends are limited on this node unless `shared_sends` share a store's limiter; HTTPS
+    /// is served with the certificates `resolver` gives, if there is one.
     fn assemble(
         config: Config,
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
         shared_sends: Option<SendLimiter>,
+        resolver: Option<Arc<dyn ResolvesServerCert>>,
     ) -> Self {
         hub.start_heartbeat(config.heartbeat);
         let policy = Policy::new(&store, &hub, config.default_access);
@@ -234,6 +251,7 @@ impl AppState {
             policy,
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),
+            tls: resolver.map(tls::server_config),
         }));
         // The policy watcher stops when the server has stopped.
         state.policy.start(state.stopped.clone());

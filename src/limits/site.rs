@@ -54,6 +54,12 @@ impl Site {
         self.scheme.as_deref() == Some("https")
     }
 
+    /// The same site reached over TLS: https unless a trusted proxy said otherwise.
+    pub fn over_tls(mut self) -> Self {
+        self.scheme.get_or_insert_with(|| "https".to_owned());
+        self
+    }
+
     /// The host, lower case, without the port (IPv6 in brackets).
     pub fn host(&self) -> &str {
         &self.host

@@ -19,6 +19,7 @@ use crate::error::AppError;
 use crate::feed::{Feed, FeedRequest, Refused, StallWatch};
 use crate::sign_in::guest_may_use;
 use crate::state::AppState;
+use crate::tls::stall::StreamStall;
 use crate::wire::Format;
 
 /// Headers of every stream response besides its content type: no caching, no
@@ -55,7 +56,11 @@ pub async fn events(
         feed.watch_stall(flag.clone());
     }
     let format = feed.format();
-    let mut response = Body::from_stream(feed.into_stream()).into_response();
+    let body = match found.get::<StreamStall>() {
+        Some(stall) => crate::tls::stall::body(feed, *stall),
+        None => Body::from_stream(feed.into_stream()),
+    };
+    let mut response = body.into_response();
     *response.headers_mut() = stream_headers(format);
     Ok(response)
 }

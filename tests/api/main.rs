@@ -32,3 +32,11 @@ mod rooms;
 mod shared_limits;
 mod streams;
 mod takeback;
+mod tls;
+
+/// reqwest's rustls takes the process's crypto provider (ring, as the server uses) when it
+/// builds any client, TLS or not: installed before any test runs.
+#[ctor::ctor(unsafe)]
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
