@@ -7,6 +7,10 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 
+mod acme;
+
+pub use acme::AcmeArgs;
+
 use crate::limits::{Port, Site, TrustedProxies, parse_allowed_host, parse_trusted_proxy};
 use crate::policy::DefaultAccess;
 use crate::store::Retention;
@@ -190,6 +194,9 @@ pub struct Config {
     /// and post), `ro` (read only) or `deny`.
     #[arg(long, env = "SSECHAT_DEFAULT_ACCESS", value_enum, default_value = "rw")]
     pub default_access: DefaultAccess,
+
+    #[command(flatten)]
+    pub acme: AcmeArgs,
 }
 
 impl Config {
@@ -233,6 +240,7 @@ impl Config {
             edit_window: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             default_access: DefaultAccess::Rw,
+            acme: AcmeArgs::defaults(),
         }
     }
 }

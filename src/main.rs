@@ -38,14 +38,32 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().expect("a bound listener has an address");
-    println!("listening on http://{addr}");
-    let _ = std::io::stdout().flush();
-
-    match run(listener, state, shutdown_signal()).await {
+    let served = if state.config.acme.enabled() {
+        let (tls, renew) = match ssechat::acme::acme_acceptor(&state.config.acme) {
+            Ok(acme) => acme,
+            Err(e) => {
+                eprintln!("ssechat: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::spawn(renew);
+        announce("https", addr);
+        ssechat::acme::serve(listener, state, tls, shutdown_signal()).await
+    } else {
+        announce("http", addr);
+        run(listener, state, shutdown_signal()).await
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ssechat: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Says where the server listens, on stdout (tests and scripts read it).
+fn announce(scheme: &str, addr: std::net::SocketAddr) {
+    println!("listening on {scheme}://{addr}");
+    let _ = std::io::stdout().flush();
 }
