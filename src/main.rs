@@ -23,6 +23,14 @@ async fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
 
+    // Before anything is opened: a bad cache directory or CA file is said at once.
+    let acme = match config.acme.enabled().then(|| ssechat::acme::acme_acceptor(&config.acme)).transpose() {
+        Ok(acme) => acme,
+        Err(e) => {
+            eprintln!("ssechat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -38,20 +46,16 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().expect("a bound listener has an address");
-    let served = if state.config.acme.enabled() {
-        let (tls, renew) = match ssechat::acme::acme_acceptor(&state.config.acme) {
-            Ok(acme) => acme,
-            Err(e) => {
-                eprintln!("ssechat: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        tokio::spawn(renew);
-        announce("https", addr);
-        ssechat::acme::serve(listener, state, tls, shutdown_signal()).await
-    } else {
-        announce("http", addr);
-        run(listener, state, shutdown_signal()).await
+    let served = match acme {
+        Some((tls, renew)) => {
+            tokio::spawn(renew);
+            announce("https", addr);
+            ssechat::acme::serve(listener, state, tls, shutdown_signal()).await
+        }
+        None => {
+            announce("http", addr);
+            run(listener, state, shutdown_signal()).await
+        }
     };
     match served {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::helpers::{TestApp, WAIT, eventually, test_config};
+use crate::process::Server;
 
 /// The name ssechat gets a certificate for.
 const DOMAIN: &str = "chat.example.com";
@@ -60,7 +61,7 @@ async fn a_certificate_from_pebble_serves_the_page_and_streams_over_http1_and_ht
         ssechat::acme::serve(listener, state, tls, shutdown)
     });
 
-    wait_for_certificate(&app).await;
+    wait_for_certificate(&app.client, &app.base).await;
     let cached = std::fs::read_dir(dir.path().join("acme")).unwrap();
     assert!(cached.flatten().any(|f| f.file_name().to_string_lossy().starts_with("cached_cert_")));
 
@@ -81,12 +82,60 @@ async fn a_certificate_from_pebble_serves_the_page_and_streams_over_http1_and_ht
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_binary_gets_a_certificate_and_serves_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let [addr] = free_ports().await;
+    let pebble = Pebble::start(dir.path(), addr.port()).await;
+    let cache = dir.path().join("acme");
+    let ca = pebble.https_ca.to_str().unwrap();
+    let directory = pebble.directory();
+    let args =
+        ["--store", "memory", "--allowed-host", DOMAIN, "--acme", DOMAIN, "--acme-directory", &directory];
+    let args = [&args[..], &["--acme-directory-ca", ca, "--acme-cache", cache.to_str().unwrap()]].concat();
+    let server = Server::try_start_on(&addr.to_string(), &args).await.expect("ssechat starts");
+    assert_eq!(server.base, format!("https://{addr}"));
+
+    let client = https_client(&pebble.issuing_root().await, addr.port(), &["h2", "http/1.1"]);
+    let base = format!("https://{DOMAIN}:{}", addr.port());
+    wait_for_certificate(&client, &base).await;
+    let page = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!((page.status().as_u16(), page.version()), (200, Version::HTTP_2));
+}
+
+#[tokio::test]
+async fn the_binary_says_what_is_wrong_with_acme_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let unwritable = file.join("acme");
+    let unwritable = unwritable.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--acme", DOMAIN, "--acme-cache", unwritable],
+            &format!("--acme-cache {unwritable}: cannot write there"),
+        ),
+        (&["--acme", DOMAIN, "--acme-directory", "http://ca.example/dir"], "it must start with https://"),
+        (&["--acme", "localhost"], "\"localhost\" is not a domain name"),
+        (&["--acme", DOMAIN, "--acme-contact", "admin"], "\"admin\" is not an e-mail address"),
+        (
+            &["--acme", DOMAIN, "--acme-staging", "--acme-directory", "https://ca.example/dir"],
+            "cannot be used with",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args = [&["--store", "memory"], args].concat();
+        let said = Server::try_start(&args).await.err().expect("refused");
+        assert!(said.contains(expected), "{args:?}: {said}");
+    }
+}
+
 /// Waits until a handshake with the ACME certificate succeeds (until then the server has
 /// no certificate and refuses handshakes).
-async fn wait_for_certificate(app: &TestApp) {
+async fn wait_for_certificate(client: &reqwest::Client, base: &str) {
     let outcome = tokio::time::timeout(ORDER_WAIT, async {
         loop {
-            match app.client.get(app.url("/healthz")).send().await {
+            match client.get(format!("{base}/healthz")).send().await {
                 Ok(_) => return,
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
