@@ -49,19 +49,8 @@ async fn a_certificate_from_pebble_serves_the_page_and_streams_over_http1_and_ht
         ..AcmeArgs::defaults()
     };
     let state = ssechat::AppState::new(config).await.expect("app starts");
-    let (tls, renew) = ssechat::acme::acme_acceptor(&state.config.acme).expect("acme starts");
-    let renewal = tokio::spawn(renew);
-    let server_alpn = tls.server_config().alpn_protocols.clone();
-    assert_eq!(server_alpn, [b"h2".to_vec(), b"http/1.1".to_vec()]);
-
     let root = pebble.issuing_root().await;
-    let base = format!("https://{DOMAIN}:{port}");
-    let http2 = https_client(&root, port, &["h2", "http/1.1"]);
-    let app = TestApp::serve_by(listener, state, base, http2, move |listener, state, shutdown| {
-        ssechat::acme::serve(listener, state, tls, shutdown)
-    });
-
-    wait_for_certificate(&app.client, &app.base).await;
+    let app = serve_acme(listener, state, &root).await;
     let cached = std::fs::read_dir(dir.path().join("acme")).unwrap();
     assert!(cached.flatten().any(|f| f.file_name().to_string_lossy().starts_with("cached_cert_")));
 
@@ -78,8 +67,38 @@ async fn a_certificate_from_pebble_serves_the_page_and_streams_over_http1_and_ht
         let said = app.say("tls", "ann", &format!("hello over {version:?}")).await;
         assert_eq!(stream.next_message().await.text, said.text);
     }
-    renewal.abort();
+    let config = (*app.state.config).clone();
     app.stop().await;
+
+    drop(pebble);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let restarted = serve_acme(listener, ssechat::AppState::new(config).await.unwrap(), &root).await;
+    let page = restarted.get("/").await;
+    assert_eq!(page.status(), 200, "a restart serves the cached certificate, with the CA gone");
+    restarted.stop().await;
+}
+
+/// Serves `state` over HTTPS with ACME on `listener`, reached through a client that trusts
+/// `root` (and offers `h2`); returns once a handshake with the ACME certificate succeeds.
+async fn serve_acme(
+    listener: TcpListener,
+    state: ssechat::AppState,
+    root: &CertificateDer<'static>,
+) -> TestApp {
+    let port = listener.local_addr().unwrap().port();
+    let (tls, renew) = ssechat::acme::acme_acceptor(&state.config.acme).expect("acme starts");
+    let base = format!("https://{DOMAIN}:{port}");
+    let client = https_client(root, port, &["h2", "http/1.1"]);
+    let app = TestApp::serve_by(listener, state, base, client, move |listener, state, shutdown| {
+        let renewal = tokio::spawn(renew);
+        async move {
+            let served = ssechat::acme::serve(listener, state, tls, shutdown).await;
+            renewal.abort();
+            served
+        }
+    });
+    wait_for_certificate(&app.client, &app.base).await;
+    app
 }
 
 #[tokio::test]
