@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -19,6 +18,7 @@ use tower::ServiceExt;
 
 use super::{Accepted, AcmeTls};
 use crate::app::router;
+use crate::server::{SEND_BUFFER, backoff_after_accept_error};
 use crate::state::AppState;
 
 /// Serves HTTPS on `listener` until `shutdown` completes, then ends every open stream and
@@ -38,13 +38,13 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    backoff_after_accept_error(&e).await;
                     continue;
                 }
             },
         };
         let _ = socket.set_nodelay(true);
+        let _ = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER);
         connections.spawn(connection(socket, peer, tls.clone(), state.clone(), app.clone()));
     }
     state.shutdown.cancel();
