@@ -149,10 +149,14 @@ fn roots_from(file: &Path) -> Result<RootCertStore, AcmeError> {
     Ok(roots)
 }
 
-/// Finds an unusable cache at start, not at the first renewal months later.
+/// Finds an unusable cache at start, not at the first renewal months later. A cache made
+/// here is its owner's alone: it will hold private keys.
 fn check_writable(dir: &Path) -> Result<(), AcmeError> {
     let probe = dir.join(".ssechat-write-check");
-    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b""));
+    let mut create = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut create, 0o700);
+    let written = create.recursive(true).create(dir).and_then(|()| std::fs::write(&probe, b""));
     let _ = std::fs::remove_file(&probe);
     written.map_err(|source| AcmeError::Cache { dir: dir.to_owned(), source })
 }
@@ -177,6 +181,17 @@ mod tests {
             err.starts_with(&format!("--acme-cache {}: cannot write there", file.join("acme").display())),
             "{err}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_cache_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("acme");
+        check_writable(&cache).unwrap();
+        assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "the probe is gone");
     }
 
     #[test]
