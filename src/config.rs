@@ -7,6 +7,10 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 
+mod acme;
+
+pub use acme::AcmeArgs;
+
 use crate::limits::{Port, Site, TrustedProxies, parse_allowed_host, parse_trusted_proxy};
 use crate::policy::DefaultAccess;
 use crate::store::Retention;
@@ -204,6 +208,8 @@ pub struct Config {
     /// https URL (with TLS on).
     #[arg(long, env = "SSECHAT_REDIRECT_HTTP", value_name = "ADDR")]
     pub redirect_http: Option<String>,
+    #[command(flatten)]
+    pub acme: AcmeArgs,
 }
 
 impl Config {
@@ -250,6 +256,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             redirect_http: None,
+            acme: AcmeArgs::defaults(),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! curl is a first-class client.
 //!
 //! # Layout
+//! - [`acme`]: automatic certificates (`--acme`): the TLS acceptor, the renewal task, and
+//!   an HTTPS accept loop (HTTP/1.1 and HTTP/2).
 //! - [`cli`]: `ssechat access|ban|unban|room ...`, administration against the store.
 //! - [`config`]: command-line flags, each with an environment variable.
 //! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
@@ -41,6 +43,7 @@
 //! - [`error`]: the error type that decides status codes.
 
 pub mod accounts;
+pub mod acme;
 pub mod app;
 pub mod auth;
 pub mod body_deadline;

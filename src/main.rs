@@ -23,6 +23,14 @@ async fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
 
+    // Before anything is opened: a bad cache directory or CA file is said at once.
+    let acme = match config.acme.enabled().then(|| ssechat::acme::acme_acceptor(&config.acme)).transpose() {
+        Ok(acme) => acme,
+        Err(e) => {
+            eprintln!("ssechat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -42,11 +50,18 @@ async fn main() -> ExitCode {
         eprintln!("ssechat: {e}");
         return ExitCode::FAILURE;
     }
-    let scheme = if state.tls.is_some() { "https" } else { "http" };
-    println!("listening on {scheme}://{addr}");
-    let _ = std::io::stdout().flush();
-
-    match run(listener, state, shutdown_signal()).await {
+    let served = match acme {
+        Some((tls, renew)) => {
+            tokio::spawn(renew);
+            announce("https", addr);
+            ssechat::acme::serve(listener, state, tls, shutdown_signal()).await
+        }
+        None => {
+            announce(if state.tls.is_some() { "https" } else { "http" }, addr);
+            run(listener, state, shutdown_signal()).await
+        }
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ssechat: {e}");
@@ -58,8 +73,8 @@ async fn main() -> ExitCode {
 /// Binds `--redirect-http`, if asked for, and serves it beside the TLS listener on `https_port`.
 async fn start_redirect(state: &AppState, https_port: u16) -> Result<(), String> {
     let Some(redirect) = state.config.redirect_http.as_deref() else { return Ok(()) };
-    if state.tls.is_none() {
-        return Err("--redirect-http needs TLS on (--tls-cert and --tls-key)".to_owned());
+    if state.tls.is_none() && !state.config.acme.enabled() {
+        return Err("--redirect-http needs TLS on (--tls-cert and --tls-key, or --acme)".to_owned());
     }
     let plain = tokio::net::TcpListener::bind(redirect)
         .await
@@ -68,4 +83,10 @@ async fn start_redirect(state: &AppState, https_port: u16) -> Result<(), String>
     tracing::info!("redirecting http://{bound} to https");
     tokio::spawn(ssechat::tls::redirect::run(plain, state.clone(), https_port));
     Ok(())
+}
+
+/// Says where the server listens, on stdout (tests and scripts read it).
+fn announce(scheme: &str, addr: std::net::SocketAddr) {
+    println!("listening on {scheme}://{addr}");
+    let _ = std::io::stdout().flush();
 }

@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::tls;
 
 /// The kernel's send buffer for each connection.
-const SEND_BUFFER: usize = 64 * 1024;
+pub(crate) const SEND_BUFFER: usize = 64 * 1024;
 /// How long a drain waits for the store to take this node's presence out.
 const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -99,7 +99,7 @@ pub async fn run(
 }
 
 /// Out of file descriptors (or similar) must not turn into a busy loop: wait a little.
-async fn backoff_after_accept_error(e: &io::Error) {
+pub(crate) async fn backoff_after_accept_error(e: &io::Error) {
     use io::ErrorKind::*;
     if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
         return;

@@ -14,6 +14,9 @@ use ssechat::{AppState, Config};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// What a test's accept loop waits on to stop.
+pub type Shutdown = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Held by the tests that load this process with thousands of sockets or rooms, and by the
 /// one that measures this process's memory, so that they never run at the same time.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -94,19 +97,31 @@ impl TestApp {
     /// Serves on a given address (a restart on the same port, as a browser sees it).
     pub async fn serve_on(state: AppState, addr: &str) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self::serve_by(listener, state, base, client, ssechat::run)
+    }
+
+    /// Serves with another accept loop (`run` given the listener, the state and the shutdown
+    /// future), reached at `base` through `client`: HTTPS, for example.
+    pub fn serve_by<F, Fut>(
+        listener: tokio::net::TcpListener,
+        state: AppState,
+        base: String,
+        client: reqwest::Client,
+        run: F,
+    ) -> Self
+    where
+        F: FnOnce(tokio::net::TcpListener, AppState, Shutdown) -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(ssechat::run(listener, state.clone(), async move {
+        let shutdown: Shutdown = Box::pin(async move {
             let _ = stopped.await;
-        }));
-        TestApp {
-            addr,
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
-            state,
-            stop: Some(stop),
-            server: Some(server),
-        }
+        });
+        let server = tokio::spawn(run(listener, state.clone(), shutdown));
+        TestApp { addr, base, client, state, stop: Some(stop), server: Some(server) }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -6,6 +6,7 @@ mod raw;
 
 mod abuse;
 mod accounts;
+mod acme;
 mod ambiguity;
 mod browser;
 mod capacity;

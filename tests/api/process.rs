@@ -23,14 +23,19 @@ impl Server {
 
     /// Starts `ssechat`, or returns what it printed on stderr when it exits instead.
     pub async fn try_start(args: &[&str]) -> Result<Server, String> {
-        Self::spawn(&["--send-rate", "1000000", "--send-burst", "1000000"], args).await
+        Self::try_start_on("127.0.0.1:0", args).await
+    }
+
+    /// Starts `ssechat` on `listen`, or returns what it printed on stderr.
+    pub async fn try_start_on(listen: &str, args: &[&str]) -> Result<Server, String> {
+        Self::spawn(listen, &["--send-rate", "1000000", "--send-burst", "1000000"], args).await
     }
 
     /// Starts `ssechat` as it is deployed: the real send limits and stream caps, only `args`
     /// added. What it logs is read and dropped (a full pipe would stall it), or shown with
     /// `TEST_LOG`.
     pub async fn start_deployed(args: &[&str]) -> Server {
-        let mut server = match Self::spawn(&[], args).await {
+        let mut server = match Self::spawn("127.0.0.1:0", &[], args).await {
             Ok(server) => server,
             Err(stderr) => panic!("ssechat did not start: {stderr}"),
         };
@@ -52,12 +57,12 @@ impl Server {
 
     /// The address it listens on, as `127.0.0.1:PORT`.
     pub fn addr(&self) -> &str {
-        self.base.strip_prefix("http://").unwrap_or(&self.base)
+        self.base.split_once("://").map_or(&self.base, |(_, addr)| addr)
     }
 
-    async fn spawn(limits: &[&str], args: &[&str]) -> Result<Server, String> {
+    async fn spawn(listen: &str, limits: &[&str], args: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssechat"))
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(["--listen", listen, "--log", "warn"])
             .args(limits)
             .args(args)
             .stdout(Stdio::piped())
