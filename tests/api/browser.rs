@@ -16,6 +16,7 @@ use ssechat::domain::{Author, RoomName};
 use crate::helpers::{TestApp, WAIT};
 
 mod accounts;
+mod https;
 mod moderation;
 
 pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -52,16 +53,27 @@ impl Chrome {
     }
 
     pub(crate) async fn session(&self, javascript: bool) -> Client {
+        self.session_with(javascript, &[]).await
+    }
+
+    /// A session whose browser also gets `extra` command-line flags.
+    pub(crate) async fn session_with(&self, javascript: bool, extra: &[String]) -> Client {
         let profile = tempfile::tempdir_in(self.profiles.path()).unwrap().keep();
-        let mut options = json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1100,760",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        });
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1100,760".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        args.extend(extra.iter().cloned());
+        let mut options = json!({ "binary": "/usr/bin/chromium", "args": args });
         if !javascript {
             options["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
         }
