@@ -1,14 +1,11 @@
 //! Automatic certificates: `--acme DOMAIN` gets and renews certificates from an ACME CA
 //! (Let's Encrypt by default) with the TLS-ALPN-01 challenge, on the HTTPS port itself.
 //!
-//! The work is rustls-acme's: [`acme_acceptor`] returns an [`AcmeTls`], which completes each
-//! accepted connection's handshake (or answers the CA's validation handshake), and a task
-//! that orders the certificate, keeps it in `--acme-cache`, and orders a new one when a
-//! third of the current one's lifetime is left, swapping it in without a restart.
-//!
-//! [`serve`] is a small accept loop over HTTP/1.1 and HTTP/2 for these connections.
-
-mod serve;
+//! The work is rustls-acme's: [`acme_acceptor`] returns an [`AcmeTls`] (the configurations
+//! clients and the CA's validation handshakes are served with: `tls/connection.rs` tells
+//! them apart by ALPN, on the one HTTPS listener), and a task that orders the certificate,
+//! keeps it in `--acme-cache`, and orders a new one when a third of the current one's
+//! lifetime is left, swapping it in without a restart.
 
 use std::future::Future;
 use std::io;
@@ -16,18 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use rustls_acme::AcmeConfig;
 use rustls_acme::caches::DirCache;
-use rustls_acme::{AcmeConfig, is_tls_alpn_challenge};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio_rustls::server::TlsStream;
-
-pub use serve::serve;
 
 use crate::config::AcmeArgs;
 
@@ -40,8 +31,8 @@ pub enum AcmeError {
     DirectoryCa { file: PathBuf, why: String },
 }
 
-/// Hands each accepted connection its TLS: certificates from the ACME task, and the CA's
-/// validation handshakes answered. Cheap to clone.
+/// How HTTPS is served with ACME: certificates from the ACME task, and the CA's validation
+/// handshakes answered. Cheap to clone.
 #[derive(Clone)]
 pub struct AcmeTls {
     /// For clients: the current certificate, with ALPN `h2` and `http/1.1`.
@@ -50,31 +41,15 @@ pub struct AcmeTls {
     challenge: Arc<ServerConfig>,
 }
 
-/// What a handshake turned out to be.
-pub enum Accepted {
-    /// A client, over TLS.
-    Client(Box<TlsStream<TcpStream>>),
-    /// The CA checking a challenge: answered, and closed.
-    Challenge,
-}
-
 impl AcmeTls {
-    /// Completes the handshake on `tcp`. No timeout here: the caller bounds it.
-    pub async fn accept(&self, tcp: TcpStream) -> io::Result<Accepted> {
-        let start = LazyConfigAcceptor::new(Default::default(), tcp).await?;
-        if is_tls_alpn_challenge(&start.client_hello()) {
-            tracing::info!("answering an ACME TLS-ALPN-01 validation");
-            let mut tls = start.into_stream(Arc::clone(&self.challenge)).await?;
-            tls.shutdown().await?;
-            return Ok(Accepted::Challenge);
-        }
-        let tls = start.into_stream(Arc::clone(&self.serving)).await?;
-        Ok(Accepted::Client(Box::new(tls)))
+    /// The configuration clients are served with (ALPN `h2`, `http/1.1`).
+    pub fn serving(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.serving)
     }
 
-    /// The configuration clients get: the ACME certificate, `h2` and `http/1.1`.
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        Arc::clone(&self.serving)
+    /// The configuration the CA's validation handshakes (ALPN `acme-tls/1`) are answered with.
+    pub fn challenge(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.challenge)
     }
 }
 

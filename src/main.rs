@@ -23,14 +23,6 @@ async fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
 
-    // Before anything is opened: a bad cache directory or CA file is said at once.
-    let acme = match config.acme.enabled().then(|| ssechat::acme::acme_acceptor(&config.acme)).transpose() {
-        Ok(acme) => acme,
-        Err(e) => {
-            eprintln!("ssechat: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -50,18 +42,8 @@ async fn main() -> ExitCode {
         eprintln!("ssechat: {e}");
         return ExitCode::FAILURE;
     }
-    let served = match acme {
-        Some((tls, renew)) => {
-            tokio::spawn(renew);
-            announce("https", addr);
-            ssechat::acme::serve(listener, state, tls, shutdown_signal()).await
-        }
-        None => {
-            announce(if state.tls.is_some() { "https" } else { "http" }, addr);
-            run(listener, state, shutdown_signal()).await
-        }
-    };
-    match served {
+    announce(if state.tls.is_some() { "https" } else { "http" }, addr);
+    match run(listener, state, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ssechat: {e}");
@@ -73,7 +55,7 @@ async fn main() -> ExitCode {
 /// Binds `--redirect-http`, if asked for, and serves it beside the TLS listener on `https_port`.
 async fn start_redirect(state: &AppState, https_port: u16) -> Result<(), String> {
     let Some(redirect) = state.config.redirect_http.as_deref() else { return Ok(()) };
-    if state.tls.is_none() && !state.config.acme.enabled() {
+    if state.tls.is_none() {
         return Err("--redirect-http needs TLS on (--tls-cert and --tls-key, or --acme)".to_owned());
     }
     let plain = tokio::net::TcpListener::bind(redirect)

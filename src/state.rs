@@ -71,9 +71,11 @@ pub struct Shared {
     /// Cancelled when draining is over: idle connections close. (Streams end through the
     /// hub, which closes then.)
     pub stopped: CancellationToken,
-    /// With TLS on, how connections are served (`--tls-cert`): HTTPS on the listener, and
-    /// the site counts as https (secure cookies).
+    /// With TLS on, how connections are served (`--tls-cert`, or `--acme`): HTTPS on the
+    /// listener, and the site counts as https (secure cookies).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `--acme`: how the CA's TLS-ALPN-01 validation handshakes are answered.
+    pub acme_challenge: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,10 +86,23 @@ pub enum StartError {
     Tls(String),
 }
 
+/// How HTTPS is served: the clients' configuration, and with ACME the validations'.
+struct Tls {
+    serving: Arc<rustls::ServerConfig>,
+    challenge: Option<Arc<rustls::ServerConfig>>,
+}
+
 impl AppState {
     /// Builds the hub and opens the store named by `config`.
     pub async fn new(config: Config) -> Result<Self, StartError> {
         let certificates = CertificateFiles::from_config(&config).map_err(StartError::Tls)?;
+        // Before the store opens: a bad cache directory or CA file is said at once.
+        let acme = match config.acme.enabled() {
+            true => {
+                Some(crate::acme::acme_acceptor(&config.acme).map_err(|e| StartError::Tls(e.to_string()))?)
+            }
+            false => None,
+        };
         let hub = Hub::new(config.buffer);
         let retention = config.retention();
         let mut shared_sends = None;
@@ -106,11 +121,29 @@ impl AppState {
                 Arc::new(store)
             }
         };
-        // The seam for other certificate sources (ACME): any rustls resolver serves HTTPS.
-        let resolver = certificates.clone().map(|files| files as Arc<dyn ResolvesServerCert>);
-        let state = Self::assemble(config, hub, store, shared_sends, resolver);
+        let (tls, renew) = match (&certificates, acme) {
+            (Some(files), _) => {
+                let files = Arc::clone(files) as Arc<dyn ResolvesServerCert>;
+                (Some(Tls { serving: tls::server_config(files), challenge: None }), None)
+            }
+            (None, Some((acme, renew))) => {
+                (Some(Tls { serving: acme.serving(), challenge: Some(acme.challenge()) }), Some(renew))
+            }
+            (None, None) => (None, None),
+        };
+        let state = Self::assemble(config, hub, store, shared_sends, tls);
         if let Some(certificates) = certificates {
             certificates.watch(state.stopped.clone());
+        }
+        if let Some(renew) = renew {
+            // Orders and renews the certificate until the server has stopped.
+            let stopped = state.stopped.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = renew => {}
+                    _ = stopped.cancelled() => {}
+                }
+            });
         }
         Ok(state)
     }
@@ -219,7 +252,7 @@ impl AppState {
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
         shared_sends: Option<SendLimiter>,
-        resolver: Option<Arc<dyn ResolvesServerCert>>,
+        tls: Option<Tls>,
     ) -> Self {
         hub.start_heartbeat(config.heartbeat);
         let policy = Policy::new(&store, &hub, config.default_access);
@@ -251,7 +284,8 @@ impl AppState {
             policy,
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),
-            tls: resolver.map(tls::server_config),
+            acme_challenge: tls.as_ref().and_then(|tls| tls.challenge.clone()),
+            tls: tls.map(|tls| tls.serving),
         }));
         // The policy watcher stops when the server has stopped.
         state.policy.start(state.stopped.clone());

@@ -15,9 +15,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 use tower::ServiceExt;
 
 use bytes::Bytes;
@@ -46,9 +47,10 @@ pub async fn serve(
     // whole connection: the same socket wrapper as on the plaintext hyper path.
     let watch = Watch::default();
     let socket = Rewind::new(socket, Bytes::new(), state.config.stall_timeout, watch.clone());
-    let handshake = TlsAcceptor::from(config).accept(socket);
+    let handshake = handshake(socket, config, state.acme_challenge.clone());
     let stream = match tokio::time::timeout(state.config.header_timeout, handshake).await {
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(Some(stream))) => stream,
+        Ok(Ok(None)) => return, // an ACME validation, answered
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
     };
@@ -58,6 +60,25 @@ pub async fn serve(
     if let Err(e) = serve_http(&state, TokioIo::new(stream), service, &in_flight).await {
         tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
     }
+}
+
+/// The TLS handshake with `serving`; with ACME (`challenge`), a handshake that asks for
+/// `acme-tls/1` is the CA validating the domain: answered with the challenge certificate,
+/// then closed (`None`).
+async fn handshake(
+    socket: Rewind,
+    serving: Arc<ServerConfig>,
+    challenge: Option<Arc<ServerConfig>>,
+) -> std::io::Result<Option<TlsStream<Rewind>>> {
+    let Some(challenge) = challenge else { return TlsAcceptor::from(serving).accept(socket).await.map(Some) };
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), socket).await?;
+    if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
+        tracing::info!("answering an ACME TLS-ALPN-01 validation");
+        let mut tls = start.into_stream(challenge).await?;
+        tls.shutdown().await?;
+        return Ok(None);
+    }
+    start.into_stream(serving).await.map(Some)
 }
 
 /// HTTP/2 or HTTP/1.1, as ALPN chose, until the connection ends or the server has stopped.

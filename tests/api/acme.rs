@@ -86,17 +86,11 @@ async fn serve_acme(
     root: &CertificateDer<'static>,
 ) -> TestApp {
     let port = listener.local_addr().unwrap().port();
-    let (tls, renew) = ssechat::acme::acme_acceptor(&state.config.acme).expect("acme starts");
     let base = format!("https://{DOMAIN}:{port}");
     let client = https_client(root, port, &["h2", "http/1.1"]);
-    let app = TestApp::serve_by(listener, state, base, client, move |listener, state, shutdown| {
-        let renewal = tokio::spawn(renew);
-        async move {
-            let served = ssechat::acme::serve(listener, state, tls, shutdown).await;
-            renewal.abort();
-            served
-        }
-    });
+    // The state ordered the certificate when it was made (`--acme`); the server is the one
+    // for every listener: HTTPS because the state has TLS.
+    let app = TestApp::serve_by(listener, state, base, client, ssechat::run);
     wait_for_certificate(&app.client, &app.base).await;
     app
 }
