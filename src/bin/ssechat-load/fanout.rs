@@ -23,9 +23,9 @@ use tokio_util::either::Either;
 use crate::Target;
 use crate::h2;
 use crate::http::{Endpoint, check_warm};
-use crate::tls::{Alpn, Tls, TlsArgs};
 use crate::open::{connect_from, open_stream};
 use crate::stats::AtomicLatency;
+use crate::tls::{Alpn, Tls, TlsArgs};
 use crate::usage::{ServerUsage, cpu_us_per_delivery, per_delivery_text};
 
 #[derive(Debug, Args)]
@@ -130,9 +130,19 @@ impl Shared {
 }
 
 pub async fn run(args: FanoutArgs) -> Result<(), String> {
+    let (outcome, shared) = measure(&args).await?;
+    outcome.print(&args, &shared.latency);
+    if args.json {
+        println!("{}", outcome.json(&args, &shared.latency));
+    }
+    Ok(())
+}
+
+/// One run: open, hold, post, drain. The streams keep reading until the process ends.
+async fn measure(args: &FanoutArgs) -> Result<(Outcome, Arc<Shared>), String> {
     check_warm(args.target, args.warm)?;
     let endpoint = Endpoint::parse_any(&args.url)?;
-    let tls = check_tls(&args, &endpoint)?;
+    let tls = check_tls(args, &endpoint)?;
     let rooms = args.rooms.max(1);
     let prefix = args.room_prefix.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -143,12 +153,12 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
     let usage = ServerUsage::new(&args.pid);
     let rss_before = usage.rss_bytes();
     let opened = match &tls {
-        Some(tls) if args.h2 => h2::open_all(&args, &endpoint, tls, &prefix, &shared).await?,
-        _ => open_all(&args, &endpoint, &prefix, &shared).await?,
+        Some(tls) if args.h2 => h2::open_all(args, &endpoint, tls, &prefix, &shared).await?,
+        _ => open_all(args, &endpoint, &prefix, &shared).await?,
     };
-    let idle = hold_idle(&args, &usage).await;
+    let idle = hold_idle(args, &usage).await;
     let broken_while_idle = shared.broken.load(Ordering::Relaxed) - opened.errors as u64;
-    let posting = post_all(&args, &prefix, &shared, &usage, tls.as_ref()).await?;
+    let posting = post_all(args, &prefix, &shared, &usage, tls.as_ref()).await?;
     let outcome = Outcome {
         opened,
         lost: expected_deliveries(opened.open, rooms, args.messages).saturating_sub(posting.deliveries),
@@ -159,19 +169,19 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
         rss_before,
         idle,
     };
-    outcome.print(&args, &shared.latency);
-    if args.json {
-        println!("{}", outcome.json(&args, &shared.latency));
-    }
-    Ok(())
+    Ok((outcome, shared))
 }
 
 /// `https://` streams go over HTTP/2 only, and `--warm` over HTTP/1.1 only. Returns the TLS
 /// connectors when the streams or the posts need them.
 fn check_tls(args: &FanoutArgs, endpoint: &Endpoint) -> Result<Option<Tls>, String> {
     match (args.h2, endpoint.tls) {
-        (true, false) => return Err("--h2 needs an https:// --url: the server speaks HTTP/2 over TLS".to_owned()),
-        (false, true) => return Err("an https:// --url needs --h2: streams over TLS are HTTP/2 here".to_owned()),
+        (true, false) => {
+            return Err("--h2 needs an https:// --url: the server speaks HTTP/2 over TLS".to_owned());
+        }
+        (false, true) => {
+            return Err("an https:// --url needs --h2: streams over TLS are HTTP/2 here".to_owned());
+        }
         _ => {}
     }
     if args.h2 && args.warm {
@@ -258,7 +268,8 @@ async fn open_all(
     let started = Instant::now();
     for n in 0..args.streams {
         let source = source_address(n, args.sources);
-        let requests = endpoint.stream_requests(args.target, &room_name(prefix, n, args.rooms), args.warm, None);
+        let requests =
+            endpoint.stream_requests(args.target, &room_name(prefix, n, args.rooms), args.warm, None);
         let (shared, connecting, ready) = (Arc::clone(shared), Arc::clone(&connecting), ready_tx.clone());
         tokio::spawn(async move {
             let permit = connecting.acquire_owned().await.expect("never closed");
@@ -286,7 +297,11 @@ pub fn room_name(prefix: &str, n: usize, rooms: usize) -> String {
 
 /// Tells `ready` how opening a stream went (a failure also counts as broken); the opened
 /// stream, if it did.
-pub fn report_open<T>(shared: &Shared, ready: &UnboundedSender<Result<(), String>>, opened: Result<T, String>) -> Option<T> {
+pub fn report_open<T>(
+    shared: &Shared,
+    ready: &UnboundedSender<Result<(), String>>,
+    opened: Result<T, String>,
+) -> Option<T> {
     match opened {
         Ok(stream) => {
             let _ = ready.send(Ok(()));
@@ -592,4 +607,74 @@ async fn connect(
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.ok()?;
     tokio::spawn(conn);
     Some(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        fanout: FanoutArgs,
+    }
+
+    fn args(flags: &[&str]) -> FanoutArgs {
+        Cli::try_parse_from(std::iter::once("fanout").chain(flags.iter().copied()))
+            .expect("valid flags")
+            .fanout
+    }
+
+    /// A real ssechat serving HTTPS (HTTP/2 and HTTP/1.1) with a self-signed certificate, as
+    /// `benches/h2.sh` runs it; the limits lifted for one client holding many streams.
+    async fn https_server(dir: &std::path::Path) -> std::net::SocketAddr {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
+        let mut config = ssechat::Config::defaults();
+        config.store = ssechat::config::StoreUrl::Memory;
+        config.tls_cert = Some(dir.join("cert.pem"));
+        config.tls_key = Some(dir.join("key.pem"));
+        config.send_rate = 1_000_000.0;
+        config.send_burst = 1_000_000;
+        config.max_streams_per_client = 100_000;
+        config.max_connections_per_client = 100_000;
+        let state = ssechat::AppState::new(config).await.expect("the server starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(ssechat::run(listener, state, std::future::pending()));
+        addr
+    }
+
+    #[tokio::test]
+    async fn h2_streams_over_a_few_tls_connections_receive_every_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("https://{}", https_server(dir.path()).await);
+        let flags = ["--h2", "--insecure", "--url", &url, "--streams", "30", "--connections", "4"];
+        let args = args(
+            &[&flags[..], &["--rooms", "2", "--messages", "6", "--rate", "100", "--drain", "20s"]].concat(),
+        );
+        let (outcome, shared) =
+            tokio::time::timeout(Duration::from_secs(60), measure(&args)).await.unwrap().unwrap();
+        assert_eq!((outcome.opened.open, outcome.opened.errors), (30, 0));
+        assert_eq!(outcome.posting.deliveries, 30 * 3, "each stream gets its room's 3 messages");
+        assert_eq!(
+            (outcome.lost, outcome.duplicates, outcome.broken, outcome.posting.post_errors),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(shared.latency.count(), 90, "every delivery is timed");
+    }
+
+    #[tokio::test]
+    async fn tls_and_http2_go_together() {
+        let refused = |flags: &[&str]| {
+            let args = args(flags);
+            check_tls(&args, &Endpoint::parse_any(&args.url).unwrap()).err().expect("refused")
+        };
+        assert!(refused(&["--h2", "--url", "http://127.0.0.1:1"]).contains("--h2 needs an https://"));
+        assert!(refused(&["--url", "https://127.0.0.1:1", "--insecure"]).contains("needs --h2"));
+        assert!(refused(&["--h2", "--warm", "--url", "https://127.0.0.1:1"]).contains("--warm"));
+        assert!(Cli::try_parse_from(["fanout", "--insecure", "--ca", "x.pem"]).is_err());
+    }
 }

@@ -15,7 +15,9 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::mpsc::unbounded_channel;
 
-use crate::fanout::{FanoutArgs, Opened, Shared, gather_opened, report_open, room_name, scan, source_address};
+use crate::fanout::{
+    FanoutArgs, Opened, Shared, gather_opened, report_open, room_name, scan, source_address,
+};
 use crate::http::Endpoint;
 use crate::open::connect_from;
 use crate::tls::{Alpn, Tls};
@@ -76,7 +78,10 @@ async fn connect(
 }
 
 /// Sends the stream request and waits for a 200 head.
-async fn open(sender: &mut SendRequest<Empty<Bytes>>, request: Request<Empty<Bytes>>) -> Result<Incoming, String> {
+async fn open(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    request: Request<Empty<Bytes>>,
+) -> Result<Incoming, String> {
     let response = sender.send_request(request).await.map_err(|e| format!("stream: {e}"))?;
     match response.status().as_u16() {
         200 => Ok(response.into_body()),
