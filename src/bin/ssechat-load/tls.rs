@@ -66,7 +66,15 @@ impl Tls {
             Alpn::Http1 => &self.http1,
             Alpn::Http2 => &self.http2,
         };
-        connector.connect(name, tcp).await.map_err(|e| format!("TLS handshake with {host}: {e}"))
+        connector.connect(name, tcp).await.map_err(|e| {
+            // What `--ca` gets when handed a self-signed certificate (openssl's makes it a CA).
+            let hint = if e.to_string().contains("CaUsedAsEndEntity") {
+                " (a self-signed certificate can't be its own --ca: use --insecure)"
+            } else {
+                ""
+            };
+            format!("TLS handshake with {host}: {e}{hint}")
+        })
     }
 }
 
