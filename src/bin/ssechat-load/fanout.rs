@@ -17,29 +17,33 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio_util::either::Either;
 
 use crate::Target;
+use crate::h2;
 use crate::http::{Endpoint, check_warm};
 use crate::open::{connect_from, open_stream};
 use crate::stats::AtomicLatency;
+use crate::tls::{Alpn, Tls, TlsArgs};
 use crate::usage::{ServerUsage, cpu_us_per_delivery, per_delivery_text};
 
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
-    /// The server, as `http://host:port`.
+    /// The server, as `http://host:port` (or `https://host:port` with `--h2`).
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     url: String,
     /// Where messages are posted, if not to `--url` (another node of a cluster).
     #[arg(long)]
     publish_url: Option<String>,
     #[arg(long, value_enum, default_value = "ssechat")]
-    target: Target,
+    pub target: Target,
     /// Streams to open.
     #[arg(long, default_value_t = 1000)]
-    streams: usize,
+    pub streams: usize,
     /// Rooms the streams and messages are spread over.
     #[arg(long, default_value_t = 1)]
-    rooms: usize,
+    pub rooms: usize,
     /// Messages to post in all.
     #[arg(long, default_value_t = 1000)]
     messages: u64,
@@ -55,7 +59,7 @@ pub struct FanoutArgs {
     publish_from: Option<Ipv4Addr>,
     /// Source addresses to spread streams over: 127.0.0.1 up to 127.0.0.N.
     #[arg(long, default_value_t = 16)]
-    sources: u8,
+    pub sources: u8,
     /// Streams being connected at once.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
@@ -82,10 +86,19 @@ pub struct FanoutArgs {
     /// then the stream request on the same keep-alive connection (ssechat only).
     #[arg(long)]
     warm: bool,
+    /// Open the streams over HTTP/2 (needs an `https://` URL): `--streams` requests spread
+    /// over `--connections` TLS connections.
+    #[arg(long)]
+    h2: bool,
+    /// With `--h2`, the connections the streams share.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// What every stream task shares.
-struct Shared {
+pub struct Shared {
     /// Per room, one bit per message sequence number seen, per stream: (stream, seq).
     received: Vec<AtomicU64>,
     /// Words of `received` per stream.
@@ -93,11 +106,11 @@ struct Shared {
     deliveries: AtomicU64,
     duplicates: AtomicU64,
     /// Streams that ended or failed before the run was over.
-    broken: AtomicU64,
+    pub broken: AtomicU64,
     latency: AtomicLatency,
-    started: Instant,
+    pub started: Instant,
     last_delivery_us: AtomicU64,
-    done: AtomicBool,
+    pub done: AtomicBool,
 }
 
 impl Shared {
@@ -117,8 +130,19 @@ impl Shared {
 }
 
 pub async fn run(args: FanoutArgs) -> Result<(), String> {
+    let (outcome, shared) = measure(&args).await?;
+    outcome.print(&args, &shared.latency);
+    if args.json {
+        println!("{}", outcome.json(&args, &shared.latency));
+    }
+    Ok(())
+}
+
+/// One run: open, hold, post, drain. The streams keep reading until the process ends.
+async fn measure(args: &FanoutArgs) -> Result<(Outcome, Arc<Shared>), String> {
     check_warm(args.target, args.warm)?;
-    let endpoint = Endpoint::parse(&args.url)?;
+    let endpoint = Endpoint::parse_any(&args.url)?;
+    let tls = check_tls(args, &endpoint)?;
     let rooms = args.rooms.max(1);
     let prefix = args.room_prefix.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -128,10 +152,13 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
     let shared = Arc::new(Shared::new(args.streams, words));
     let usage = ServerUsage::new(&args.pid);
     let rss_before = usage.rss_bytes();
-    let opened = open_all(&args, &endpoint, &prefix, &shared).await?;
-    let idle = hold_idle(&args, &usage).await;
+    let opened = match &tls {
+        Some(tls) if args.h2 => h2::open_all(args, &endpoint, tls, &prefix, &shared).await?,
+        _ => open_all(args, &endpoint, &prefix, &shared).await?,
+    };
+    let idle = hold_idle(args, &usage).await;
     let broken_while_idle = shared.broken.load(Ordering::Relaxed) - opened.errors as u64;
-    let posting = post_all(&args, &prefix, &shared, &usage).await?;
+    let posting = post_all(args, &prefix, &shared, &usage, tls.as_ref()).await?;
     let outcome = Outcome {
         opened,
         lost: expected_deliveries(opened.open, rooms, args.messages).saturating_sub(posting.deliveries),
@@ -142,11 +169,29 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
         rss_before,
         idle,
     };
-    outcome.print(&args, &shared.latency);
-    if args.json {
-        println!("{}", outcome.json(&args, &shared.latency));
+    Ok((outcome, shared))
+}
+
+/// `https://` streams go over HTTP/2 only, and `--warm` over HTTP/1.1 only. Returns the TLS
+/// connectors when the streams or the posts need them.
+fn check_tls(args: &FanoutArgs, endpoint: &Endpoint) -> Result<Option<Tls>, String> {
+    match (args.h2, endpoint.tls) {
+        (true, false) => {
+            return Err("--h2 needs an https:// --url: the server speaks HTTP/2 over TLS".to_owned());
+        }
+        (false, true) => {
+            return Err("an https:// --url needs --h2: streams over TLS are HTTP/2 here".to_owned());
+        }
+        _ => {}
     }
-    Ok(())
+    if args.h2 && args.warm {
+        return Err("--warm loads the page over HTTP/1.1; it can't be combined with --h2".to_owned());
+    }
+    let publish_tls = match &args.publish_url {
+        Some(url) => Endpoint::parse_any(url)?.tls,
+        None => endpoint.tls,
+    };
+    (endpoint.tls || publish_tls).then(|| Tls::new(&args.tls)).transpose()
 }
 
 /// The server with every stream open and nothing posted.
@@ -185,11 +230,12 @@ async fn post_all(
     prefix: &str,
     shared: &Arc<Shared>,
     usage: &ServerUsage,
+    tls: Option<&Tls>,
 ) -> Result<Posting, String> {
     let cpu_start = usage.cpu_seconds();
     let post_started = shared.started.elapsed();
-    let publish_to = Arc::new(Endpoint::parse(args.publish_url.as_deref().unwrap_or(&args.url))?);
-    let post_errors = publish(args, prefix, &publish_to, shared, post_started).await;
+    let publish_to = Arc::new(Endpoint::parse_any(args.publish_url.as_deref().unwrap_or(&args.url))?);
+    let post_errors = publish(args, prefix, &publish_to, shared, post_started, tls).await;
     let last_intended =
         post_started + Duration::from_secs_f64(args.messages.saturating_sub(1) as f64 / args.rate);
     wait_for_deliveries(args, shared).await;
@@ -202,7 +248,7 @@ async fn post_all(
 
 /// How opening the streams went.
 #[derive(Debug, Clone, Copy)]
-struct Opened {
+pub struct Opened {
     open: usize,
     errors: usize,
     seconds: f64,
@@ -218,34 +264,67 @@ async fn open_all(
 ) -> Result<Opened, String> {
     let server = endpoint.resolve().await?;
     let connecting = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = unbounded_channel();
     let started = Instant::now();
     for n in 0..args.streams {
-        let source = Ipv4Addr::new(127, 0, 0, 1 + (n % args.sources.max(1) as usize) as u8);
-        let room = format!("{prefix}-{}", n % args.rooms.max(1));
-        let requests = endpoint.stream_requests(args.target, &room, args.warm, None);
+        let source = source_address(n, args.sources);
+        let requests =
+            endpoint.stream_requests(args.target, &room_name(prefix, n, args.rooms), args.warm, None);
         let (shared, connecting, ready) = (Arc::clone(shared), Arc::clone(&connecting), ready_tx.clone());
         tokio::spawn(async move {
             let permit = connecting.acquire_owned().await.expect("never closed");
             // No message is posted before every stream is open: the body so far is the preamble.
-            let stream = match open_stream(source, server, &requests).await {
-                Ok((stream, _preamble)) => stream,
-                Err(e) => {
-                    shared.broken.fetch_add(1, Ordering::Relaxed);
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            };
+            let opened = open_stream(source, server, &requests).await.map(|(stream, _preamble)| stream);
             drop(permit);
-            let _ = ready.send(Ok(()));
-            read_stream(stream, n, &shared).await;
+            if let Some(stream) = report_open(&shared, &ready, opened) {
+                read_stream(stream, n, &shared).await;
+            }
         });
     }
     drop(ready_tx);
+    gather_opened(args.streams, ready_rx, started).await
+}
+
+/// Stream `n`'s source address: 127.0.0.1 up to 127.0.0.`sources`, in turn.
+pub fn source_address(n: usize, sources: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 1 + (n % sources.max(1) as usize) as u8)
+}
+
+/// Stream `n`'s room: the rooms in turn.
+pub fn room_name(prefix: &str, n: usize, rooms: usize) -> String {
+    format!("{prefix}-{}", n % rooms.max(1))
+}
+
+/// Tells `ready` how opening a stream went (a failure also counts as broken); the opened
+/// stream, if it did.
+pub fn report_open<T>(
+    shared: &Shared,
+    ready: &UnboundedSender<Result<(), String>>,
+    opened: Result<T, String>,
+) -> Option<T> {
+    match opened {
+        Ok(stream) => {
+            let _ = ready.send(Ok(()));
+            Some(stream)
+        }
+        Err(e) => {
+            shared.broken.fetch_add(1, Ordering::Relaxed);
+            let _ = ready.send(Err(e));
+            None
+        }
+    }
+}
+
+/// Waits for every one of `streams` to report on `ready`, for at most 120 s.
+pub async fn gather_opened(
+    streams: usize,
+    mut ready: UnboundedReceiver<Result<(), String>>,
+    started: Instant,
+) -> Result<Opened, String> {
     let mut opened = Opened { open: 0, errors: 0, seconds: 0.0 };
     let mut first_error = None;
-    for _ in 0..args.streams {
-        let result = tokio::time::timeout(Duration::from_secs(120), ready_rx.recv())
+    for _ in 0..streams {
+        let result = tokio::time::timeout(Duration::from_secs(120), ready.recv())
             .await
             .map_err(|_| "streams took over 120 s to open")?
             .expect("every stream task reports");
@@ -301,7 +380,11 @@ impl Outcome {
     }
 
     fn print(&self, args: &FanoutArgs, latency: &AtomicLatency) {
-        let start = if args.warm { "warm: room page first" } else { "fresh connections" };
+        let start = match (args.h2, args.warm) {
+            (true, _) => format!("HTTP/2 over TLS, {} connections", args.connections.max(1)),
+            (false, true) => "warm: room page first".to_owned(),
+            (false, false) => "fresh connections".to_owned(),
+        };
         println!(
             "fanout {} ({:?}, {start}): {}/{} streams, {} messages at {}/s over {} room(s)",
             args.url,
@@ -344,7 +427,7 @@ impl Outcome {
     fn json(&self, args: &FanoutArgs, latency: &AtomicLatency) -> serde_json::Value {
         serde_json::json!({
             "mode": "fanout", "url": args.url, "target": format!("{:?}", args.target).to_lowercase(),
-            "warm": args.warm, "streams": args.streams, "open": self.opened.open,
+            "warm": args.warm, "h2": args.h2, "connections": args.h2.then_some(args.connections.max(1)), "streams": args.streams, "open": self.opened.open,
             "connect_errors": self.opened.errors, "rooms": args.rooms.max(1), "messages": args.messages,
             "rate": args.rate, "deliveries": self.posting.deliveries, "deliveries_per_second": self.posting.rate,
             "lost": self.lost, "duplicates": self.duplicates, "post_errors": self.posting.post_errors,
@@ -383,22 +466,30 @@ async fn read_stream(mut stream: TcpStream, index: usize, shared: &Shared) {
         };
         let now_us = shared.started.elapsed().as_micros() as u64;
         let filled = carry + n;
-        let mut at = 0;
-        let mut keep_from = filled.saturating_sub(40); // a marker is shorter than 40 bytes
-        while let Some(start) = find(&buf[at..filled], b"@@").map(|i| at + i) {
-            let Some(end) = find(&buf[start + 2..filled], b"@@").map(|i| start + 2 + i) else {
-                keep_from = keep_from.min(start);
-                break;
-            };
-            if let Some((seq, sent_us)) = parse_marker(&buf[start + 2..end]) {
-                record(shared, index, seq, sent_us, now_us);
-            }
-            at = end + 2;
-            keep_from = keep_from.max(at);
-        }
-        buf.copy_within(keep_from.min(filled)..filled, 0);
-        carry = filled - keep_from.min(filled);
+        let keep_from = scan(&buf[..filled], index, shared, now_us);
+        buf.copy_within(keep_from..filled, 0);
+        carry = filled - keep_from;
     }
+}
+
+/// Records every marker `@@<seq>.<micros>@@` in `buf` for stream `index`. Returns where the
+/// bytes to keep for the next read start: a marker the end of `buf` cut in two.
+pub fn scan(buf: &[u8], index: usize, shared: &Shared, now_us: u64) -> usize {
+    let filled = buf.len();
+    let mut at = 0;
+    let mut keep_from = filled.saturating_sub(40); // a marker is shorter than 40 bytes
+    while let Some(start) = find(&buf[at..filled], b"@@").map(|i| at + i) {
+        let Some(end) = find(&buf[start + 2..filled], b"@@").map(|i| start + 2 + i) else {
+            keep_from = keep_from.min(start);
+            break;
+        };
+        if let Some((seq, sent_us)) = parse_marker(&buf[start + 2..end]) {
+            record(shared, index, seq, sent_us, now_us);
+        }
+        at = end + 2;
+        keep_from = keep_from.max(at);
+    }
+    keep_from.min(filled)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -433,6 +524,7 @@ async fn publish(
     endpoint: &Arc<Endpoint>,
     shared: &Arc<Shared>,
     start: Duration,
+    tls: Option<&Tls>,
 ) -> u64 {
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -449,7 +541,7 @@ async fn publish(
             padding.clone(),
             args.publish_from,
         );
-        let prefix = prefix.to_owned();
+        let (prefix, tls) = (prefix.to_owned(), tls.cloned());
         tasks.push(tokio::spawn(async move {
             let mut sender = None;
             loop {
@@ -465,7 +557,7 @@ async fn publish(
                 // A connection the server closed (it said `connection: close`, or timed it out)
                 // is replaced, as any HTTP client does, not counted as a failed post.
                 if sender.as_ref().is_none_or(hyper::client::conn::http1::SendRequest::is_closed) {
-                    sender = connect(&endpoint, source).await;
+                    sender = connect(&endpoint, source, tls.as_ref()).await;
                 }
                 let Some(s) = sender.as_mut() else {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -496,17 +588,93 @@ async fn publish(
     errors.load(Ordering::Relaxed)
 }
 
-/// A keep-alive connection to post through, from `source` if given.
+/// A keep-alive connection to post through, from `source` if given; over TLS (HTTP/1.1 by
+/// ALPN) for an `https://` endpoint.
 async fn connect(
     endpoint: &Endpoint,
     source: Option<Ipv4Addr>,
+    tls: Option<&Tls>,
 ) -> Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>> {
     let tcp = match source {
         Some(source) => connect_from(source, endpoint.resolve().await.ok()?).await.ok()?,
         None => TcpStream::connect(&endpoint.authority).await.ok()?,
     };
     let _ = tcp.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.ok()?;
+    let io = match tls {
+        Some(tls) if endpoint.tls => Either::Right(tls.connect(tcp, endpoint, Alpn::Http1).await.ok()?),
+        _ => Either::Left(tcp),
+    };
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.ok()?;
     tokio::spawn(conn);
     Some(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        fanout: FanoutArgs,
+    }
+
+    fn args(flags: &[&str]) -> FanoutArgs {
+        Cli::try_parse_from(std::iter::once("fanout").chain(flags.iter().copied()))
+            .expect("valid flags")
+            .fanout
+    }
+
+    /// A real ssechat serving HTTPS (HTTP/2 and HTTP/1.1) with a self-signed certificate, as
+    /// `benches/h2.sh` runs it; the limits lifted for one client holding many streams.
+    async fn https_server(dir: &std::path::Path) -> std::net::SocketAddr {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
+        let mut config = ssechat::Config::defaults();
+        config.store = ssechat::config::StoreUrl::Memory;
+        config.tls_cert = Some(dir.join("cert.pem"));
+        config.tls_key = Some(dir.join("key.pem"));
+        config.send_rate = 1_000_000.0;
+        config.send_burst = 1_000_000;
+        config.max_streams_per_client = 100_000;
+        config.max_connections_per_client = 100_000;
+        let state = ssechat::AppState::new(config).await.expect("the server starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(ssechat::run(listener, state, std::future::pending()));
+        addr
+    }
+
+    #[tokio::test]
+    async fn h2_streams_over_a_few_tls_connections_receive_every_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("https://{}", https_server(dir.path()).await);
+        let flags = ["--h2", "--insecure", "--url", &url, "--streams", "30", "--connections", "4"];
+        let args = args(
+            &[&flags[..], &["--rooms", "2", "--messages", "6", "--rate", "100", "--drain", "20s"]].concat(),
+        );
+        let (outcome, shared) =
+            tokio::time::timeout(Duration::from_secs(60), measure(&args)).await.unwrap().unwrap();
+        assert_eq!((outcome.opened.open, outcome.opened.errors), (30, 0));
+        assert_eq!(outcome.posting.deliveries, 30 * 3, "each stream gets its room's 3 messages");
+        assert_eq!(
+            (outcome.lost, outcome.duplicates, outcome.broken, outcome.posting.post_errors),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(shared.latency.count(), 90, "every delivery is timed");
+    }
+
+    #[tokio::test]
+    async fn tls_and_http2_go_together() {
+        let refused = |flags: &[&str]| {
+            let args = args(flags);
+            check_tls(&args, &Endpoint::parse_any(&args.url).unwrap()).err().expect("refused")
+        };
+        assert!(refused(&["--h2", "--url", "http://127.0.0.1:1"]).contains("--h2 needs an https://"));
+        assert!(refused(&["--url", "https://127.0.0.1:1", "--insecure"]).contains("needs --h2"));
+        assert!(refused(&["--h2", "--warm", "--url", "https://127.0.0.1:1"]).contains("--warm"));
+        assert!(Cli::try_parse_from(["fanout", "--insecure", "--ca", "x.pem"]).is_err());
+    }
 }

@@ -11,9 +11,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::Target;
 
-/// `http://host:port/prefix`, split into what a socket and a request line need.
+/// `http://host:port/prefix` (or `https://`), split into what a socket and a request line need.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    /// `https://`: connections begin with a TLS handshake (`fanout` only).
+    pub tls: bool,
     /// `host:port`, for connecting and for the `Host` header.
     pub authority: String,
     /// The path prefix, without a trailing slash (often empty).
@@ -21,16 +23,39 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// An `http://` URL: the commands that speak plain HTTP only.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest =
-            url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+        match Self::parse_any(url)? {
+            Self { tls: true, .. } => Err(format!("{url:?}: only http:// URLs are supported")),
+            endpoint => Ok(endpoint),
+        }
+    }
+
+    /// An `http://` or `https://` URL.
+    pub fn parse_any(url: &str) -> Result<Self, String> {
+        let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(format!("{url:?}: only http:// and https:// URLs are supported")),
+        };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.is_empty() {
             return Err(format!("{url:?} has no host"));
         }
+        let port = if tls { 443 } else { 80 };
         let authority =
-            if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-        Ok(Self { authority, prefix: format!("/{path}").trim_end_matches('/').to_owned() })
+            if authority.contains(':') { authority.to_owned() } else { format!("{authority}:{port}") };
+        Ok(Self { tls, authority, prefix: format!("/{path}").trim_end_matches('/').to_owned() })
+    }
+
+    /// The host, without the port: the name a TLS certificate must carry.
+    pub fn host(&self) -> &str {
+        self.authority.rsplit_once(':').map_or(&self.authority, |(host, _)| host)
+    }
+
+    /// `scheme://authority`, the start of an absolute URI.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.authority)
     }
 
     /// The server's socket address.

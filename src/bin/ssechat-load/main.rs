@@ -11,16 +11,20 @@
 //!
 //! `fanout` and `soak` open each stream on a fresh connection, or with `--warm` the way a
 //! browser does: the room page first, then the stream on the same keep-alive connection.
+//! `fanout --h2` opens its streams as HTTP/2 requests over TLS instead, many to a connection
+//! (`--connections`), as browsers do over HTTPS.
 //!
 //! Every loop is bounded in count and in time, so a run always ends by itself.
 
 mod attack;
 mod fanout;
+mod h2;
 mod http;
 mod open;
 mod post;
 mod soak;
 mod stats;
+mod tls;
 mod usage;
 
 use clap::{Parser, Subcommand, ValueEnum};
