@@ -16,14 +16,19 @@ async fn app_with_ana() -> TestApp {
     app
 }
 
-/// Signs in through the form of `/login?next=PATH`, as a person does.
+/// Signs in as `ana` through the form of `/login?next=PATH`, as a person does.
 pub(super) async fn sign_in(page: &Client, app: &TestApp, path: &str) {
     page.goto(&format!("{}/login?next={path}", app.base)).await.unwrap();
-    page.find(Locator::Id("login-name")).await.unwrap().send_keys("ana").await.unwrap();
-    page.find(Locator::Id("login-password")).await.unwrap().send_keys("ana pass").await.unwrap();
-    page.find(Locator::Css("#login button")).await.unwrap().click().await.unwrap();
+    fill_in_login(page, "ana", "ana pass").await;
     wait_for_text(page, "Signed in as").await;
     assert_eq!(page.current_url().await.unwrap().path(), path);
+}
+
+/// Fills in and sends the sign-in form the page shows.
+pub(super) async fn fill_in_login(page: &Client, name: &str, password: &str) {
+    page.find(Locator::Id("login-name")).await.unwrap().send_keys(name).await.unwrap();
+    page.find(Locator::Id("login-password")).await.unwrap().send_keys(password).await.unwrap();
+    page.find(Locator::Css("#login button")).await.unwrap().click().await.unwrap();
 }
 
 pub(super) async fn wait_for_text(page: &Client, text: &str) {

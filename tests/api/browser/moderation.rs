@@ -5,7 +5,7 @@
 use fantoccini::{Client, Locator};
 use ssechat::policy::{Ban, BanTarget, Perm, RoomPattern, Rule, Subject};
 
-use super::accounts::{sign_in, wait_for_text};
+use super::accounts::{fill_in_login, sign_in, wait_for_text};
 use super::{Chrome, ONE_AT_A_TIME, js, open, wait_until};
 use crate::helpers::TestApp;
 
@@ -40,9 +40,7 @@ async fn a_private_room_is_refused_to_a_guest_and_opens_after_signing_in() {
         wait_for_text(&page, "guests may not read room").await;
         assert!(!page.source().await.unwrap().contains("for members"), "nothing of the room shows");
         click(&page, "#login").await;
-        page.find(Locator::Id("login-name")).await.unwrap().send_keys("ana").await.unwrap();
-        page.find(Locator::Id("login-password")).await.unwrap().send_keys("ana pass").await.unwrap();
-        click(&page, "#login button").await;
+        fill_in_login(&page, "ana", "ana pass").await;
         wait_for_text(&page, "for members").await;
         assert_eq!(page.current_url().await.unwrap().path(), "/rooms/team", "back where they came from");
         page.close().await.unwrap();
@@ -64,9 +62,7 @@ async fn an_authors_edit_and_delete_without_javascript_reach_another_browser_liv
     // Bob reads the room live, with JavaScript.
     let bob = chrome.session(true).await;
     bob.goto(&format!("{}/login?next=/rooms/team", app.base)).await.unwrap();
-    bob.find(Locator::Id("login-name")).await.unwrap().send_keys("bob").await.unwrap();
-    bob.find(Locator::Id("login-password")).await.unwrap().send_keys("bob pass").await.unwrap();
-    click(&bob, "#login button").await;
+    fill_in_login(&bob, "bob", "bob pass").await;
     wait_until(&bob, "document.getElementById('status').textContent === 'live'").await;
     assert_eq!(js(&bob, "document.querySelectorAll('#messages .edit, #messages .delete').length").await, 0);
 
