@@ -5,9 +5,11 @@
 #                           HTTP/1.1, one plaintext connection per stream; then HTTP/2 over TLS,
 #                           the same streams over CONNECTIONS connections (default 100).
 #
-# Both servers are started at the beginning (release build, the limits of benches/fanout.sh
-# lifted, SQLite stores of their own); the TLS one serves a self-signed P-256 certificate
-# made here with openssl. Each run posts MESSAGES messages (default 50) at RATE per second
+# Each run starts a fresh server for each path (release build, the limits of
+# benches/fanout.sh lifted, a fresh SQLite store), so each RSS figure is that of a server
+# that has only ever held these streams; the TLS one serves a self-signed P-256 certificate
+# made here with openssl. HTTP/2 allows 200 streams per connection here (hyper's default),
+# so keep STREAMS / CONNECTIONS at or below 200. Each run posts MESSAGES messages (default 50) at RATE per second
 # (default 10) and reports the load tool's RSS per stream, CPU per delivery and p99; the
 # script ends with the medians side by side and what TLS costs per delivery (the difference).
 set -euo pipefail
@@ -29,15 +31,12 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=l
 
 start_server() { # NAME FLAGS... -> SERVER_URL, SERVER_PID (a job of this shell, killed on exit)
   local name=$1; shift
+  rm -f "$work/$name".db* "$work/$name.out"
   "$bin/ssechat" --listen 127.0.0.1:0 --store "sqlite:$work/$name.db" --log warn $unlimited "$@" > "$work/$name.out" &
   SERVER_PID=$!
   for _ in $(seq 100); do grep -q listening "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
   SERVER_URL=$(sed -n 's/^listening on //p' "$work/$name.out")
 }
-start_server plain
-plain_url=$SERVER_URL plain_pid=$SERVER_PID
-start_server tls --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
-tls_url=$SERVER_URL tls_pid=$SERVER_PID
 
 fanout() { # LABEL ARGS...: one load-tool run, its JSON kept in $work/LABEL.jsonl
   local label=$1; shift
@@ -45,9 +44,15 @@ fanout() { # LABEL ARGS...: one load-tool run, its JSON kept in $work/LABEL.json
     | tee >(grep '^{' >> "$work/$label.jsonl") | grep -v '^{' | sed "s/^/[$label] /"
 }
 
+stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+
 for _ in $(seq "$runs"); do
-  fanout h1-plain --url "$plain_url" --pid "$plain_pid"
-  fanout h2-tls --h2 --connections "$connections" --insecure --url "$tls_url" --pid "$tls_pid"
+  start_server plain
+  fanout h1-plain --url "$SERVER_URL" --pid "$SERVER_PID"
+  stop_server
+  start_server tls --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
+  fanout h2-tls --h2 --connections "$connections" --insecure --url "$SERVER_URL" --pid "$SERVER_PID"
+  stop_server
 done
 
 python3 - "$work" "$streams" "$connections" <<'PY'

@@ -44,7 +44,6 @@ use crate::fast_path;
 use crate::feed::{Feed, Refused, StallWatch};
 use crate::limits::{Permit, client_key};
 use crate::metrics::Limited;
-use crate::routes::events::feed_request;
 use crate::routes::send::MAX_BODY;
 use crate::state::AppState;
 
@@ -172,18 +171,7 @@ impl Connection {
         if self.buffered.len() != head.len {
             return None;
         }
-        // A misdirected request costs no store call: the router answers it.
-        self.state.host_allowed(self.peer, &headers).ok()?;
-        // Who reads: the same function the router's sign-in layer calls.
-        let signed_in = match crate::sign_in::identify(&self.state, self.peer, &headers).await {
-            Ok(signed_in) => signed_in,
-            Err(refused) => return Some(Err(refused)),
-        };
-        let request =
-            feed_request(&self.state, self.peer, &uri, &headers, &signed_in.identity, signed_in.credential)
-                .await
-                .ok()?;
-        Some(Feed::open(&self.state, request).await)
+        fast_path::open(&self.state, self.peer, &uri, &headers).await
     }
 
     /// Serves the stream to its end. A stream lives long: it keeps nothing of the

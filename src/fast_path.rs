@@ -8,20 +8,59 @@
 //! requests here; anything unusual goes to hyper and the router unchanged.
 //!
 //! The response head is the one `routes/events.rs` gives ([`stream_headers`]), chunked.
+//! Streams over TLS are opened by the same [`open`] and served by hyper
+//! (`tls/connection.rs`).
 
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::error::AppError;
 use crate::feed::Feed;
 use crate::metrics::Disconnect;
-use crate::routes::events::stream_headers;
+use crate::routes::events::{feed_request, stream_headers};
+use crate::state::AppState;
 
 const MAX_HEADERS: usize = 32;
+
+/// The feed for a plain stream request, opened, or refused (answered by the router, which
+/// then doesn't try or count it again). `None`: one the router answers whole (a
+/// misdirected request, a bad parameter). The same for streams over HTTP/1.1 on their
+/// socket and over TLS (HTTP/2 included), where it spares a stream the router's layers.
+pub async fn open(
+    state: &AppState,
+    peer: SocketAddr,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<Result<Feed, AppError>> {
+    // A misdirected request costs no store call: the router answers it.
+    state.host_allowed(peer, headers).ok()?;
+    // Who reads: the same function the router's sign-in layer calls.
+    let signed_in = match crate::sign_in::identify(state, peer, headers).await {
+        Ok(signed_in) => signed_in,
+        Err(refused) => return Some(Err(refused)),
+    };
+    let request =
+        feed_request(state, peer, uri, headers, &signed_in.identity, signed_in.credential).await.ok()?;
+    Some(Feed::open(state, request).await)
+}
+
+/// Whether a request is a plain stream request: a bodiless `GET /events` with no upgrade.
+/// With `cors` (origins allowed by `--cors-origin`), a request with an `Origin` is left to
+/// the router, which answers CORS.
+pub fn plain_stream(method: &Method, uri: &Uri, headers: &HeaderMap, cors: bool) -> bool {
+    let unusual = |name: &HeaderName| {
+        matches!(name.as_str(), "content-length" | "transfer-encoding" | "upgrade" | "expect")
+            || (cors && name == header::ORIGIN)
+    };
+    method == Method::GET && uri.path() == "/events" && !headers.keys().any(unusual)
+}
 
 /// Writes the response head, then the feed, until the stream ends or the client leaves or
 /// stops reading for `stall`.
@@ -81,33 +120,24 @@ pub fn response_head(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
     head
 }
 
-/// The URI and headers of a plain `GET /events` over HTTP/1.1 with no body, else `None`.
-/// With `cors` (origins allowed by `--cors-origin`), a request with an `Origin` is left
-/// to the router, which answers CORS.
+/// The URI and headers of a plain stream request ([`plain_stream`]) over HTTP/1.1, else
+/// `None`.
 pub fn stream_request(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut raw);
     let httparse::Status::Complete(len) = request.parse(head).ok()? else { return None };
-    // Pipelined bytes after the head, or anything but a bodiless HTTP/1.1 GET of /events.
-    if len != head.len() || request.method? != "GET" || request.version? != 1 {
+    // Pipelined bytes after the head, or not HTTP/1.1.
+    if len != head.len() || request.version? != 1 {
         return None;
     }
+    let method = Method::from_bytes(request.method?.as_bytes()).ok()?;
     let uri: Uri = request.path?.parse().ok()?;
-    if uri.path() != "/events" {
-        return None;
-    }
     let mut headers = HeaderMap::new();
     for header in request.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
-        // A body, an upgrade, or a cross-origin request that CORS may allow.
-        if matches!(name.as_str(), "content-length" | "transfer-encoding" | "upgrade" | "expect")
-            || (cors && name == "origin")
-        {
-            return None;
-        }
         headers.append(name, HeaderValue::from_bytes(header.value).ok()?);
     }
-    Some((uri, headers))
+    plain_stream(&method, &uri, &headers, cors).then_some((uri, headers))
 }
 
 /// One chunk of a chunked body, written from the shared frame without copying it.

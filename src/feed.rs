@@ -8,6 +8,8 @@
 //! when the server shuts down, which ends every feed: a stream waits on that channel, and
 //! on the policy watcher, which ends the feed of a reader who lost access with `revoked`.
 
+pub mod stall;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,7 +226,7 @@ impl Feed {
         // A fresh reader starts after the newest message; everything newer reaches it.
         let cursor = match resume_from {
             Some(id) => id,
-            None => state.store.read(&room, Range::Latest, 0).await?.last_id,
+            None => newest_id(state, &room).await?,
         };
         let reader = state.presence.join(&room, reader.as_ref(), reader_id.as_ref(), client);
         let here = match presence {
@@ -546,6 +548,16 @@ impl Batch {
 }
 
 /// What a stream writes first: `retry:` (SSE) and the presence snapshot, if asked for.
+/// The newest id of `room`, read after subscribing to it (shared with the streams that
+/// subscribed at the same time: see [`crate::store::NewestIds`]).
+async fn newest_id(state: &AppState, room: &RoomName) -> Result<MessageId, StoreError> {
+    let read = || {
+        let (store, room) = (Arc::clone(&state.store), room.clone());
+        async move { Ok(store.read(&room, Range::Latest, 0).await?.last_id) }
+    };
+    state.newest.after_subscribing(room, read).await
+}
+
 fn opening(format: Format, retry: Duration, here: Option<&PresenceView>) -> Option<Bytes> {
     let mut batch = Batch::default();
     if let Some(preamble) = format.preamble(retry.as_millis() as u64) {

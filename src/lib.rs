@@ -47,6 +47,7 @@ pub mod acme;
 pub mod app;
 pub mod auth;
 pub mod body_deadline;
+pub mod certificates;
 pub mod cli;
 pub mod config;
 pub mod connection;

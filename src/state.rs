@@ -18,8 +18,8 @@ use crate::metrics::Metrics;
 use crate::policy::evaluate;
 use crate::policy::watch::{Need, Policy, check};
 use crate::presence::{Presence, PresenceRules};
-use crate::store::{MemoryStore, RedisStore, RoomInfo, SqliteStore, Store};
-use crate::tls::{self, CertificateFiles};
+use crate::store::{MemoryStore, NewestIds, RedisStore, RoomInfo, SqliteStore, Store};
+use crate::certificates::{self, CertificateFiles};
 use rustls::server::ResolvesServerCert;
 
 /// Shared by every request; cheap to clone (one `Arc`: a request's extractors clone it
@@ -40,6 +40,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// History: the only way handlers read or write messages.
     pub store: Arc<dyn Store>,
+    /// Streams starting now share reads of their room's newest id.
+    pub newest: NewestIds,
     /// Fan-out: streams subscribe here; the store publishes here.
     pub hub: Arc<Hub>,
     /// Who has each room open, on every node.
@@ -124,7 +126,7 @@ impl AppState {
         let (tls, renew) = match (&certificates, acme) {
             (Some(files), _) => {
                 let files = Arc::clone(files) as Arc<dyn ResolvesServerCert>;
-                (Some(Tls { serving: tls::server_config(files), challenge: None }), None)
+                (Some(Tls { serving: certificates::server_config(files), challenge: None }), None)
             }
             (None, Some((acme, renew))) => {
                 (Some(Tls { serving: acme.serving(), challenge: Some(acme.challenge()) }), Some(renew))
@@ -270,6 +272,7 @@ impl AppState {
         let sends = shared_sends.unwrap_or_else(|| SendLimiter::local(config.send_rate, config.send_burst));
         let state = Self(Arc::new(Shared {
             store,
+            newest: NewestIds::default(),
             hub,
             presence,
             typing: Arc::new(TypingLimiter::new(config.typing_rate, config.typing_burst)),

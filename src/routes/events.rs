@@ -9,17 +9,17 @@
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Params, Peer, SECURITY_HEADERS, cross_site, negotiate, parse_id};
 use crate::auth::{Credential, Identity};
 use crate::domain::{Author, FieldError, ReaderId, RoomName};
 use crate::error::AppError;
+use crate::feed::stall::StreamStall;
 use crate::feed::{Feed, FeedRequest, Refused, StallWatch};
 use crate::sign_in::guest_may_use;
 use crate::state::AppState;
-use crate::tls::stall::StreamStall;
 use crate::wire::Format;
 
 /// Headers of every stream response besides its content type: no caching, no
@@ -51,18 +51,25 @@ pub async fn events(
     }
     let credential = found.get::<Credential>().cloned();
     let asked = feed_request(&state, peer, &request.uri, &request.headers, &identity, credential).await?;
-    let mut feed = Feed::open(&state, asked).await?;
+    let feed = Feed::open(&state, asked).await?;
+    Ok(stream_response(feed, found))
+}
+
+/// A stream as hyper serves it (every stream but those on the plaintext fast path): the
+/// head of [`stream_headers`], the feed as the body; with a per-stream stall cut-off when
+/// the request carries one (over TLS), and the connection's when it carries that.
+pub fn stream_response(mut feed: Feed, found: &Extensions) -> Response {
     if let Some(StallWatch(flag)) = found.get::<StallWatch>() {
         feed.watch_stall(flag.clone());
     }
     let format = feed.format();
     let body = match found.get::<StreamStall>() {
-        Some(stall) => crate::tls::stall::body(feed, *stall),
+        Some(stall) => crate::feed::stall::body(feed, *stall),
         None => Body::from_stream(feed.into_stream()),
     };
     let mut response = body.into_response();
     *response.headers_mut() = stream_headers(format);
-    Ok(response)
+    response
 }
 
 /// What a stream request asks for: room, resume point, format, and who reads.

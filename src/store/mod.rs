@@ -6,6 +6,7 @@
 //! Redis script): publishing in that order is what lets streams de-duplicate by id.
 
 mod memory;
+mod newest;
 mod redis;
 mod sqlite;
 mod turns;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+pub use newest::NewestIds;
 pub use redis::{RedisStore, SharedRateLimiter};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use axum::http::{HeaderValue, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,9 +28,11 @@ use super::HSTS;
 use super::idle::{InFlight, hold};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-use super::stall::StreamStall;
+use crate::feed::stall::StreamStall;
 use crate::connection::io::{Rewind, Watch};
-use crate::feed::StallWatch;
+use crate::fast_path;
+use crate::feed::{Refused, StallWatch};
+use crate::routes::events::stream_response;
 use crate::state::AppState;
 
 /// Serves `socket` over TLS with `config` until the client leaves, the connection fails,
@@ -56,7 +59,7 @@ pub async fn serve(
     };
     let stall = (StreamStall(state.config.stall_timeout), StallWatch(Arc::clone(&watch.0.stalled)));
     let in_flight = InFlight::new();
-    let service = TlsService { app, peer, stall, in_flight: in_flight.clone() };
+    let service = TlsService { app, state: state.clone(), peer, stall, in_flight: in_flight.clone() };
     if let Err(e) = serve_http(&state, TokioIo::new(stream), service, &in_flight).await {
         tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
     }
@@ -115,21 +118,41 @@ fn host_from_authority<B>(request: &mut hyper::Request<B>) {
     }
 }
 
+/// A plain stream request is served here, as on the plaintext fast path (the same
+/// [`fast_path::open`]): a stream then costs its feed and hyper's stream, not the router's
+/// layers, which matters when thousands arrive at once over a few HTTP/2 connections.
+/// Anything else, and every refusal, is the router's.
+async fn answer(app: Router, state: &AppState, peer: SocketAddr, mut request: hyper::Request<Incoming>) -> Response {
+    let cors = !state.config.cors_origin.is_empty();
+    if fast_path::plain_stream(request.method(), request.uri(), request.headers(), cors) {
+        match fast_path::open(state, peer, request.uri(), request.headers()).await {
+            Some(Ok(feed)) => return stream_response(feed, request.extensions()),
+            Some(Err(refused)) => {
+                request.extensions_mut().insert(Refused(refused));
+            }
+            None => {}
+        }
+    }
+    let Ok(response) = app.oneshot(request).await;
+    response
+}
+
 /// The router as a hyper service for one TLS connection. Each request learns its peer and
 /// both stall cut-offs (its own per stream, and the connection's); each answer carries HSTS.
 #[derive(Clone)]
 struct TlsService {
     app: Router,
+    state: AppState,
     peer: SocketAddr,
     stall: (StreamStall, StallWatch),
     /// What keeps the connection from counting as idle.
     in_flight: InFlight,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl hyper::service::Service<hyper::Request<Incoming>> for TlsService {
-    type Response = axum::response::Response;
+    type Response = Response;
     type Error = Infallible;
     type Future = Answer;
 
@@ -138,10 +161,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for TlsService {
         request.extensions_mut().insert(self.stall.0);
         request.extensions_mut().insert(self.stall.1.clone());
         host_from_authority(&mut request);
-        let answer = self.app.clone().oneshot(request);
+        let (app, state, peer) = (self.app.clone(), self.state.clone(), self.peer);
         let busy = self.in_flight.begin();
         Box::pin(async move {
-            let mut response = answer.await?.map(|body| hold(body, busy));
+            let mut response = answer(app, &state, peer, request).await.map(|body| hold(body, busy));
             response.headers_mut().insert("strict-transport-security", HeaderValue::from_static(HSTS));
             Ok(response)
         })

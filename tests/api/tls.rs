@@ -433,3 +433,46 @@ async fn the_stream_caps_hold_over_http2() {
     assert_eq!((third.status(), third.version()), (reqwest::StatusCode::TOO_MANY_REQUESTS, Version::HTTP_2));
     assert_eq!(app.state.connections.open(), 1, "all three on one connection");
 }
+
+/// The headers of a stream's answer that both paths send (no `date`, which only hyper
+/// sends, no framing, no HSTS, which only TLS sends), sorted.
+fn stream_head(headers: impl IntoIterator<Item = (String, String)>) -> std::collections::BTreeMap<String, String> {
+    let framing = ["date", "transfer-encoding", "strict-transport-security"];
+    headers.into_iter().filter(|(name, _)| !framing.contains(&name.as_str())).collect()
+}
+
+#[tokio::test]
+async fn an_http2_stream_gets_what_a_plain_stream_gets_and_refusals_are_the_routers() {
+    let certificates = Certificates::new();
+    let app = spawn_tls(&certificates, H2, |_| {}).await;
+    let mut send = h2_connection(&app, &certificates, 65_535).await;
+    let request = axum::http::Request::get(format!("https://127.0.0.1:{}/events?room=heads", app.addr.port()))
+        .body(())
+        .unwrap();
+    let (response, _) = send.clone().ready().await.unwrap().send_request(request, true).unwrap();
+    let response = tokio::time::timeout(WAIT, response).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("strict-transport-security"));
+    let over_h2 = stream_head(
+        response.headers().iter().map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned())),
+    );
+
+    // The plaintext fast path, on a server without TLS.
+    let plain = TestApp::spawn().await;
+    let mut raw = crate::raw::Raw::connect(plain.addr).await;
+    raw.send("GET /events?room=heads HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let answer = raw.response().await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(over_h2, stream_head(answer.headers.clone()));
+
+    // A refusal on the way in (a token nobody holds) is the router's answer, as over HTTP/1.1.
+    let refused = app
+        .client
+        .get(app.url("/events?room=heads"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((refused.status(), refused.version()), (reqwest::StatusCode::UNAUTHORIZED, Version::HTTP_2));
+    assert!(refused.text().await.unwrap().contains("token"), "the router's message");
+}

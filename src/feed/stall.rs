@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 
-use crate::feed::Feed;
+use super::Feed;
 use crate::metrics::Disconnect;
 
 /// `--stall-timeout` for a stream whose connection has no socket-level cut-off. A request
