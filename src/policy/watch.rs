@@ -137,6 +137,10 @@ impl Policy {
                     _ = stop.cancelled() => return,
                 }
                 let Some(policy) = policy.upgrade() else { return };
+                // The app is gone (its store closed): nothing left to watch, nothing to say.
+                if policy.store.strong_count() == 0 {
+                    return;
+                }
                 if let Err(e) = policy.refresh().await {
                     tracing::warn!(error = %e, "cannot read the access rules; keeping the last ones");
                 }

@@ -213,6 +213,8 @@ async fn a_dozen_streams_share_one_http2_connection() {
         streams.push(stream);
     }
     assert_eq!(app.state.connections.open(), 1, "one connection");
+    // What the README says: up to 200 streams at once on one connection.
+    assert_eq!(send.current_max_send_streams(), 200);
     let sent = app.say("tabs", "ana", "to every tab").await;
     for stream in &mut streams {
         assert_eq!(stream.next_message().await, sent);
