@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use std::net::IpAddr;
 
 use crate::auth::{Access, Identity};
+use crate::certificates::{self, CertificateFiles};
 use crate::config::{Config, StoreUrl};
 use crate::domain::RoomName;
 use crate::error::AppError;
@@ -19,7 +20,6 @@ use crate::policy::evaluate;
 use crate::policy::watch::{Need, Policy, check};
 use crate::presence::{Presence, PresenceRules};
 use crate::store::{MemoryStore, NewestIds, RedisStore, RoomInfo, SqliteStore, Store};
-use crate::certificates::{self, CertificateFiles};
 use rustls::server::ResolvesServerCert;
 
 /// Shared by every request; cheap to clone (one `Arc`: a request's extractors clone it

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::response::Response;
 use axum::http::{HeaderValue, header};
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -28,9 +28,9 @@ use super::HSTS;
 use super::idle::{InFlight, hold};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-use crate::feed::stall::StreamStall;
 use crate::connection::io::{Rewind, Watch};
 use crate::fast_path;
+use crate::feed::stall::StreamStall;
 use crate::feed::{Refused, StallWatch};
 use crate::routes::events::stream_response;
 use crate::state::AppState;
@@ -122,7 +122,12 @@ fn host_from_authority<B>(request: &mut hyper::Request<B>) {
 /// [`fast_path::open`]): a stream then costs its feed and hyper's stream, not the router's
 /// layers, which matters when thousands arrive at once over a few HTTP/2 connections.
 /// Anything else, and every refusal, is the router's.
-async fn answer(app: Router, state: &AppState, peer: SocketAddr, mut request: hyper::Request<Incoming>) -> Response {
+async fn answer(
+    app: Router,
+    state: &AppState,
+    peer: SocketAddr,
+    mut request: hyper::Request<Incoming>,
+) -> Response {
     let cors = !state.config.cors_origin.is_empty();
     if fast_path::plain_stream(request.method(), request.uri(), request.headers(), cors) {
         match fast_path::open(state, peer, request.uri(), request.headers()).await {

@@ -438,7 +438,9 @@ async fn the_stream_caps_hold_over_http2() {
 
 /// The headers of a stream's answer that both paths send (no `date`, which only hyper
 /// sends, no framing, no HSTS, which only TLS sends), sorted.
-fn stream_head(headers: impl IntoIterator<Item = (String, String)>) -> std::collections::BTreeMap<String, String> {
+fn stream_head(
+    headers: impl IntoIterator<Item = (String, String)>,
+) -> std::collections::BTreeMap<String, String> {
     let framing = ["date", "transfer-encoding", "strict-transport-security"];
     headers.into_iter().filter(|(name, _)| !framing.contains(&name.as_str())).collect()
 }
@@ -447,10 +449,11 @@ fn stream_head(headers: impl IntoIterator<Item = (String, String)>) -> std::coll
 async fn an_http2_stream_gets_what_a_plain_stream_gets_and_refusals_are_the_routers() {
     let certificates = Certificates::new();
     let app = spawn_tls(&certificates, H2, |_| {}).await;
-    let mut send = h2_connection(&app, &certificates, 65_535).await;
-    let request = axum::http::Request::get(format!("https://127.0.0.1:{}/events?room=heads", app.addr.port()))
-        .body(())
-        .unwrap();
+    let send = h2_connection(&app, &certificates, 65_535).await;
+    let request =
+        axum::http::Request::get(format!("https://127.0.0.1:{}/events?room=heads", app.addr.port()))
+            .body(())
+            .unwrap();
     let (response, _) = send.clone().ready().await.unwrap().send_request(request, true).unwrap();
     let response = tokio::time::timeout(WAIT, response).await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
@@ -468,13 +471,8 @@ async fn an_http2_stream_gets_what_a_plain_stream_gets_and_refusals_are_the_rout
     assert_eq!(over_h2, stream_head(answer.headers.clone()));
 
     // A refusal on the way in (a token nobody holds) is the router's answer, as over HTTP/1.1.
-    let refused = app
-        .client
-        .get(app.url("/events?room=heads"))
-        .bearer_auth("not-a-token")
-        .send()
-        .await
-        .unwrap();
+    let refused =
+        app.client.get(app.url("/events?room=heads")).bearer_auth("not-a-token").send().await.unwrap();
     assert_eq!((refused.status(), refused.version()), (reqwest::StatusCode::UNAUTHORIZED, Version::HTTP_2));
     assert!(refused.text().await.unwrap().contains("token"), "the router's message");
 }
