@@ -28,6 +28,12 @@ async fn cli(store: &str, password: Option<&str>, args: &[&str]) -> (bool, Strin
     (output.status.success(), text(output.stdout), text(output.stderr))
 }
 
+/// Runs a command that must succeed; its stderr says why when it does not.
+async fn succeeds(command: impl std::future::Future<Output = (bool, String, String)>) {
+    let (ok, out, err) = command.await;
+    assert!(ok, "the command failed: {err}{out}");
+}
+
 fn basic(name: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}")))
 }
@@ -83,15 +89,15 @@ async fn commands_work_beside_a_running_server(store: &str) {
     assert_eq!((message["author"].as_str(), message["user"].as_bool()), (Some("bob"), Some(true)));
     let (_, tokens, _) = cli(store, None, &["token", "list", "bob"]).await;
     assert!(tokens.contains("\tci") && !tokens.contains(&token), "the secret is not kept: {tokens}");
-    assert!(cli(store, None, &["token", "del", &token]).await.0);
+    succeeds(cli(store, None, &["token", "del", &token])).await;
     assert_eq!(send_as(&server.base, &format!("Bearer {token}"), "deleted").await.status(), 401);
 
     // A new password: the old one is refused at once, the new one works.
     assert_eq!(send_as(&server.base, &basic("bob", "bob pass"), "old").await.status(), 201);
-    assert!(cli(store, Some("new pass"), &["user", "passwd", "bob"]).await.0);
+    succeeds(cli(store, Some("new pass"), &["user", "passwd", "bob"])).await;
     assert_eq!(send_as(&server.base, &basic("bob", "bob pass"), "old").await.status(), 401);
     assert_eq!(send_as(&server.base, &basic("bob", "new pass"), "new").await.status(), 201);
-    assert!(cli(store, None, &["user", "del", "bob"]).await.0);
+    succeeds(cli(store, None, &["user", "del", "bob"])).await;
     assert_eq!(send_as(&server.base, &basic("bob", "new pass"), "gone").await.status(), 401);
 
     // Clear errors.
