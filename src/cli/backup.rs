@@ -24,9 +24,17 @@ pub async fn run(args: BackupArgs, store: &StoreUrl) -> Outcome {
         .await
         .map_err(|e| format!("the backup failed: {e}"))??;
     Ok(format!(
-        "wrote {shown}: {} bytes, {} messages in {} rooms, {} users",
-        copied.bytes, copied.messages, copied.rooms, copied.users
+        "wrote {shown}: {} bytes, {} in {}, {}",
+        copied.bytes,
+        counted(copied.messages, "message"),
+        counted(copied.rooms, "room"),
+        counted(copied.users, "user")
     ))
+}
+
+/// `1 room`, `2 rooms`.
+fn counted(n: u64, thing: &str) -> String {
+    if n == 1 { format!("1 {thing}") } else { format!("{n} {thing}s") }
 }
 
 const MEMORY: &str = "the memory store keeps nothing to back up: it lives and dies with the server \
