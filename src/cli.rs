@@ -6,7 +6,7 @@
 //! server's lock on the file (they write only account and directory tables), Redis as one
 //! more client. Every node notices a change within a second (`policy/watch.rs`). The memory
 //! store lives inside a server process and cannot be reached from here: use the admin HTTP
-//! API there.
+//! API there. `backup` opens no store: it copies the SQLite file (`store/sqlite/backup.rs`).
 
 mod access;
 mod backup;

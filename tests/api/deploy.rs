@@ -118,6 +118,19 @@ async fn the_test_command_installs_what_is_missing_with_apt_get() {
     assert_eq!(fake.calls("cargo"), "");
 }
 
+/// The README names one test command first, and `.ci/run` runs exactly that command.
+#[test]
+fn the_readme_and_ci_run_the_one_test_command() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let tests = readme.split_once("Run the tests").expect("README.md says how to run the tests").1;
+    let first = tests.lines().find(|l| l.starts_with("    ")).map(str::trim);
+    assert_eq!(first, Some("scripts/test"), "the README's first test command");
+    let ci = std::fs::read_to_string(Path::new(ROOT).join(".ci/run")).unwrap();
+    let commands: Vec<&str> = ci.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    assert!(commands.contains(&"scripts/test"), ".ci/run runs scripts/test");
+    assert!(!commands.iter().any(|l| l.starts_with("cargo test") || l.contains("apt-get")), "{ci}");
+}
+
 /// `deploy/ssechat.service`, and its `KEY=VALUE` lines.
 fn unit() -> (String, Vec<(String, String)>) {
     let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/ssechat.service")).unwrap();
