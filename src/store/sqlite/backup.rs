@@ -5,7 +5,8 @@
 //! consistent and the server is not blocked at all. The backup API, stepped in pages, starts
 //! over whenever another connection writes between two steps: under steady posting it may
 //! never finish. `VACUUM INTO` also writes a compact file (no free pages) and needs no extra
-//! crate feature.
+//! crate feature. The cost: while it reads, checkpoints cannot pass its snapshot, so the WAL
+//! file keeps all that is written meanwhile, until the copy ends.
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
