@@ -6,9 +6,10 @@
 //! server's lock on the file (they write only account and directory tables), Redis as one
 //! more client. Every node notices a change within a second (`policy/watch.rs`). The memory
 //! store lives inside a server process and cannot be reached from here: use the admin HTTP
-//! API there.
+//! API there. `backup` opens no store: it copies the SQLite file (`store/sqlite/backup.rs`).
 
 mod access;
+mod backup;
 mod ban;
 mod room;
 mod token;
@@ -48,6 +49,8 @@ pub enum Command {
     Unban(ban::UnbanArgs),
     /// Show a room's settings; `--slow DUR` (or `off`) sets slow mode.
     Room(room::RoomArgs),
+    /// Copy the SQLite database to a new file PATH, consistently, while the server runs.
+    Backup(backup::BackupArgs),
 }
 
 /// What a command says on success (stdout), or its failure (stderr, exit status 1).
@@ -55,18 +58,7 @@ pub type Outcome = Result<String, String>;
 
 /// Runs `command` and prints what it says.
 pub async fn run(command: Command, config: &Config) -> ExitCode {
-    let outcome = match open_store(config).await {
-        Ok(store) => match command {
-            Command::User(command) => user::run(command, &*store).await.map(|()| String::new()),
-            Command::Token(command) => token::run(command, &*store).await.map(|()| String::new()),
-            Command::Access(args) => access::run(args, &*store).await,
-            Command::Ban(args) => ban::run(args, &*store).await,
-            Command::Unban(args) => ban::unban(args, &*store).await,
-            Command::Room(args) => room::run(args, &*store).await,
-        },
-        Err(e) => Err(e),
-    };
-    match outcome {
+    match outcome(command, config).await {
         Ok(said) => {
             if !said.is_empty() {
                 println!("{}", said.trim_end());
@@ -77,6 +69,20 @@ pub async fn run(command: Command, config: &Config) -> ExitCode {
             eprintln!("ssechat: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn outcome(command: Command, config: &Config) -> Outcome {
+    let store = || open_store(config);
+    match command {
+        Command::User(command) => user::run(command, &*store().await?).await.map(|()| String::new()),
+        Command::Token(command) => token::run(command, &*store().await?).await.map(|()| String::new()),
+        Command::Access(args) => access::run(args, &*store().await?).await,
+        Command::Ban(args) => ban::run(args, &*store().await?).await,
+        Command::Unban(args) => ban::unban(args, &*store().await?).await,
+        Command::Room(args) => room::run(args, &*store().await?).await,
+        // A copy of the file, not of what the store serves: no store is opened.
+        Command::Backup(args) => backup::run(args, &config.store).await,
     }
 }
 

@@ -7,13 +7,13 @@
 //! # Layout
 //! - [`acme`]: automatic certificates (`--acme`): the TLS acceptor, the renewal task, and
 //!   an HTTPS accept loop (HTTP/1.1 and HTTP/2).
-//! - [`cli`]: `ssechat access|ban|unban|room ...`, administration against the store.
+//! - [`cli`]: `ssechat user|token|access|ban|unban|room ...`, administration against the
+//!   store, and `ssechat backup PATH`, a consistent copy of the SQLite file.
 //! - [`config`]: command-line flags, each with an environment variable.
 //! - [`server`]: `run(listener, state, shutdown)`, the accept loop, and the shutdown signal.
 //! - [`state`]: [`state::AppState`], what every handler shares, built from the config.
 //! - [`app`]: the router.
 //! - [`accounts`]: users, tokens and sessions: passwords (argon2id), secrets, their rules.
-//! - [`cli`]: the `ssechat user` and `ssechat token` commands.
 //! - [`auth`]: who is asking (a guest or a signed-in user) and what they may do in a room.
 //! - [`sign_in`]: who signed in (cookie, bearer token, Basic), one function for both paths.
 //! - [`rules`]: access rules, bans, room settings, and `evaluate`, the pure function that

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use memory::MemoryStore;
 pub use newest::NewestIds;
 pub use redis::{RedisStore, SharedRateLimiter};
-pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+pub use sqlite::{Copied, SCHEMA_VERSION, SqliteStore};
 
 use serde::Serialize;
 

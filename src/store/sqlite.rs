@@ -22,6 +22,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 mod accounts;
+mod backup;
+
+pub use backup::Copied;
 
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::{

@@ -16,7 +16,7 @@ use crate::raw::Raw;
 const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
 /// Runs `ssechat ARGS` against `store`; (succeeded, stdout, stderr).
-async fn cli(store: &str, password: Option<&str>, args: &[&str]) -> (bool, String, String) {
+pub async fn cli(store: &str, password: Option<&str>, args: &[&str]) -> (bool, String, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssechat"));
     command.args(args).env("SSECHAT_STORE", store).env_remove("SSECHAT_PASSWORD");
     if let Some(password) = password {

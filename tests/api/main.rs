@@ -13,6 +13,7 @@ mod capacity;
 mod cluster;
 mod connections;
 mod cross_site;
+mod deploy;
 mod durable;
 mod fast_path;
 mod floods;
