@@ -1,5 +1,6 @@
 //! Command-line flags. Every flag has an environment variable; defaults are constants.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,7 +12,7 @@ mod acme;
 
 pub use acme::AcmeArgs;
 
-use crate::limits::{Port, Site, TrustedProxies, parse_allowed_host, parse_trusted_proxy};
+use crate::limits::{Port, Site, TrustedProxies, count, parse_allowed_host, parse_trusted_proxy};
 use crate::policy::DefaultAccess;
 use crate::store::Retention;
 
@@ -29,6 +30,7 @@ pub const DEFAULT_PAGE_MESSAGES: usize = 100;
 /// ssechat: a real-time chat server over plain HTTP and Server-Sent Events.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ssechat", version, about, long_about = None)]
+#[command(mut_args(|arg| arg.hide_env_values(true)))]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "SSECHAT_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -62,11 +64,11 @@ pub struct Config {
 
     /// The least time between two writes to one stream: at high message rates one write
     /// then carries several messages (0s writes every message at once).
-    #[arg(long, env = "SSECHAT_COALESCE", default_value = "15ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_COALESCE", default_value = "15ms", value_parser = duration)]
     pub coalesce: Duration,
 
     /// How long a reader who left still counts as present, so reconnects don't flap.
-    #[arg(long, env = "SSECHAT_PRESENCE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_PRESENCE_GRACE", default_value = "5s", value_parser = duration)]
     pub presence_grace: Duration,
 
     /// Frames a room buffers for its slowest reader; one further behind catches up from history.
@@ -79,7 +81,7 @@ pub struct Config {
     pub trusted_proxy: Vec<IpNet>,
 
     /// Deprecated: the same as `--trusted-proxy 127.0.0.0/8,::1`.
-    #[arg(long, env = "SSECHAT_TRUST_PROXY")]
+    #[arg(long, env = "SSECHAT_TRUST_PROXY", value_parser = boolean)]
     pub trust_proxy: bool,
 
     /// The address browsers use, as `scheme://host[:port][/path]` (for example
@@ -89,11 +91,11 @@ pub struct Config {
     pub public_url: Option<PublicUrl>,
 
     /// Sends per second each client may make on average (token bucket refill rate).
-    #[arg(long, env = "SSECHAT_SEND_RATE", default_value_t = 5.0)]
+    #[arg(long, env = "SSECHAT_SEND_RATE", default_value_t = 5.0, value_parser = positive_rate)]
     pub send_rate: f64,
 
     /// Sends a client may make in a burst (token bucket size).
-    #[arg(long, env = "SSECHAT_SEND_BURST", default_value_t = 30)]
+    #[arg(long, env = "SSECHAT_SEND_BURST", default_value_t = 30, value_parser = positive_burst)]
     pub send_burst: u32,
 
     /// Open streams at most [default: the open-file limit minus 256].
@@ -131,29 +133,29 @@ pub struct Config {
 
     /// On shutdown, streams end spread over this long, each with a jittered `retry:`, so
     /// clients don't all reconnect at once.
-    #[arg(long, env = "SSECHAT_DRAIN_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_DRAIN_TIMEOUT", default_value = "2s", value_parser = duration)]
     pub drain_timeout: Duration,
 
     /// Origins allowed to call the API from the browser (CORS); none by default. Repeat the
     /// flag, or comma-separate in the env var.
-    #[arg(long, env = "SSECHAT_CORS_ORIGIN", value_delimiter = ',')]
+    #[arg(long, env = "SSECHAT_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',', value_parser = parse_cors_origin)]
     pub cors_origin: Vec<String>,
 
     /// On Ctrl-C or SIGTERM, how long open connections get to finish before the server exits.
-    #[arg(long, env = "SSECHAT_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 
     /// Log filter, in `tracing` syntax (for example `info` or `ssechat=debug`). Logs go to stderr.
-    #[arg(long, env = "SSECHAT_LOG", default_value = "info")]
+    #[arg(long, env = "SSECHAT_LOG", default_value = "info", value_parser = log_filter)]
     pub log: String,
 
     /// Typing signals per second each client may send on average, whatever author and room
     /// they name (token bucket refill rate).
-    #[arg(long, env = "SSECHAT_TYPING_RATE", default_value_t = 2.0)]
+    #[arg(long, env = "SSECHAT_TYPING_RATE", default_value_t = 2.0, value_parser = positive_rate)]
     pub typing_rate: f64,
 
     /// Typing signals a client may send in a burst (token bucket size).
-    #[arg(long, env = "SSECHAT_TYPING_BURST", default_value_t = 10)]
+    #[arg(long, env = "SSECHAT_TYPING_BURST", default_value_t = 10, value_parser = positive_burst)]
     pub typing_burst: u32,
 
     /// Names a presence view lists; readers under further names are counted with the
@@ -185,7 +187,7 @@ pub struct Config {
 
     /// How long after posting a signed-in author may still edit a message (0s: never).
     /// Deleting has no time limit.
-    #[arg(long, env = "SSECHAT_EDIT_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_EDIT_WINDOW", default_value = "15m", value_parser = duration)]
     pub edit_window: Duration,
     /// How long a browser stays signed in without using the site; each use starts it again.
     #[arg(long, env = "SSECHAT_SESSION_TTL", default_value = "30d", value_parser = positive_duration)]
@@ -290,6 +292,40 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What the server runs with, for the log at start: the store, what it keeps, the limits.
+    pub fn summary(&self) -> [String; 3] {
+        let retention = self.retention();
+        let age = retention.age.map_or("of any age".to_owned(), |age| {
+            format!("for at most {}", humantime::format_duration(age))
+        });
+        let rooms = retention.max_rooms.map(|n| format!(", in at most {}", count(n, "room")));
+        let limits = [
+            format!(
+                "{} ({} per client)",
+                count(self.stream_cap(), "open stream"),
+                self.max_streams_per_client
+            ),
+            format!(
+                "{} ({} per client)",
+                count(self.connection_cap(), "open connection"),
+                self.max_connections_per_client
+            ),
+            format!("{} sends/s per client (bursts of {})", self.send_rate, self.send_burst),
+            format!("{} typing signals/s per client (bursts of {})", self.typing_rate, self.typing_burst),
+        ];
+        [
+            format!("store: {}", self.store.described()),
+            format!(
+                "retention: {} per room, {age}{}",
+                count(retention.count, "message"),
+                rooms.unwrap_or_default()
+            ),
+            format!("limits: {}", limits.join(", ")),
+        ]
+    }
+}
+
 /// What `--trust-proxy` stands for now.
 pub const TRUST_PROXY_ALIAS: &str = "127.0.0.0/8,::1";
 
@@ -318,6 +354,33 @@ impl Config {
         }
         warnings
     }
+}
+
+/// Parses the command line `args` (the program's name first) and the environment. An error
+/// about a value that came from an environment variable names the variable, where clap names
+/// only the flag (`--coalesce <COALESCE>`), which the user never typed.
+pub fn parse_args<P: clap::Parser>(args: impl IntoIterator<Item = OsString>) -> Result<P, clap::Error> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    P::try_parse_from(&args).map_err(|error| name_the_variable(error, P::command(), &args))
+}
+
+fn name_the_variable(mut error: clap::Error, mut command: clap::Command, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    command.build(); // an argument shows as `--flag <FLAG>` only once built
+    let Some(ContextValue::String(named)) = error.get(ContextKind::InvalidArg) else { return error };
+    let Some(arg) = command.get_arguments().find(|arg| arg.to_string() == *named) else { return error };
+    let (Some(var), Some(longs)) = (arg.get_env(), arg.get_long_and_visible_aliases()) else { return error };
+    let typed = |word: &OsString| {
+        let word = word.to_string_lossy();
+        let flag = word.strip_prefix("--").map(|flag| flag.split_once('=').map_or(flag, |(flag, _)| flag));
+        flag.is_some_and(|flag| longs.contains(&flag))
+    };
+    if std::env::var_os(var).is_none() || args.iter().skip(1).any(typed) {
+        return error;
+    }
+    let named = format!("{} (--{})", var.to_string_lossy(), longs[0]);
+    error.insert(ContextKind::InvalidArg, ContextValue::String(named));
+    error
 }
 
 /// The `--public-url` value: where browsers reach the server.
@@ -387,6 +450,30 @@ impl FromStr for StoreUrl {
     }
 }
 
+impl StoreUrl {
+    /// The store for a log line: a relative file path also made absolute, a Redis password
+    /// replaced by `***`.
+    pub fn described(&self) -> String {
+        match self {
+            StoreUrl::Memory => "memory (lost on restart)".to_owned(),
+            StoreUrl::Sqlite(path) => match std::path::absolute(path) {
+                Ok(full) if full != *path => format!("sqlite:{} ({})", path.display(), full.display()),
+                _ => format!("sqlite:{}", path.display()),
+            },
+            StoreUrl::Redis(url) => redact_password(url),
+        }
+    }
+}
+
+/// `url` with the password of its `user:password@` part, if any, replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..end].rsplit_once('@') else { return url.to_owned() };
+    let Some((user, _password)) = userinfo.split_once(':') else { return url.to_owned() };
+    format!("{scheme}://{user}:***@{host}{}", &rest[end..])
+}
+
 fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -394,12 +481,84 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A duration like `15s` or `2m`; `0s` is allowed.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 15s or 2m: {e}"))
+}
+
+/// A duration like `15s` or `2m`, longer than zero.
 pub fn positive_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("must be longer than zero".to_owned()),
-        Err(e) => Err(format!("{s:?} is not a duration like 15s or 2m: {e}")),
+    match duration(s)? {
+        d if d.is_zero() => Err("must be longer than zero".to_owned()),
+        d => Ok(d),
     }
+}
+
+/// A yes or no, for the variable of a flag that takes no value (`SSECHAT_TRUST_PROXY=1`);
+/// set but empty means no.
+/// (clap's `BoolishValueParser` says only "value was not a boolean", and takes more.)
+pub(crate) fn boolean(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("{s:?} is not one of 1 or 0, true or false, yes or no, on or off")),
+    }
+}
+
+/// A rate per second above zero (a token bucket's refill): `0` would refuse everything after
+/// the burst while promising a retry, so it is refused here.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{s:?} is not a rate per second above zero, like 5 or 0.5")),
+    }
+}
+
+/// A token bucket's size: at least one.
+fn positive_burst(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number from 1 to {}", u32::MAX)),
+    }
+}
+
+/// An origin as browsers send it in `Origin`: `scheme://host[:port]`, http or https. Scheme
+/// and host are lowered, the scheme's default port and one trailing `/` dropped, so that
+/// `https://Chat.Example:443/` matches what a browser sends (`https://chat.example`).
+fn parse_cors_origin(s: &str) -> Result<String, String> {
+    let bad =
+        |why: &str| format!("{s:?} is not an origin like https://chat.example or http://host:8080: {why}");
+    if s.contains(['#', '?']) {
+        return Err(bad("no query or fragment"));
+    }
+    let uri: axum::http::Uri = s.parse().map_err(|e| bad(&format!("{e}")))?;
+    let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+    let Some(scheme @ ("http" | "https")) = scheme.as_deref() else {
+        return Err(bad("it must start with http:// or https://"));
+    };
+    let authority =
+        uri.authority().filter(|a| !a.host().is_empty()).ok_or_else(|| bad("it names no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("no user name or password"));
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err(bad("an origin has no path"));
+    }
+    let host = authority.host();
+    let port = match authority.as_str()[host.len()..].strip_prefix(':') {
+        None => None,
+        Some(port) => Some(port.parse::<u16>().map_err(|_| bad("the port must be a number up to 65535"))?),
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = port.filter(|&port| port != default_port).map(|port| format!(":{port}")).unwrap_or_default();
+    Ok(format!("{scheme}://{}{port}", host.to_ascii_lowercase()))
+}
+
+/// A log filter in `tracing` syntax, checked now so that a typo stops the start.
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{s:?} is not a log filter like info or ssechat=debug,warn: {e}"))
 }
 
 #[cfg(test)]
