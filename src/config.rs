@@ -80,7 +80,8 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = parse_trusted_proxy)]
     pub trusted_proxy: Vec<IpNet>,
 
-    /// Deprecated: the same as `--trusted-proxy 127.0.0.0/8,::1`.
+    /// Deprecated: the same as `--trusted-proxy 127.0.0.0/8,::1`. (Like every flag without a
+    /// value, its variable takes 1 or 0, true or false, yes or no, on or off.)
     #[arg(long, env = "SSECHAT_TRUST_PROXY", value_parser = boolean)]
     pub trust_proxy: bool,
 
@@ -90,7 +91,8 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<PublicUrl>,
 
-    /// Sends per second each client may make on average (token bucket refill rate).
+    /// Sends per second each client may make on average (token bucket refill rate; above
+    /// zero: 0.01 is one send per 100 s).
     #[arg(long, env = "SSECHAT_SEND_RATE", default_value_t = 5.0, value_parser = positive_rate)]
     pub send_rate: f64,
 
@@ -136,8 +138,9 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_DRAIN_TIMEOUT", default_value = "2s", value_parser = duration)]
     pub drain_timeout: Duration,
 
-    /// Origins allowed to call the API from the browser (CORS); none by default. Repeat the
-    /// flag, or comma-separate in the env var.
+    /// Origins allowed to call the API from the browser (CORS), as `scheme://host[:port]`
+    /// (http or https; a trailing `/` is dropped); none by default. Repeat the flag, or
+    /// comma-separate in the env var.
     #[arg(long, env = "SSECHAT_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',', value_parser = parse_cors_origin)]
     pub cors_origin: Vec<String>,
 

@@ -15,6 +15,7 @@ mod connections;
 mod cross_site;
 mod durable;
 mod fast_path;
+mod flags;
 mod floods;
 mod ids;
 mod input;
