@@ -566,6 +566,8 @@ fn log_filter(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -594,6 +596,130 @@ mod tests {
         assert!(bad.to_string().contains("\"10.0.0.300\" is not an IP address or CIDR range"), "{bad}");
         let c = Config::try_parse_from(["ssechat", "--heartbeat", "2m", "--listen", "127.0.0.1:0"]).unwrap();
         assert_eq!(c.heartbeat, Duration::from_secs(120));
+    }
+
+    /// The message of the refusal of `args`.
+    fn refusal(args: &[&str]) -> String {
+        let args = std::iter::once("ssechat").chain(args.iter().copied()).map(OsString::from);
+        parse_args::<Config>(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn cors_origins_are_origins_without_a_path() {
+        let c =
+            Config::try_parse_from(["ssechat", "--cors-origin", "https://A.example/,http://b.example:8080"]);
+        assert_eq!(c.unwrap().cors_origin, ["https://a.example", "http://b.example:8080"]);
+        assert_eq!(parse_cors_origin("HTTPS://a.example:443").unwrap(), "https://a.example");
+        assert_eq!(parse_cors_origin("http://[::1]:3000").unwrap(), "http://[::1]:3000");
+        for (bad, why) in [
+            ("not a url", "not an origin like https://chat.example"),
+            ("a.example", "it must start with http:// or https://"),
+            ("ftp://a.example", "it must start with http:// or https://"),
+            ("https://", "not an origin"),
+            ("https://a.example/chat", "an origin has no path"),
+            ("https://a.example/?x=1", "no query or fragment"),
+            ("https://a.example#x", "no query or fragment"),
+            ("https://u:p@a.example", "no user name or password"),
+            ("https://a.example:99999", "not an origin"),
+        ] {
+            let err = parse_cors_origin(bad).unwrap_err();
+            assert!(
+                err.starts_with(&format!("{bad:?} is not an origin")) && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn rates_and_bursts_are_above_zero() {
+        for flag in ["--send-rate", "--typing-rate"] {
+            for bad in ["0", "-1", "NaN", "inf", "-0", "five"] {
+                let err = refusal(&[&format!("{flag}={bad}")]);
+                assert!(err.contains("is not a rate per second above zero"), "{flag} {bad}: {err}");
+            }
+        }
+        for flag in ["--send-burst", "--typing-burst"] {
+            assert!(refusal(&[flag, "0"]).contains("\"0\" is not a whole number from 1 to 4294967295"));
+        }
+        let c = Config::try_parse_from(["ssechat", "--send-rate", "0.01", "--send-burst", "1"]).unwrap();
+        assert_eq!((c.send_rate, c.send_burst), (0.01, 1));
+    }
+
+    #[test]
+    fn a_bad_log_filter_and_every_bad_duration_are_refused_in_so_many_words() {
+        assert!(refusal(&["--log", "bad[filter"]).contains("\"bad[filter\" is not a log filter like info"));
+        assert!(Config::try_parse_from(["ssechat", "--log", "ssechat=debug,warn"]).is_ok());
+        let mut command = Config::command();
+        command.build();
+        let durations = command.get_arguments().filter(|arg| {
+            let default = arg.get_default_values().first().and_then(|v| v.to_str()).unwrap_or("");
+            default.ends_with(['s', 'm', 'd']) && default.starts_with(|c: char| c.is_ascii_digit())
+        });
+        let flags: Vec<String> = durations.map(|arg| format!("--{}", arg.get_long().unwrap())).collect();
+        assert!(flags.len() >= 12 && flags.contains(&"--coalesce".to_owned()), "{flags:?}");
+        for flag in flags.iter().map(String::as_str).chain(["--retain-for"]) {
+            let err = refusal(&[flag, "soon"]);
+            assert!(err.contains(&format!("for '{flag} <")), "{err}");
+            assert!(err.contains("\"soon\" is not a duration like 15s or 2m"), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_flag_without_a_value_takes_yes_or_no_from_its_variable() {
+        let command = Config::command();
+        let switches = command
+            .get_arguments()
+            .filter(|arg| arg.get_env().is_some() && matches!(arg.get_action(), clap::ArgAction::SetTrue));
+        let switches: Vec<&clap::Arg> = switches.collect();
+        assert!(switches.len() >= 2, "--trust-proxy and --acme-staging");
+        let words = [("1", true), ("yes", true), ("On", true), ("TRUE", true)];
+        let words = words.into_iter().chain([("0", false), ("no", false), ("OFF", false), ("false", false)]);
+        for arg in switches {
+            let (id, long) = (arg.get_id().to_string(), format!("--{}", arg.get_long().unwrap()));
+            // The same argument taking a value: what its variable goes through.
+            let taking = Config::command().mut_arg(&id, |arg| arg.action(clap::ArgAction::Set));
+            for (word, meaning) in words.clone() {
+                let matches = taking.clone().try_get_matches_from(["t", &long, word]).unwrap();
+                assert_eq!(matches.get_one::<bool>(&id), Some(&meaning), "{long} {word}");
+            }
+            let err = taking.clone().try_get_matches_from(["t", &long, "maybe"]).unwrap_err().to_string();
+            assert!(err.contains("\"maybe\" is not one of 1 or 0, true or false, yes or no, on or off"));
+        }
+    }
+
+    #[test]
+    fn the_summary_says_what_runs_and_hides_a_redis_password() {
+        let c = Config::try_parse_from([
+            "ssechat",
+            "--store",
+            "memory",
+            "--retain",
+            "1",
+            "--max-rooms",
+            "1",
+            "--max-streams",
+            "1",
+            "--max-connections",
+            "2",
+        ]);
+        let [store, retention, limits] = c.unwrap().summary();
+        assert_eq!(store, "store: memory (lost on restart)");
+        assert_eq!(retention, "retention: 1 message per room, of any age, in at most 1 room");
+        assert!(limits.starts_with("limits: 1 open stream (100 per client), 2 open connections (256 per"));
+        assert_eq!(redact_password("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact_password("rediss://ana:p:w@h/1?x=@"), "rediss://ana:***@h/1?x=@");
+        assert_eq!(redact_password("redis://ana@h"), "redis://ana@h");
+        assert_eq!(redact_password("redis://h:6379"), "redis://h:6379");
+        let absolute = StoreUrl::Sqlite(PathBuf::from("/srv/chat.db"));
+        assert_eq!(absolute.described(), "sqlite:/srv/chat.db");
+        let relative = StoreUrl::Sqlite(PathBuf::from("chat.db")).described();
+        assert!(relative.starts_with("sqlite:chat.db (/") && relative.ends_with("/chat.db)"), "{relative}");
+    }
+
+    #[test]
+    fn help_names_each_variable_without_its_value() {
+        let help = Config::command().render_long_help().to_string();
+        assert!(help.contains("[env: SSECHAT_LISTEN]") && !help.contains("=]"), "{help}");
     }
 
     #[test]
