@@ -706,6 +706,17 @@ mod tests {
         assert_eq!(store, "store: memory (lost on restart)");
         assert_eq!(retention, "retention: 1 message per room, of any age, in at most 1 room");
         assert!(limits.starts_with("limits: 1 open stream (100 per client), 2 open connections (256 per"));
+        // As the README shows them.
+        let [store, retention, limits] = Config::defaults().summary();
+        assert!(
+            store.starts_with("store: sqlite:ssechat.db (/") && store.ends_with("/ssechat.db)"),
+            "{store}"
+        );
+        assert_eq!(retention, "retention: 10000 messages per room, of any age");
+        let (streams, rest) = limits.split_once(" open streams (100 per client), ").unwrap();
+        let (connections, rest) = rest.split_once(" open connections (256 per client), ").unwrap();
+        assert!(streams.starts_with("limits: ") && connections.parse::<usize>().is_ok(), "{limits}");
+        assert_eq!(rest, "5 sends/s per client (bursts of 30), 2 typing signals/s per client (bursts of 10)");
         assert_eq!(redact_password("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(redact_password("rediss://ana:p:w@h/1?x=@"), "rediss://ana:***@h/1?x=@");
         assert_eq!(redact_password("redis://ana@h"), "redis://ana@h");
