@@ -1,5 +1,6 @@
 //! Command-line flags. Every flag has an environment variable; defaults are constants.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,7 +12,7 @@ mod acme;
 
 pub use acme::AcmeArgs;
 
-use crate::limits::{Port, Site, TrustedProxies, parse_allowed_host, parse_trusted_proxy};
+use crate::limits::{Port, Site, TrustedProxies, count, parse_allowed_host, parse_trusted_proxy};
 use crate::policy::DefaultAccess;
 use crate::store::Retention;
 
@@ -29,6 +30,7 @@ pub const DEFAULT_PAGE_MESSAGES: usize = 100;
 /// ssechat: a real-time chat server over plain HTTP and Server-Sent Events.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ssechat", version, about, long_about = None)]
+#[command(mut_args(|arg| arg.hide_env_values(true)))]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "SSECHAT_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -62,11 +64,11 @@ pub struct Config {
 
     /// The least time between two writes to one stream: at high message rates one write
     /// then carries several messages (0s writes every message at once).
-    #[arg(long, env = "SSECHAT_COALESCE", default_value = "15ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_COALESCE", default_value = "15ms", value_parser = duration)]
     pub coalesce: Duration,
 
     /// How long a reader who left still counts as present, so reconnects don't flap.
-    #[arg(long, env = "SSECHAT_PRESENCE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_PRESENCE_GRACE", default_value = "5s", value_parser = duration)]
     pub presence_grace: Duration,
 
     /// Frames a room buffers for its slowest reader; one further behind catches up from history.
@@ -78,8 +80,9 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = parse_trusted_proxy)]
     pub trusted_proxy: Vec<IpNet>,
 
-    /// Deprecated: the same as `--trusted-proxy 127.0.0.0/8,::1`.
-    #[arg(long, env = "SSECHAT_TRUST_PROXY")]
+    /// Deprecated: the same as `--trusted-proxy 127.0.0.0/8,::1`. (Like every flag without a
+    /// value, its variable takes 1 or 0, true or false, yes or no, on or off.)
+    #[arg(long, env = "SSECHAT_TRUST_PROXY", value_parser = boolean)]
     pub trust_proxy: bool,
 
     /// The address browsers use, as `scheme://host[:port][/path]` (for example
@@ -88,12 +91,13 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<PublicUrl>,
 
-    /// Sends per second each client may make on average (token bucket refill rate).
-    #[arg(long, env = "SSECHAT_SEND_RATE", default_value_t = 5.0)]
+    /// Sends per second each client may make on average (token bucket refill rate; above
+    /// zero: 0.01 is one send per 100 s).
+    #[arg(long, env = "SSECHAT_SEND_RATE", default_value_t = 5.0, value_parser = positive_rate)]
     pub send_rate: f64,
 
     /// Sends a client may make in a burst (token bucket size).
-    #[arg(long, env = "SSECHAT_SEND_BURST", default_value_t = 30)]
+    #[arg(long, env = "SSECHAT_SEND_BURST", default_value_t = 30, value_parser = positive_burst)]
     pub send_burst: u32,
 
     /// Open streams at most [default: the open-file limit minus 256].
@@ -131,29 +135,30 @@ pub struct Config {
 
     /// On shutdown, streams end spread over this long, each with a jittered `retry:`, so
     /// clients don't all reconnect at once.
-    #[arg(long, env = "SSECHAT_DRAIN_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_DRAIN_TIMEOUT", default_value = "2s", value_parser = duration)]
     pub drain_timeout: Duration,
 
-    /// Origins allowed to call the API from the browser (CORS); none by default. Repeat the
-    /// flag, or comma-separate in the env var.
-    #[arg(long, env = "SSECHAT_CORS_ORIGIN", value_delimiter = ',')]
+    /// Origins allowed to call the API from the browser (CORS), as `scheme://host[:port]`
+    /// (http or https; a trailing `/` is dropped); none by default. Repeat the flag, or
+    /// comma-separate in the env var.
+    #[arg(long, env = "SSECHAT_CORS_ORIGIN", value_name = "ORIGIN", value_delimiter = ',', value_parser = parse_cors_origin)]
     pub cors_origin: Vec<String>,
 
     /// On Ctrl-C or SIGTERM, how long open connections get to finish before the server exits.
-    #[arg(long, env = "SSECHAT_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 
     /// Log filter, in `tracing` syntax (for example `info` or `ssechat=debug`). Logs go to stderr.
-    #[arg(long, env = "SSECHAT_LOG", default_value = "info")]
+    #[arg(long, env = "SSECHAT_LOG", default_value = "info", value_parser = log_filter)]
     pub log: String,
 
     /// Typing signals per second each client may send on average, whatever author and room
     /// they name (token bucket refill rate).
-    #[arg(long, env = "SSECHAT_TYPING_RATE", default_value_t = 2.0)]
+    #[arg(long, env = "SSECHAT_TYPING_RATE", default_value_t = 2.0, value_parser = positive_rate)]
     pub typing_rate: f64,
 
     /// Typing signals a client may send in a burst (token bucket size).
-    #[arg(long, env = "SSECHAT_TYPING_BURST", default_value_t = 10)]
+    #[arg(long, env = "SSECHAT_TYPING_BURST", default_value_t = 10, value_parser = positive_burst)]
     pub typing_burst: u32,
 
     /// Names a presence view lists; readers under further names are counted with the
@@ -185,7 +190,7 @@ pub struct Config {
 
     /// How long after posting a signed-in author may still edit a message (0s: never).
     /// Deleting has no time limit.
-    #[arg(long, env = "SSECHAT_EDIT_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SSECHAT_EDIT_WINDOW", default_value = "15m", value_parser = duration)]
     pub edit_window: Duration,
     /// How long a browser stays signed in without using the site; each use starts it again.
     #[arg(long, env = "SSECHAT_SESSION_TTL", default_value = "30d", value_parser = positive_duration)]
@@ -290,6 +295,40 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What the server runs with, for the log at start: the store, what it keeps, the limits.
+    pub fn summary(&self) -> [String; 3] {
+        let retention = self.retention();
+        let age = retention.age.map_or("of any age".to_owned(), |age| {
+            format!("for at most {}", humantime::format_duration(age))
+        });
+        let rooms = retention.max_rooms.map(|n| format!(", in at most {}", count(n, "room")));
+        let limits = [
+            format!(
+                "{} ({} per client)",
+                count(self.stream_cap(), "open stream"),
+                self.max_streams_per_client
+            ),
+            format!(
+                "{} ({} per client)",
+                count(self.connection_cap(), "open connection"),
+                self.max_connections_per_client
+            ),
+            format!("{} sends/s per client (bursts of {})", self.send_rate, self.send_burst),
+            format!("{} typing signals/s per client (bursts of {})", self.typing_rate, self.typing_burst),
+        ];
+        [
+            format!("store: {}", self.store.described()),
+            format!(
+                "retention: {} per room, {age}{}",
+                count(retention.count, "message"),
+                rooms.unwrap_or_default()
+            ),
+            format!("limits: {}", limits.join(", ")),
+        ]
+    }
+}
+
 /// What `--trust-proxy` stands for now.
 pub const TRUST_PROXY_ALIAS: &str = "127.0.0.0/8,::1";
 
@@ -318,6 +357,33 @@ impl Config {
         }
         warnings
     }
+}
+
+/// Parses the command line `args` (the program's name first) and the environment. An error
+/// about a value that came from an environment variable names the variable, where clap names
+/// only the flag (`--coalesce <COALESCE>`), which the user never typed.
+pub fn parse_args<P: clap::Parser>(args: impl IntoIterator<Item = OsString>) -> Result<P, clap::Error> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    P::try_parse_from(&args).map_err(|error| name_the_variable(error, P::command(), &args))
+}
+
+fn name_the_variable(mut error: clap::Error, mut command: clap::Command, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    command.build(); // an argument shows as `--flag <FLAG>` only once built
+    let Some(ContextValue::String(named)) = error.get(ContextKind::InvalidArg) else { return error };
+    let Some(arg) = command.get_arguments().find(|arg| arg.to_string() == *named) else { return error };
+    let (Some(var), Some(longs)) = (arg.get_env(), arg.get_long_and_visible_aliases()) else { return error };
+    let typed = |word: &OsString| {
+        let word = word.to_string_lossy();
+        let flag = word.strip_prefix("--").map(|flag| flag.split_once('=').map_or(flag, |(flag, _)| flag));
+        flag.is_some_and(|flag| longs.contains(&flag))
+    };
+    if std::env::var_os(var).is_none() || args.iter().skip(1).any(typed) {
+        return error;
+    }
+    let named = format!("{} (--{})", var.to_string_lossy(), longs[0]);
+    error.insert(ContextKind::InvalidArg, ContextValue::String(named));
+    error
 }
 
 /// The `--public-url` value: where browsers reach the server.
@@ -387,6 +453,30 @@ impl FromStr for StoreUrl {
     }
 }
 
+impl StoreUrl {
+    /// The store for a log line: a relative file path also made absolute, a Redis password
+    /// replaced by `***`.
+    pub fn described(&self) -> String {
+        match self {
+            StoreUrl::Memory => "memory (lost on restart)".to_owned(),
+            StoreUrl::Sqlite(path) => match std::path::absolute(path) {
+                Ok(full) if full != *path => format!("sqlite:{} ({})", path.display(), full.display()),
+                _ => format!("sqlite:{}", path.display()),
+            },
+            StoreUrl::Redis(url) => redact_password(url),
+        }
+    }
+}
+
+/// `url` with the password of its `user:password@` part, if any, replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..end].rsplit_once('@') else { return url.to_owned() };
+    let Some((user, _password)) = userinfo.split_once(':') else { return url.to_owned() };
+    format!("{scheme}://{user}:***@{host}{}", &rest[end..])
+}
+
 fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -394,16 +484,90 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A duration like `15s` or `2m`; `0s` is allowed.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 15s or 2m: {e}"))
+}
+
+/// A duration like `15s` or `2m`, longer than zero.
 pub fn positive_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("must be longer than zero".to_owned()),
-        Err(e) => Err(format!("{s:?} is not a duration like 15s or 2m: {e}")),
+    match duration(s)? {
+        d if d.is_zero() => Err("must be longer than zero".to_owned()),
+        d => Ok(d),
     }
+}
+
+/// A yes or no, for the variable of a flag that takes no value (`SSECHAT_TRUST_PROXY=1`);
+/// set but empty means no.
+/// (clap's `BoolishValueParser` says only "value was not a boolean", and takes more.)
+pub(crate) fn boolean(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("{s:?} is not one of 1 or 0, true or false, yes or no, on or off")),
+    }
+}
+
+/// A rate per second above zero (a token bucket's refill): `0` would refuse everything after
+/// the burst while promising a retry, so it is refused here.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{s:?} is not a rate per second above zero, like 5 or 0.5")),
+    }
+}
+
+/// A token bucket's size: at least one.
+fn positive_burst(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number from 1 to {}", u32::MAX)),
+    }
+}
+
+/// An origin as browsers send it in `Origin`: `scheme://host[:port]`, http or https. Scheme
+/// and host are lowered, the scheme's default port and one trailing `/` dropped, so that
+/// `https://Chat.Example:443/` matches what a browser sends (`https://chat.example`).
+fn parse_cors_origin(s: &str) -> Result<String, String> {
+    let bad =
+        |why: &str| format!("{s:?} is not an origin like https://chat.example or http://host:8080: {why}");
+    if s.contains(['#', '?']) {
+        return Err(bad("no query or fragment"));
+    }
+    let uri: axum::http::Uri = s.parse().map_err(|e| bad(&format!("{e}")))?;
+    let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+    let Some(scheme @ ("http" | "https")) = scheme.as_deref() else {
+        return Err(bad("it must start with http:// or https://"));
+    };
+    let authority =
+        uri.authority().filter(|a| !a.host().is_empty()).ok_or_else(|| bad("it names no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("no user name or password"));
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err(bad("an origin has no path"));
+    }
+    let host = authority.host();
+    let port = match authority.as_str()[host.len()..].strip_prefix(':') {
+        None => None,
+        Some(port) => Some(port.parse::<u16>().map_err(|_| bad("the port must be a number up to 65535"))?),
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = port.filter(|&port| port != default_port).map(|port| format!(":{port}")).unwrap_or_default();
+    Ok(format!("{scheme}://{}{port}", host.to_ascii_lowercase()))
+}
+
+/// A log filter in `tracing` syntax, checked now so that a typo stops the start.
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{s:?} is not a log filter like info or ssechat=debug,warn: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -432,6 +596,141 @@ mod tests {
         assert!(bad.to_string().contains("\"10.0.0.300\" is not an IP address or CIDR range"), "{bad}");
         let c = Config::try_parse_from(["ssechat", "--heartbeat", "2m", "--listen", "127.0.0.1:0"]).unwrap();
         assert_eq!(c.heartbeat, Duration::from_secs(120));
+    }
+
+    /// The message of the refusal of `args`.
+    fn refusal(args: &[&str]) -> String {
+        let args = std::iter::once("ssechat").chain(args.iter().copied()).map(OsString::from);
+        parse_args::<Config>(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn cors_origins_are_origins_without_a_path() {
+        let c =
+            Config::try_parse_from(["ssechat", "--cors-origin", "https://A.example/,http://b.example:8080"]);
+        assert_eq!(c.unwrap().cors_origin, ["https://a.example", "http://b.example:8080"]);
+        assert_eq!(parse_cors_origin("HTTPS://a.example:443").unwrap(), "https://a.example");
+        assert_eq!(parse_cors_origin("http://[::1]:3000").unwrap(), "http://[::1]:3000");
+        for (bad, why) in [
+            ("not a url", "not an origin like https://chat.example"),
+            ("a.example", "it must start with http:// or https://"),
+            ("ftp://a.example", "it must start with http:// or https://"),
+            ("https://", "not an origin"),
+            ("https://a.example/chat", "an origin has no path"),
+            ("https://a.example/?x=1", "no query or fragment"),
+            ("https://a.example#x", "no query or fragment"),
+            ("https://u:p@a.example", "no user name or password"),
+            ("https://a.example:99999", "not an origin"),
+        ] {
+            let err = parse_cors_origin(bad).unwrap_err();
+            assert!(
+                err.starts_with(&format!("{bad:?} is not an origin")) && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn rates_and_bursts_are_above_zero() {
+        for flag in ["--send-rate", "--typing-rate"] {
+            for bad in ["0", "-1", "NaN", "inf", "-0", "five"] {
+                let err = refusal(&[&format!("{flag}={bad}")]);
+                assert!(err.contains("is not a rate per second above zero"), "{flag} {bad}: {err}");
+            }
+        }
+        for flag in ["--send-burst", "--typing-burst"] {
+            assert!(refusal(&[flag, "0"]).contains("\"0\" is not a whole number from 1 to 4294967295"));
+        }
+        let c = Config::try_parse_from(["ssechat", "--send-rate", "0.01", "--send-burst", "1"]).unwrap();
+        assert_eq!((c.send_rate, c.send_burst), (0.01, 1));
+    }
+
+    #[test]
+    fn a_bad_log_filter_and_every_bad_duration_are_refused_in_so_many_words() {
+        assert!(refusal(&["--log", "bad[filter"]).contains("\"bad[filter\" is not a log filter like info"));
+        assert!(Config::try_parse_from(["ssechat", "--log", "ssechat=debug,warn"]).is_ok());
+        let mut command = Config::command();
+        command.build();
+        let durations = command.get_arguments().filter(|arg| {
+            let default = arg.get_default_values().first().and_then(|v| v.to_str()).unwrap_or("");
+            default.ends_with(['s', 'm', 'd']) && default.starts_with(|c: char| c.is_ascii_digit())
+        });
+        let flags: Vec<String> = durations.map(|arg| format!("--{}", arg.get_long().unwrap())).collect();
+        assert!(flags.len() >= 12 && flags.contains(&"--coalesce".to_owned()), "{flags:?}");
+        for flag in flags.iter().map(String::as_str).chain(["--retain-for"]) {
+            let err = refusal(&[flag, "soon"]);
+            assert!(err.contains(&format!("for '{flag} <")), "{err}");
+            assert!(err.contains("\"soon\" is not a duration like 15s or 2m"), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_flag_without_a_value_takes_yes_or_no_from_its_variable() {
+        let command = Config::command();
+        let switches = command
+            .get_arguments()
+            .filter(|arg| arg.get_env().is_some() && matches!(arg.get_action(), clap::ArgAction::SetTrue));
+        let switches: Vec<&clap::Arg> = switches.collect();
+        assert!(switches.len() >= 2, "--trust-proxy and --acme-staging");
+        let words = [("1", true), ("yes", true), ("On", true), ("TRUE", true)];
+        let words = words.into_iter().chain([("0", false), ("no", false), ("OFF", false), ("false", false)]);
+        for arg in switches {
+            let (id, long) = (arg.get_id().to_string(), format!("--{}", arg.get_long().unwrap()));
+            // The same argument taking a value: what its variable goes through.
+            let taking = Config::command().mut_arg(&id, |arg| arg.action(clap::ArgAction::Set));
+            for (word, meaning) in words.clone() {
+                let matches = taking.clone().try_get_matches_from(["t", &long, word]).unwrap();
+                assert_eq!(matches.get_one::<bool>(&id), Some(&meaning), "{long} {word}");
+            }
+            let err = taking.clone().try_get_matches_from(["t", &long, "maybe"]).unwrap_err().to_string();
+            assert!(err.contains("\"maybe\" is not one of 1 or 0, true or false, yes or no, on or off"));
+        }
+    }
+
+    #[test]
+    fn the_summary_says_what_runs_and_hides_a_redis_password() {
+        let c = Config::try_parse_from([
+            "ssechat",
+            "--store",
+            "memory",
+            "--retain",
+            "1",
+            "--max-rooms",
+            "1",
+            "--max-streams",
+            "1",
+            "--max-connections",
+            "2",
+        ]);
+        let [store, retention, limits] = c.unwrap().summary();
+        assert_eq!(store, "store: memory (lost on restart)");
+        assert_eq!(retention, "retention: 1 message per room, of any age, in at most 1 room");
+        assert!(limits.starts_with("limits: 1 open stream (100 per client), 2 open connections (256 per"));
+        // As the README shows them.
+        let [store, retention, limits] = Config::defaults().summary();
+        assert!(
+            store.starts_with("store: sqlite:ssechat.db (/") && store.ends_with("/ssechat.db)"),
+            "{store}"
+        );
+        assert_eq!(retention, "retention: 10000 messages per room, of any age");
+        let (streams, rest) = limits.split_once(" open streams (100 per client), ").unwrap();
+        let (connections, rest) = rest.split_once(" open connections (256 per client), ").unwrap();
+        assert!(streams.starts_with("limits: ") && connections.parse::<usize>().is_ok(), "{limits}");
+        assert_eq!(rest, "5 sends/s per client (bursts of 30), 2 typing signals/s per client (bursts of 10)");
+        assert_eq!(redact_password("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact_password("rediss://ana:p:w@h/1?x=@"), "rediss://ana:***@h/1?x=@");
+        assert_eq!(redact_password("redis://ana@h"), "redis://ana@h");
+        assert_eq!(redact_password("redis://h:6379"), "redis://h:6379");
+        let absolute = StoreUrl::Sqlite(PathBuf::from("/srv/chat.db"));
+        assert_eq!(absolute.described(), "sqlite:/srv/chat.db");
+        let relative = StoreUrl::Sqlite(PathBuf::from("chat.db")).described();
+        assert!(relative.starts_with("sqlite:chat.db (/") && relative.ends_with("/chat.db)"), "{relative}");
+    }
+
+    #[test]
+    fn help_names_each_variable_without_its_value() {
+        let help = Config::command().render_long_help().to_string();
+        assert!(help.contains("[env: SSECHAT_LISTEN]") && !help.contains("=]"), "{help}");
     }
 
     #[test]

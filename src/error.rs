@@ -48,8 +48,12 @@ pub enum AppError {
     /// For a host this server does not answer for (`--allowed-host`): DNS rebinding.
     #[error("{0}")]
     MisdirectedRequest(String),
+    /// The store failed a read (or a write other than a send): it says nothing of saving.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store failed a send, certainly before saving it: "nothing was saved".
+    #[error(transparent)]
+    NotSaved(StoreError),
     /// The store may or may not have saved a message, and `--send-timeout` passed before
     /// that was settled: a retry under `key` finds out (and stores it if it wasn't).
     #[error("the outcome of a send is unknown: {cause}")]
@@ -65,6 +69,9 @@ impl From<crate::policy::watch::Denial> for AppError {
         }
     }
 }
+
+/// What a client is told when the store can't answer (a read, or a write other than a send).
+pub const STORE_UNAVAILABLE: &str = "the message store is unavailable right now; try again in a moment";
 
 /// What a client is told when a send's outcome is unknown.
 pub const UNSETTLED: &str =
@@ -85,7 +92,9 @@ impl AppError {
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
-            AppError::Store(_) | AppError::Unsettled { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(_) | AppError::NotSaved(_) | AppError::Unsettled { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -94,6 +103,14 @@ impl AppError {
         match cause {
             StoreError::Unknown(_) => Self::Unsettled { key, cause },
             certain => Self::Store(certain),
+        }
+    }
+
+    /// This error as a send's answer: a store that was unavailable saved nothing.
+    pub fn unsaved(self) -> Self {
+        match self {
+            AppError::Store(e @ StoreError::Unavailable(_)) => AppError::NotSaved(e),
+            other => other,
         }
     }
 
@@ -138,6 +155,10 @@ impl AppError {
         match self {
             AppError::Store(e @ StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, "store failed");
+                STORE_UNAVAILABLE.to_owned()
+            }
+            AppError::NotSaved(e) => {
+                tracing::error!(error = %e, "store failed a send");
                 "the message store is unavailable right now; nothing was saved, please retry".to_owned()
             }
             AppError::Store(e @ StoreError::Unknown(_)) | AppError::Unsettled { cause: e, .. } => {

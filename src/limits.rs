@@ -178,7 +178,7 @@ impl TypingLimiter {
 /// Caps on open things (streams, connections): all together (kept under the open-file
 /// limit) and per client.
 pub struct Caps {
-    /// What is counted, for the refusal's message.
+    /// What is counted, in the singular (`stream`), for the refusal's message.
     what: &'static str,
     max_total: usize,
     max_per_client: usize,
@@ -203,17 +203,17 @@ impl Caps {
     pub fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Permit, AppError> {
         let mut per_client = self.per_client.lock().expect("caps lock poisoned");
         if self.open.load(Ordering::Relaxed) >= self.max_total {
+            let open = count(self.max_total, &format!("open {}", self.what));
             return Err(AppError::Unavailable(format!(
-                "the server is at its limit of {} open {}; retry shortly",
-                self.max_total, self.what
+                "the server is at its limit of {open}; retry shortly"
             )));
         }
         if let Some(client) = client {
             let mine = per_client.entry(client).or_insert(0);
             if *mine >= self.max_per_client {
+                let open = count(self.max_per_client, &format!("open {}", self.what));
                 return Err(AppError::TooManyRequests(format!(
-                    "this client already has {} open {}, the most allowed; close one first",
-                    self.max_per_client, self.what
+                    "this client already has {open}, the most allowed; close one first"
                 )));
             }
             *mine += 1;
@@ -246,6 +246,11 @@ impl Drop for Permit {
         }
         self.caps.open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// `n` things, in the singular for one: `1 open stream`, `2 open streams`.
+pub fn count(n: usize, thing: &str) -> String {
+    if n == 1 { format!("1 {thing}") } else { format!("{n} {thing}s") }
 }
 
 /// The process's soft limit on open files, if it can be read.
@@ -306,7 +311,7 @@ mod tests {
 
     #[test]
     fn stream_caps_hold_and_release() {
-        let limits = Caps::new("streams", 3, 2);
+        let limits = Caps::new("stream", 3, 2);
         let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
         let a1 = limits.admit(Some(a)).unwrap();
         let _a2 = limits.admit(Some(a)).unwrap();
@@ -316,5 +321,18 @@ mod tests {
         drop(a1);
         assert!(limits.admit(Some(b)).is_ok());
         assert!(open_file_limit().is_some());
+    }
+
+    #[test]
+    fn refusals_count_in_the_singular_for_one() {
+        let limits = Caps::new("stream", 2, 1);
+        let _a = limits.admit(Some("127.0.0.1".parse().unwrap())).unwrap();
+        let one = limits.admit(Some("127.0.0.1".parse().unwrap())).err().unwrap().to_string();
+        assert!(one.contains("already has 1 open stream, the most allowed"), "{one}");
+        let _b = limits.admit(Some("127.0.0.2".parse().unwrap())).unwrap();
+        let all = limits.admit(Some("127.0.0.3".parse().unwrap())).err().unwrap().to_string();
+        assert!(all.contains("at its limit of 2 open streams;"), "{all}");
+        assert_eq!(count(1, "room"), "1 room");
+        assert_eq!(count(0, "room"), "0 rooms");
     }
 }

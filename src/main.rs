@@ -1,26 +1,31 @@
 //! The ssechat binary: parse flags; run a command (`ssechat user ...`), or start logging,
 //! bind, and hand over to the library.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use ssechat::cli::Cli;
+use ssechat::config::parse_args;
 use ssechat::{AppState, run, server::shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Cli { config, command } = Cli::parse();
+    let Cli { config, command } = parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    // `--log` was checked when parsed.
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_new(&config.log).expect("a checked filter"))
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .init();
     if let Some(command) = command {
         return ssechat::cli::run(command, &config).await;
     }
     for warning in config.warnings() {
         tracing::warn!("{warning}");
+    }
+    for line in config.summary() {
+        tracing::info!("{line}");
     }
 
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
@@ -71,4 +76,10 @@ async fn start_redirect(state: &AppState, https_port: u16) -> Result<(), String>
 fn announce(scheme: &str, addr: std::net::SocketAddr) {
     println!("listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
+}
+
+/// Colour in the logs only on a terminal, and not there either with `NO_COLOR` set
+/// (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -33,7 +33,7 @@ pub struct AcmeArgs {
 
     /// Order from Let's Encrypt's staging directory (untrusted certificates, generous rate
     /// limits): to try a setup out.
-    #[arg(long, env = "SSECHAT_ACME_STAGING", conflicts_with = "acme_directory")]
+    #[arg(long, env = "SSECHAT_ACME_STAGING", conflicts_with = "acme_directory", value_parser = super::boolean)]
     pub acme_staging: bool,
 
     /// Trust only the CA certificates in this PEM file for the ACME directory's own HTTPS,

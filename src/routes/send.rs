@@ -55,14 +55,14 @@ pub async fn send(
 ) -> Result<Response, Refusal> {
     let browser = prefers_html(&headers);
     let early = |error| Refusal::early(browser, &uri, error);
-    if let Err(refused) = admit_send(&state, peer, &headers).await {
+    if let Err(refused) = admit_send(&state, peer, &headers).await.map_err(AppError::unsaved) {
         return match replay_over_limit(&state, &uri, &headers, body, &refused).await {
             Some(original) => Ok(accepted(original, browser)),
             None => Err(early(refused)),
         };
     }
     let fields = decode(&uri, &headers, body).await.map_err(early)?;
-    match store(&state, &viewer, &headers, &fields).await {
+    match store(&state, &viewer, &headers, &fields).await.map_err(AppError::unsaved) {
         Ok(appended) => Ok(accepted(appended, browser)),
         Err(error) => Err(Refusal::late(&state, &viewer, browser, &uri, &fields, error).await),
     }

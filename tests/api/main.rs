@@ -16,6 +16,7 @@ mod cross_site;
 mod deploy;
 mod durable;
 mod fast_path;
+mod flags;
 mod floods;
 mod ids;
 mod input;

@@ -28,14 +28,31 @@ impl Server {
 
     /// Starts `ssechat` on `listen`, or returns what it printed on stderr.
     pub async fn try_start_on(listen: &str, args: &[&str]) -> Result<Server, String> {
-        Self::spawn(listen, &["--send-rate", "1000000", "--send-burst", "1000000"], args).await
+        Self::spawn(listen, &["--send-rate", "1000000", "--send-burst", "1000000"], args, &[]).await
+    }
+
+    /// Starts `ssechat` as deployed with `args` and the environment variables `env` (the
+    /// test's own `SSECHAT_*` are not passed on), or returns what it printed on stderr. It
+    /// logs at `warn` unless `args` or `env` name a log filter.
+    pub async fn try_start_with(args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
+        Self::spawn("127.0.0.1:0", &[], args, env).await
+    }
+
+    /// Stops it (SIGKILL) and returns all it wrote on stderr: everything logged before
+    /// `listening on` is there.
+    pub async fn stop_and_read_stderr(mut self) -> String {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+        let mut stderr = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+        stderr
     }
 
     /// Starts `ssechat` as it is deployed: the real send limits and stream caps, only `args`
     /// added. What it logs is read and dropped (a full pipe would stall it), or shown with
     /// `TEST_LOG`.
     pub async fn start_deployed(args: &[&str]) -> Server {
-        let mut server = match Self::spawn("127.0.0.1:0", &[], args).await {
+        let mut server = match Self::spawn("127.0.0.1:0", &[], args, &[]).await {
             Ok(server) => server,
             Err(stderr) => panic!("ssechat did not start: {stderr}"),
         };
@@ -60,11 +77,23 @@ impl Server {
         self.base.split_once("://").map_or(&self.base, |(_, addr)| addr)
     }
 
-    async fn spawn(listen: &str, limits: &[&str], args: &[&str]) -> Result<Server, String> {
+    async fn spawn(
+        listen: &str,
+        limits: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
+        let log_named = args.iter().any(|arg| arg.starts_with("--log"))
+            || env.iter().any(|(name, _)| *name == "SSECHAT_LOG");
+        let log = if log_named { &[][..] } else { &["--log", "warn"][..] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssechat"))
-            .args(["--listen", listen, "--log", "warn"])
+            .args(["--listen", listen])
+            .args(log)
             .args(limits)
             .args(args)
+            .env_clear()
+            .envs(std::env::vars().filter(|(name, _)| !name.starts_with("SSECHAT_")))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
