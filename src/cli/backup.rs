@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::Outcome;
 use crate::config::StoreUrl;
+use crate::limits::count;
 use crate::store::SqliteStore;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -26,17 +27,13 @@ pub async fn run(args: BackupArgs, store: &StoreUrl) -> Outcome {
     Ok(format!(
         "wrote {shown}: {} bytes, {} in {}, {}",
         copied.bytes,
-        counted(copied.messages, "message"),
-        counted(copied.rooms, "room"),
-        counted(copied.users, "user")
+        count(copied.messages as usize, "message"),
+        count(copied.rooms as usize, "room"),
+        count(copied.users as usize, "user")
     ))
 }
 
 /// `1 room`, `2 rooms`.
-fn counted(n: u64, thing: &str) -> String {
-    if n == 1 { format!("1 {thing}") } else { format!("{n} {thing}s") }
-}
-
 const MEMORY: &str = "the memory store keeps nothing to back up: it lives and dies with the server \
      process; run the server with --store sqlite:PATH to keep history";
 
