@@ -18,6 +18,7 @@ use crate::helpers::{TestApp, WAIT};
 mod accounts;
 mod https;
 mod moderation;
+mod phone;
 
 pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
