@@ -357,7 +357,7 @@ async fn a_busy_room_looks_right() {
     let unlabelled = "[...document.querySelectorAll('input:not([type=hidden]), textarea')].filter(e => !e.labels.length).length";
     assert_eq!(js(&ana, unlabelled).await, 0);
     // On a phone-sized screen nothing scrolls sideways.
-    ana.set_window_size(390, 844).await.unwrap();
+    phone::set_viewport(&ana, 390, 844).await; // a window is never narrower than 500 px
     wait_until(&ana, "document.documentElement.scrollWidth <= document.documentElement.clientWidth").await;
     std::fs::write(out.join("busy-room-phone.png"), ana.screenshot().await.unwrap()).unwrap();
     ana.close().await.unwrap();

@@ -22,6 +22,9 @@ const HISTORY: usize = 60;
 /// The composer's box lies wholly inside the window.
 const COMPOSER_IN_VIEW: &str = "(() => { const r = document.getElementById('composer').getBoundingClientRect(); \
      return r.height > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth; })()";
+/// Where the page's parts are, top to bottom, to explain a failure.
+const BOXES: &str = "[...document.querySelectorAll('.top, .drawer, .side, .room, #messages, #composer')] \
+     .map(e => { const r = e.getBoundingClientRect(); return `${e.id || e.className} ${r.top}..${r.bottom}`; })";
 /// The page is no wider than the window.
 const NO_SIDEWAYS: &str = "document.scrollingElement.scrollWidth <= innerWidth";
 /// The ids of the fields on screen that show neither a placeholder nor a visible label.
@@ -59,7 +62,7 @@ async fn phone(chrome: &Chrome, javascript: bool) -> Client {
 
 /// Gives the page a `width`×`height` viewport, as Chromium's device emulation does: a window
 /// itself is never narrower than 500 px.
-async fn set_viewport(page: &Client, width: u32, height: u32) {
+pub(crate) async fn set_viewport(page: &Client, width: u32, height: u32) {
     let params = json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false });
     page.issue_cmd(Cdp { cmd: "Emulation.setDeviceMetricsOverride", params }).await.unwrap();
     let sizes = js(page, "[innerWidth, innerHeight]").await;
@@ -88,8 +91,7 @@ impl WebDriverCompatibleCommand for Cdp {
 
 /// Everything that must hold on a phone whatever the drawer's state.
 async fn assert_fits(page: &Client, when: &str) {
-    let boxes = js(page, "['.top', '.drawer', '.side', '.room', '#messages', '#composer'].map(c => \
-         { const r = document.querySelector(c).getBoundingClientRect(); return `${c} ${r.top}..${r.bottom}`; })").await;
+    let boxes = js(page, BOXES).await;
     assert_eq!(js(page, COMPOSER_IN_VIEW).await, true, "the composer is in view {when}: {boxes}");
     assert_eq!(js(page, NO_SIDEWAYS).await, true, "nothing scrolls sideways {when}");
     assert_eq!(js(page, MUTE_FIELDS).await, json!([]), "every field says what it is for {when}");
