@@ -179,3 +179,22 @@ async fn on_a_phone_without_javascript_the_composer_shows_and_the_drawer_opens()
     assert_fits(&page, "after posting without JavaScript").await;
     page.close().await.unwrap();
 }
+
+/// Signed in under the longest name there is: the header wraps it, nothing scrolls sideways.
+#[tokio::test]
+async fn on_a_phone_a_long_user_name_fits() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = long_room().await;
+    let name = "n".repeat(40);
+    ssechat::accounts::add_user(&*app.state.store, &name, "a long pass", false).await.unwrap();
+    app.state.policy.reload().await.unwrap();
+    let chrome = Chrome::start().await;
+    let page = phone(&chrome, true).await;
+    page.goto(&format!("{}/login?next=/rooms/{ROOM}", app.base)).await.unwrap();
+    super::accounts::fill_in_login(&page, &name, "a long pass").await;
+    wait_until(&page, "document.getElementById('signed-in') !== null").await;
+    wait_until(&page, "document.getElementById('status').textContent === 'live'").await;
+    assert_fits(&page, "signed in").await;
+    keep(page.screenshot().await.unwrap(), "phone-360x640-signed-in.png");
+    page.close().await.unwrap();
+}
