@@ -180,7 +180,8 @@ async fn on_a_phone_without_javascript_the_composer_shows_and_the_drawer_opens()
     page.close().await.unwrap();
 }
 
-/// Signed in under the longest name there is: the header wraps it, nothing scrolls sideways.
+/// Signed in under the longest name there is: the header wraps it, nothing scrolls sideways,
+/// here or on the page that edits a message.
 #[tokio::test]
 async fn on_a_phone_a_long_user_name_fits() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -196,5 +197,14 @@ async fn on_a_phone_a_long_user_name_fits() {
     wait_until(&page, "document.getElementById('status').textContent === 'live'").await;
     assert_fits(&page, "signed in").await;
     keep(page.screenshot().await.unwrap(), "phone-360x640-signed-in.png");
+
+    // The page that edits a message fits too.
+    super::type_and_send(&page, "mine to edit").await;
+    wait_until(&page, "document.querySelector('#messages .msg:last-child .edit')").await;
+    page.find(Locator::Css("#messages .msg:last-child .edit")).await.unwrap().click().await.unwrap();
+    wait_until(&page, "document.getElementById('edit') !== null").await;
+    assert_eq!(js(&page, NO_SIDEWAYS).await, true, "nothing scrolls sideways on the edit page");
+    assert_eq!(js(&page, MUTE_FIELDS).await, json!([]), "the edit page says what its field is for");
+    keep(page.screenshot().await.unwrap(), "phone-360x640-edit.png");
     page.close().await.unwrap();
 }
