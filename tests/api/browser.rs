@@ -115,6 +115,14 @@ pub(crate) async fn js(page: &Client, expression: &str) -> Value {
     page.execute(&format!("return {expression};"), vec![]).await.unwrap()
 }
 
+/// Keeps a screenshot as a test artifact, in `test-artifacts/NAME`.
+pub(crate) fn keep(png: Vec<u8>, name: &str) {
+    assert!(png.starts_with(b"\x89PNG"));
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join(name), png).unwrap();
+}
+
 /// Opens `path` and waits until its stream is live.
 pub(crate) async fn open(page: &Client, app_url: &str, path: &str) {
     page.goto(&format!("{app_url}{path}")).await.unwrap();
@@ -347,11 +355,7 @@ async fn a_busy_room_looks_right() {
     bob.find(Locator::Id("text")).await.unwrap().send_keys("Looks good").await.unwrap();
     wait_until(&ana, "document.getElementById('typing').textContent === 'bob is typing…'").await;
     wait_until(&ana, "document.getElementById('anonymous').textContent !== ''").await;
-    let png = ana.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("busy-room.png"), png).unwrap();
+    keep(ana.screenshot().await.unwrap(), "busy-room.png");
 
     // Every field has a label a screen reader can read out.
     let unlabelled = "[...document.querySelectorAll('input:not([type=hidden]), textarea')].filter(e => !e.labels.length).length";
@@ -359,7 +363,7 @@ async fn a_busy_room_looks_right() {
     // On a phone-sized screen nothing scrolls sideways.
     phone::set_viewport(&ana, 390, 844).await; // a window is never narrower than 500 px
     wait_until(&ana, "document.documentElement.scrollWidth <= document.documentElement.clientWidth").await;
-    std::fs::write(out.join("busy-room-phone.png"), ana.screenshot().await.unwrap()).unwrap();
+    keep(ana.screenshot().await.unwrap(), "busy-room-phone.png");
     ana.close().await.unwrap();
     bob.close().await.unwrap();
 }

@@ -3,15 +3,13 @@
 //! says what it is for, and nothing scrolls sideways, not even a 64-character room name or a
 //! long unbroken message.
 
-use std::path::PathBuf;
-
 use axum::http::Method;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 use ssechat::domain::NewMessage;
 
-use super::{Chrome, ONE_AT_A_TIME, js, open, wait_until};
+use super::{Chrome, ONE_AT_A_TIME, js, keep, open, wait_until};
 use crate::helpers::TestApp;
 
 /// The longest room name there is, with no hyphen to break at.
@@ -110,13 +108,6 @@ async fn assert_drawer_opens(page: &Client) {
     let link = format!("document.querySelector('.rooms a[aria-current=page]').textContent === '#{ROOM}'");
     assert_eq!(js(page, &link).await, true, "the room is listed");
     assert_fits(page, "with the drawer open").await;
-}
-
-fn keep(page_png: Vec<u8>, name: &str) {
-    assert!(page_png.starts_with(b"\x89PNG"));
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join(name), page_png).unwrap();
 }
 
 #[tokio::test]
