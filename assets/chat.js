@@ -181,6 +181,8 @@
     $("presence").replaceChildren(...items);
     const rest = view.anonymous + view.names.length - names.length;
     setText($("anonymous"), !rest ? "" : names.length ? `and ${others(rest)}` : `${rest} reading`);
+    // The phone drawer's summary ("Rooms · 3 here"), rendered by the server, kept live here.
+    setText($("here-count"), `${view.anonymous + view.names.length} here`);
   };
 
   // Who is typing, in order of arrival: at most MAX_TYPISTS at once (a flood adds nobody

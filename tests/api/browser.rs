@@ -18,6 +18,7 @@ use crate::helpers::{TestApp, WAIT};
 mod accounts;
 mod https;
 mod moderation;
+mod phone;
 
 pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -112,6 +113,14 @@ pub(crate) async fn wait_until(page: &Client, condition: &str) {
 
 pub(crate) async fn js(page: &Client, expression: &str) -> Value {
     page.execute(&format!("return {expression};"), vec![]).await.unwrap()
+}
+
+/// Keeps a screenshot as a test artifact, in `test-artifacts/NAME`.
+pub(crate) fn keep(png: Vec<u8>, name: &str) {
+    assert!(png.starts_with(b"\x89PNG"));
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join(name), png).unwrap();
 }
 
 /// Opens `path` and waits until its stream is live.
@@ -346,19 +355,15 @@ async fn a_busy_room_looks_right() {
     bob.find(Locator::Id("text")).await.unwrap().send_keys("Looks good").await.unwrap();
     wait_until(&ana, "document.getElementById('typing').textContent === 'bob is typing…'").await;
     wait_until(&ana, "document.getElementById('anonymous').textContent !== ''").await;
-    let png = ana.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("busy-room.png"), png).unwrap();
+    keep(ana.screenshot().await.unwrap(), "busy-room.png");
 
     // Every field has a label a screen reader can read out.
     let unlabelled = "[...document.querySelectorAll('input:not([type=hidden]), textarea')].filter(e => !e.labels.length).length";
     assert_eq!(js(&ana, unlabelled).await, 0);
     // On a phone-sized screen nothing scrolls sideways.
-    ana.set_window_size(390, 844).await.unwrap();
+    phone::set_viewport(&ana, 390, 844).await; // a window is never narrower than 500 px
     wait_until(&ana, "document.documentElement.scrollWidth <= document.documentElement.clientWidth").await;
-    std::fs::write(out.join("busy-room-phone.png"), ana.screenshot().await.unwrap()).unwrap();
+    keep(ana.screenshot().await.unwrap(), "busy-room-phone.png");
     ana.close().await.unwrap();
     bob.close().await.unwrap();
 }
