@@ -23,8 +23,11 @@ pub enum TokenCommand {
     },
     /// Lists NAME's tokens (their labels and expiry; the tokens themselves are not kept).
     List { name: String },
-    /// Deletes a token.
-    Del { token: String },
+    /// Deletes a token. A token may begin with `-`: it is taken as the token, not a flag.
+    Del {
+        #[arg(allow_hyphen_values = true)]
+        token: String,
+    },
 }
 
 pub async fn run(command: TokenCommand, store: &dyn Store) -> Result<(), String> {
@@ -52,4 +55,20 @@ pub async fn run(command: TokenCommand, store: &dyn Store) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::TokenCommand;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn a_token_that_begins_with_a_dash_is_a_token() {
+        // Tokens are base64url: one in 64 begins with `-`.
+        let cli = Cli::try_parse_from(["ssechat", "token", "del", "-pIfM3x"]).unwrap();
+        let Some(Command::Token(TokenCommand::Del { token })) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(token, "-pIfM3x");
+    }
 }
