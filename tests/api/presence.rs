@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use ssechat::config::StoreUrl;
 
-use crate::helpers::{EventStream, TestApp};
+use crate::helpers::{EventStream, TestApp, eventually};
 use crate::process::RedisServer;
 
 async fn app() -> TestApp {
@@ -75,6 +75,35 @@ async fn a_reader_who_leaves_goes_after_the_grace_period_and_a_reconnect_does_no
     // Bob closes the page: he goes once the grace period is over.
     drop(bob_again);
     assert_eq!(next_presence(&mut watcher).await["names"], json!(["watcher"]));
+}
+
+/// A rename reconnects with the same reader id (`?reader=`): the new stream takes the old
+/// one's seat at once, whether the old stream has ended yet or not. Nobody sees the reader
+/// twice (named and anonymous) during the grace period.
+#[tokio::test]
+async fn a_reader_who_renames_replaces_its_old_seat() {
+    let app = TestApp::spawn_with(|c| c.presence_grace = Duration::from_secs(60)).await;
+    let room = ssechat::domain::RoomName::general();
+    let mut watcher = app.subscribe("?room=general&name=watcher&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut watcher).await, json!({ "names": ["watcher"], "anonymous": 0 }));
+    let tab = app.subscribe("?room=general&reader=tab-0001&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut watcher).await, json!({ "names": ["watcher"], "anonymous": 1 }));
+
+    // The page's order: the old stream closes, the new one opens (the server may notice
+    // the close before or after the new stream arrives).
+    drop(tab);
+    let zoe = app.subscribe("?room=general&reader=tab-0001&name=zoe&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut watcher).await, json!({ "names": ["watcher", "zoe"], "anonymous": 0 }));
+    eventually("the old stream ended", || async { app.state.hub.subscribers(&room) == 2 }).await;
+    watcher.expect_quiet().await;
+
+    // The new stream opens while the old one is still open: the same, and its end changes nothing.
+    let ann = app.subscribe("?room=general&reader=tab-0001&name=ann&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut watcher).await, json!({ "names": ["ann", "watcher"], "anonymous": 0 }));
+    drop(zoe);
+    eventually("the old stream ended", || async { app.state.hub.subscribers(&room) == 2 }).await;
+    watcher.expect_quiet().await;
+    drop(ann);
 }
 
 #[tokio::test]
