@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use ssechat::config::StoreUrl;
+use ssechat::policy::{Perm, RoomPattern, Rule, Subject};
 
 use crate::helpers::{EventStream, TestApp, eventually};
 use crate::process::RedisServer;
@@ -167,4 +168,43 @@ async fn presence_and_typing_span_every_node() {
     assert_eq!(next_typing(&mut on_a).await.json(), json!({ "author": "bob" }));
     drop(on_b);
     assert_eq!(next_presence(&mut on_a).await["names"], json!(["ana"]));
+}
+
+/// The next `rooms` event's list, skipping anything else.
+async fn next_rooms(stream: &mut EventStream) -> Value {
+    loop {
+        let event = stream.next_event().await;
+        if event.event.as_deref() == Some("rooms") {
+            return event.json()["rooms"].clone();
+        }
+    }
+}
+
+/// The page's room list follows the counts: page streams hear of every change (made on
+/// any node), other streams never do, and a room a guest may not read is never listed.
+#[tokio::test]
+async fn page_streams_hear_the_room_counts_and_never_of_private_rooms() {
+    let redis = RedisServer::start(false);
+    let node = |url: String| TestApp::spawn_with(move |c| c.store = StoreUrl::Redis(url));
+    let (a, b) = (node(redis.url.clone()).await, node(redis.url.clone()).await);
+    a.say("secret-plans", "ana", "hidden").await;
+    let private = Rule {
+        subject: Subject::parse("*").unwrap(),
+        pattern: RoomPattern::parse("secret-*").unwrap(),
+        perm: Perm::parse("deny").unwrap(),
+    };
+    a.state.store.set_rule(&private).await.unwrap();
+    a.state.policy.reload().await.unwrap();
+
+    let mut page = a.subscribe("?room=general&name=ana&presence=1", &[]).await;
+    let mut curl = a.subscribe("?room=general", &[]).await;
+    b.say("dev", "bob", "one").await;
+    assert_eq!(next_rooms(&mut page).await, json!([{ "name": "dev", "messages": 1 }]));
+    a.say("dev", "bob", "two").await;
+    assert_eq!(next_rooms(&mut page).await, json!([{ "name": "dev", "messages": 2 }]));
+    b.say("general", "cy", "three").await;
+    let rooms = next_rooms(&mut page).await;
+    assert_eq!(rooms, json!([{ "name": "general", "messages": 1 }, { "name": "dev", "messages": 2 }]));
+    assert_eq!(curl.next_event().await.event.as_deref(), Some("message"), "cy's, and nothing else");
+    curl.expect_quiet().await;
 }
