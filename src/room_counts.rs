@@ -3,7 +3,8 @@
 //! One task per node. Every [`EVERY`], if something was published (on this node or, with a
 //! shared store, on any: the store publishes every node's entries to each hub) or
 //! [`REFRESH`] passed (retention prunes without a word), it reads the room list from the
-//! store once and, if that differs from what it sent last, sends one frame to every room.
+//! store once and sends one frame to every room with the rooms whose count changed since
+//! (by absolute count: a stream that missed a frame is right again at the room's next one).
 //! Streams that asked for presence (`presence=1`: the page) pass it on, the others skip it.
 //! So the cost is one store read and one encoding per node per tick, whatever the number
 //! of streams, and no stream holds anything of its own for it.
@@ -41,7 +42,7 @@ pub fn start(store: &Arc<dyn Store>, hub: &Arc<Hub>, policy: &Arc<Policy>, stop:
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let (mut read_at, mut sent) = (Instant::now(), None);
+        let (mut read_at, mut known) = (Instant::now(), Vec::new());
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -56,11 +57,14 @@ pub fn start(store: &Arc<dyn Store>, hub: &Arc<Hub>, policy: &Arc<Policy>, stop:
             }
             read_at = Instant::now();
             match public_counts(&*store, &policy).await {
-                Ok(counts) if sent.as_ref() != Some(&counts) => {
-                    hub.announce(Event::Rooms(counts.clone()));
-                    sent = Some(counts);
+                Ok(counts) => {
+                    let changed: Vec<RoomCount> =
+                        counts.iter().filter(|c| !known.contains(*c)).cloned().collect();
+                    if !changed.is_empty() {
+                        hub.announce(Event::Rooms(changed));
+                    }
+                    known = counts;
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot read the room counts"),
             }
         }

@@ -307,6 +307,19 @@ mod tests {
     }
 
     #[test]
+    fn room_counts_read_the_same_in_every_format() {
+        let rooms = Event::Rooms(vec![RoomCount { name: RoomName::parse("dev").unwrap(), messages: 12 }]);
+        let frame = Frame::new(rooms);
+        let data = r#"{"rooms":[{"messages":12,"name":"dev"}]}"#;
+        assert_eq!(frame.encoded(Format::Sse), format!("event: rooms\ndata: {data}\n\n"));
+        assert_eq!(
+            frame.encoded(Format::Ndjson),
+            "{\"event\":\"rooms\",\"rooms\":[{\"messages\":12,\"name\":\"dev\"}]}\n"
+        );
+        assert_eq!(frame.encoded(Format::Plain), "-- rooms: #dev 12 --\n");
+    }
+
+    #[test]
     fn markup_is_escaped_in_json_but_round_trips() {
         let frame = encode_sse_frame(&Event::Message(msg("<script>alert(1)</script> & co")));
         let text = std::str::from_utf8(&frame).unwrap();

@@ -204,7 +204,7 @@ async fn page_streams_hear_the_room_counts_and_never_of_private_rooms() {
     assert_eq!(next_rooms(&mut page).await, json!([{ "name": "dev", "messages": 2 }]));
     b.say("general", "cy", "three").await;
     let rooms = next_rooms(&mut page).await;
-    assert_eq!(rooms, json!([{ "name": "general", "messages": 1 }, { "name": "dev", "messages": 2 }]));
+    assert_eq!(rooms, json!([{ "name": "general", "messages": 1 }]), "only what changed");
     assert_eq!(curl.next_event().await.event.as_deref(), Some("message"), "cy's, and nothing else");
     curl.expect_quiet().await;
 }
