@@ -125,6 +125,11 @@ impl Hub {
         }
     }
 
+    /// Whether no stream is open at all.
+    pub fn is_idle(&self) -> bool {
+        self.rooms.lock().expect("hub lock poisoned").channels.is_empty()
+    }
+
     /// Open subscriptions in `room`.
     pub fn subscribers(&self, room: &RoomName) -> usize {
         let rooms = self.rooms.lock().expect("hub lock poisoned");

@@ -3,7 +3,7 @@
 //! One task per node. Every [`EVERY`], if something was published (on this node or, with a
 //! shared store, on any: the store publishes every node's entries to each hub) or
 //! [`REFRESH`] passed (retention prunes without a word), it reads the room list from the
-//! store once and sends one frame to every room with the rooms whose count changed since
+//! store once (if any stream is open) and sends one frame to every room with the rooms whose count changed since
 //! (by absolute count: a stream that missed a frame is right again at the room's next one).
 //! Streams that asked for presence (`presence=1`: the page) pass it on, the others skip it.
 //! So the cost is one store read and one encoding per node per tick, whatever the number
@@ -40,7 +40,7 @@ pub fn start(store: &Arc<dyn Store>, hub: &Arc<Hub>, policy: &Arc<Policy>, stop:
     let (store, hub, policy): (Weak<dyn Store>, _, _) =
         (Arc::downgrade(store), Arc::downgrade(hub), Arc::downgrade(policy));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EVERY);
+        let mut tick = tokio::time::interval_at(Instant::now() + EVERY, EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let (mut read_at, mut known) = (Instant::now(), Vec::new());
         loop {
@@ -52,7 +52,8 @@ pub fn start(store: &Arc<dyn Store>, hub: &Arc<Hub>, policy: &Arc<Policy>, stop:
             else {
                 return;
             };
-            if !hub.take_activity() && read_at.elapsed() < REFRESH {
+            // With no stream open there is nobody to tell: pages read the counts themselves.
+            if hub.is_idle() || (!hub.take_activity() && read_at.elapsed() < REFRESH) {
                 continue;
             }
             read_at = Instant::now();
