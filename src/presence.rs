@@ -42,6 +42,10 @@ const REFRESH: Duration = Duration::from_secs(10);
 const TURNS: usize = 64;
 /// How long changes to presence gather before a room is recomputed and told.
 const SETTLE: Duration = Duration::from_millis(100);
+/// Streams of one reader id in one room that are told apart (a tab and its duplicates);
+/// further ones count like readers without an id, so one id costs little however often
+/// it is given.
+const STREAMS_PER_ID: usize = 16;
 
 /// How presence is kept and shown.
 #[derive(Debug, Clone, Copy)]
@@ -161,12 +165,16 @@ impl RoomReaders {
     }
 
     /// A stream of reader `id` arrives in `seat`; it counts instead of the id's other
-    /// streams. Returns its token.
-    fn join_tab(&mut self, id: &ReaderId, seat: Seat) -> u64 {
+    /// streams. Returns its token, or `None` if the id has too many streams already (the
+    /// stream then counts like one without an id).
+    fn join_tab(&mut self, id: &ReaderId, seat: Seat) -> Option<u64> {
+        if self.tabs.get(id).is_some_and(|streams| streams.len() >= STREAMS_PER_ID) {
+            return None;
+        }
         self.tokens += 1;
         let token = self.tokens;
         self.change_tab(id, |streams| streams.push(TabStream { token, seat, live: true }));
-        token
+        Some(token)
     }
 
     /// Stream `token` of reader `id` left. It goes last, so that when no stream of the id
@@ -385,7 +393,7 @@ impl Presence {
                 Seat::Named(name) => readers.joined.names.push(name.clone()),
                 _ => readers.joined.anonymous += 1,
             }
-            let tab = id.map(|id| (id.clone(), readers.join_tab(id, seat.clone())));
+            let tab = id.and_then(|id| Some((id.clone(), readers.join_tab(id, seat.clone())?)));
             if tab.is_none() {
                 let count = readers.count(&seat);
                 // A reader back within the grace period takes its own place again.
@@ -631,12 +639,12 @@ mod tests {
         let mut readers = RoomReaders::default();
         let id = ReaderId::parse("tab-0001").unwrap();
         let leave = |readers: &mut RoomReaders, token| readers.leave_tab(&id, token);
-        let anonymous = readers.join_tab(&id, Seat::Identified(id.clone()));
+        let anonymous = readers.join_tab(&id, Seat::Identified(id.clone())).unwrap();
         assert_eq!(readers.view(20).anonymous, 1);
-        let zoe = readers.join_tab(&id, Seat::Named("zoe".into()));
+        let zoe = readers.join_tab(&id, Seat::Named("zoe".into())).unwrap();
         assert_eq!(readers.view(20), view(&["zoe"], 0), "a rename takes the seat over");
         assert!(!leave(&mut readers, anonymous), "the old stream's end changes nothing");
-        let ann = readers.join_tab(&id, Seat::Named("ann".into()));
+        let ann = readers.join_tab(&id, Seat::Named("ann".into())).unwrap();
         assert_eq!(readers.view(20), view(&["ann"], 0));
         assert!(leave(&mut readers, ann), "a duplicated tab under the other name counts again");
         assert_eq!(readers.view(20), view(&["zoe"], 0));
@@ -645,6 +653,10 @@ mod tests {
         readers.change_tab(&id, |streams| streams.clear());
         readers.forget_absent();
         assert!(readers.is_empty());
+        // One id given over and over is told apart only so often.
+        let tokens: Vec<_> =
+            (0..STREAMS_PER_ID + 1).map(|_| readers.join_tab(&id, Seat::Identified(id.clone()))).collect();
+        assert!(tokens[..STREAMS_PER_ID].iter().all(Option::is_some) && tokens[STREAMS_PER_ID].is_none());
     }
 
     /// Joins `name` from `client` the way [`Presence::join`] does.
