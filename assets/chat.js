@@ -24,6 +24,12 @@
 
   const clock = (iso) =>
     new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  // The server writes "14:03:02 UTC"; here times are local, and the title names the zone.
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+  const showTime = (time) => {
+    time.textContent = clock(time.dateTime);
+    time.title = zone;
+  };
 
   const setStatus = (s) => {
     status.textContent = s;
@@ -63,7 +69,7 @@
 
   const mark = (li) => li.classList.toggle("mine", li.dataset.author === me());
   for (const li of list.querySelectorAll(".msg")) {
-    li.querySelector("time").textContent = clock(li.querySelector("time").dateTime);
+    showTime(li.querySelector("time"));
     mark(li);
   }
 
@@ -76,6 +82,15 @@
 
   let unread = 0;
   const showUnread = () => (document.title = unread ? `(${unread}) ${title}` : title);
+  // The "new messages" line, before the first message that arrives while the tab is
+  // hidden: one at a time, so it moves there from wherever it was.
+  const markNew = (li) => {
+    const line = $("new-messages") || document.createElement("li");
+    Object.assign(line, { id: "new-messages", className: "divider", textContent: "New messages" });
+    line.setAttribute("role", "separator");
+    line.setAttribute("aria-label", "New messages");
+    li.before(line);
+  };
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) unread = 0;
     showUnread();
@@ -126,7 +141,7 @@
     li.dataset.author = m.author;
     const time = document.createElement("time");
     time.dateTime = m.time;
-    time.textContent = clock(m.time);
+    showTime(time);
     const who = document.createElement("b");
     who.className = "author";
     who.textContent = m.author;
@@ -145,6 +160,7 @@
     append(li);
     stopTyping(m.author);
     if (document.hidden) {
+      if (!unread) markNew(li);
       unread += 1;
       showUnread();
     }
@@ -183,6 +199,27 @@
     setText($("anonymous"), !rest ? "" : names.length ? `and ${others(rest)}` : `${rest} reading`);
     // The phone drawer's summary ("Rooms · 3 here"), rendered by the server, kept live here.
     setText($("here-count"), `${view.anonymous + view.names.length} here`);
+  };
+
+  // Message counts in the room list, live (the rooms a guest may read: README, "rooms").
+  // A room not listed yet goes first: it was just active.
+  const MAX_ROOMS = 50;
+  const roomList = $("room-list");
+  const rooms = (counts) => {
+    if (!roomList) return;
+    for (const r of counts.rooms) {
+      let li = [...roomList.children].find((li) => li.dataset.room === r.name);
+      if (!li && roomList.children.length < MAX_ROOMS) {
+        li = document.createElement("li");
+        li.dataset.room = r.name;
+        const a = Object.assign(document.createElement("a"), { href: `${root}rooms/${r.name}`, textContent: `#${r.name}` });
+        const count = Object.assign(document.createElement("span"), { className: "count", title: "messages" });
+        li.append(a, " ", count);
+        roomList.prepend(li);
+      }
+      const count = li && li.querySelector(".count");
+      if (count) setText(count, String(r.messages));
+    }
   };
 
   // Who is typing, in order of arrival: at most MAX_TYPISTS at once (a flood adds nobody
@@ -260,6 +297,7 @@
     source.addEventListener("reset", (e) => reset(JSON.parse(e.data).oldest_id));
     source.addEventListener("presence", (e) => presence(JSON.parse(e.data)));
     source.addEventListener("typing", (e) => typing(JSON.parse(e.data).author));
+    source.addEventListener("rooms", (e) => rooms(JSON.parse(e.data)));
     source.addEventListener("revoked", (e) => revoke(JSON.parse(e.data).reason));
     source.addEventListener("error", () => {
       if (revoked) return;

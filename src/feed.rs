@@ -70,7 +70,7 @@ enum Take {
 /// The state a stream keeps between frames, as far as sorting frames goes.
 #[derive(Default)]
 struct Sorting {
-    /// Whether to send presence and typing at all.
+    /// Whether to send presence, typing and room counts at all.
     presence: bool,
     /// The presence this stream was last told: only newer views with other people in them
     /// are sent after it.
@@ -100,7 +100,7 @@ impl Sorting {
                 self.drain_request = Some(*window);
                 Take::Stop
             }
-            Event::Presence(_) | Event::Typing { .. } if !self.presence => Take::Skip,
+            Event::Presence(_) | Event::Typing { .. } | Event::Rooms(_) if !self.presence => Take::Skip,
             Event::Presence(view) => self.tell(view),
             _ => Take::Send,
         }

@@ -11,6 +11,7 @@
 //! one thing, its room, and no per-stream timer or shutdown future exists.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub struct Hub {
     heartbeat: Arc<Frame>,
     /// Where "a room's presence changed elsewhere" goes (the presence task), once set.
     presence_changed: Mutex<Option<tokio::sync::mpsc::UnboundedSender<RoomName>>>,
+    /// Set by every publish (this node's and, with a shared store, the others'): the room
+    /// counts may have changed (see `room_counts.rs`).
+    activity: AtomicBool,
 }
 
 #[derive(Default)]
@@ -46,6 +50,7 @@ impl Hub {
             capacity: capacity.max(1),
             heartbeat: Arc::new(Frame::new(Event::Heartbeat)),
             presence_changed: Mutex::new(None),
+            activity: AtomicBool::new(false),
         })
     }
 
@@ -71,7 +76,18 @@ impl Hub {
     /// Stores call this in id order (under their own ordering), which is what lets every
     /// stream de-duplicate by id. Nothing is encoded for a room nobody reads.
     pub fn publish(&self, entry: &Entry) {
+        self.activity.store(true, Ordering::Relaxed);
         self.send_to(entry.room(), || Event::of(entry.clone()));
+    }
+
+    /// Whether anything was published since the last call.
+    pub fn take_activity(&self) -> bool {
+        self.activity.swap(false, Ordering::Relaxed)
+    }
+
+    /// Sends one event, encoded once, to every room now.
+    pub fn announce(&self, event: Event) {
+        self.send_to_all(&Arc::new(Frame::new(event)));
     }
 
     /// Sends an event that is not a message (presence, typing) to everyone in `room` now.
@@ -107,6 +123,11 @@ impl Hub {
         if let Some(sender) = self.presence_changed.lock().expect("hub lock poisoned").as_ref() {
             let _ = sender.send(room);
         }
+    }
+
+    /// Whether no stream is open at all.
+    pub fn is_idle(&self) -> bool {
+        self.rooms.lock().expect("hub lock poisoned").channels.is_empty()
     }
 
     /// Open subscriptions in `room`.

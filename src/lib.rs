@@ -27,6 +27,7 @@
 //! - [`limits`]: client identity, send rate limits, caps on open streams.
 //! - [`metrics`]: counters and the publish-to-flush histogram behind `/metrics`.
 //! - [`presence`]: who has a room open, with a grace period, merged across nodes.
+//! - [`room_counts`]: the room list's message counts, sent live to every page stream.
 //! - [`feed`]: one reader's stream: subscribe, replay, live, catch up when lagging.
 //! - [`connection`]: one HTTP/1.1 connection: each request head read, streams to the fast
 //!   path, everything else to hyper one request at a time.
@@ -60,6 +61,7 @@ pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod presence;
+pub mod room_counts;
 pub mod routes;
 pub mod rules;
 pub mod server;

@@ -42,6 +42,10 @@ const REFRESH: Duration = Duration::from_secs(10);
 const TURNS: usize = 64;
 /// How long changes to presence gather before a room is recomputed and told.
 const SETTLE: Duration = Duration::from_millis(100);
+/// Streams of one reader id in one room that are told apart (a tab and its duplicates);
+/// further ones count like readers without an id, so one id costs little however often
+/// it is given.
+const STREAMS_PER_ID: usize = 16;
 
 /// How presence is kept and shown.
 #[derive(Debug, Clone, Copy)]
@@ -81,12 +85,38 @@ enum Seat {
     Anonymous,
 }
 
+/// One stream of a reader that gave an id.
+#[derive(Debug)]
+struct TabStream {
+    /// Tells this stream from the others of the same id.
+    token: u64,
+    seat: Seat,
+    /// False once it left: it is in its grace period.
+    live: bool,
+}
+
+/// Where a reader with an id is counted, and whether it is live (else leaving).
+type Counted = Option<(Seat, bool)>;
+
+/// Only one stream of a reader id counts: the newest live one, else the last that left.
+/// So a stream that comes back under a new name (a rename) takes its old seat over at once,
+/// whether the old stream has ended yet or not, and a duplicated tab still counts once.
+fn counted(streams: &[TabStream]) -> Counted {
+    let stream = streams.iter().rev().find(|s| s.live).or(streams.last())?;
+    Some((stream.seat.clone(), stream.live))
+}
+
 #[derive(Debug, Default)]
 struct RoomReaders {
     names: HashMap<String, Count>,
     anonymous: Count,
     /// Anonymous readers who gave an id.
     identified: HashMap<ReaderId, Count>,
+    /// The streams of each reader id (oldest first), live or in their grace period: the
+    /// counts above hold one seat per id (see [`counted`]).
+    tabs: HashMap<ReaderId, Vec<TabStream>>,
+    /// The last [`TabStream::token`] given.
+    tokens: u64,
     /// The names each client is listed under here, with its readers under each (live or in
     /// the grace period): what the per-client cap counts.
     clients: HashMap<IpAddr, HashMap<String, usize>>,
@@ -110,7 +140,8 @@ impl RoomReaders {
         }
         let mut names: Vec<String> = present.into_iter().map(|(n, _)| n.clone()).collect();
         names.sort();
-        let identified: Vec<&ReaderId> = self.identified.keys().collect();
+        let identified: Vec<&ReaderId> =
+            self.identified.iter().filter(|(_, c)| c.present() > 0).map(|(id, _)| id).collect();
         let mut readers: Vec<String> =
             identified.iter().take(PresenceView::MAX_READER_IDS).map(|id| id.as_str().to_owned()).collect();
         readers.sort();
@@ -131,6 +162,63 @@ impl RoomReaders {
             Seat::Identified(id) => self.identified.entry(id.clone()).or_default(),
             Seat::Anonymous => &mut self.anonymous,
         }
+    }
+
+    /// A stream of reader `id` arrives in `seat`; it counts instead of the id's other
+    /// streams. Returns its token, or `None` if the id has too many streams already (the
+    /// stream then counts like one without an id).
+    fn join_tab(&mut self, id: &ReaderId, seat: Seat) -> Option<u64> {
+        if self.tabs.get(id).is_some_and(|streams| streams.len() >= STREAMS_PER_ID) {
+            return None;
+        }
+        self.tokens += 1;
+        let token = self.tokens;
+        self.change_tab(id, |streams| streams.push(TabStream { token, seat, live: true }));
+        Some(token)
+    }
+
+    /// Stream `token` of reader `id` left. It goes last, so that when no stream of the id
+    /// is live, the last to leave counts.
+    fn leave_tab(&mut self, id: &ReaderId, token: u64) -> bool {
+        self.change_tab(id, |streams| {
+            if let Some(at) = streams.iter().position(|s| s.token == token) {
+                let mut stream = streams.remove(at);
+                stream.live = false;
+                streams.push(stream);
+            }
+        })
+    }
+
+    /// Changes the streams of `id`, and moves the id's one seat in the counts if the
+    /// stream that counts changed. Returns whether who is present may have changed (not
+    /// just whether the id's seat is live or in its grace period).
+    fn change_tab(&mut self, id: &ReaderId, change: impl FnOnce(&mut Vec<TabStream>)) -> bool {
+        let streams = self.tabs.entry(id.clone()).or_default();
+        let before = counted(streams);
+        change(streams);
+        let after = counted(streams);
+        if streams.is_empty() {
+            self.tabs.remove(id);
+        }
+        if before == after {
+            return false;
+        }
+        let moved = before.as_ref().map(|(seat, _)| seat) != after.as_ref().map(|(seat, _)| seat);
+        if let Some((seat, live)) = before {
+            let count = self.count(&seat);
+            match live {
+                true => count.live = count.live.saturating_sub(1),
+                false => count.leaving = count.leaving.saturating_sub(1),
+            }
+        }
+        if let Some((seat, live)) = after {
+            let count = self.count(&seat);
+            match live {
+                true => count.live += 1,
+                false => count.leaving += 1,
+            }
+        }
+        moved
     }
 
     /// Forgets the names and ids nobody is under any more.
@@ -170,6 +258,7 @@ impl RoomReaders {
     fn is_empty(&self) -> bool {
         self.names.is_empty()
             && self.identified.is_empty()
+            && self.tabs.is_empty()
             && self.anonymous.present() == 0
             && self.clients.is_empty()
     }
@@ -300,21 +389,24 @@ impl Presence {
                 (None, Some(id)) => Seat::Identified(id.clone()),
                 (None, None) => Seat::Anonymous,
             };
-            let count = readers.count(&seat);
-            // A reader back within the grace period takes its own place again.
-            if count.leaving > 0 {
-                count.leaving -= 1;
-            }
-            count.live += 1;
             match &seat {
                 Seat::Named(name) => readers.joined.names.push(name.clone()),
                 _ => readers.joined.anonymous += 1,
             }
-            seat
+            let tab = id.and_then(|id| Some((id.clone(), readers.join_tab(id, seat.clone())?)));
+            if tab.is_none() {
+                let count = readers.count(&seat);
+                // A reader back within the grace period takes its own place again.
+                if count.leaving > 0 {
+                    count.leaving -= 1;
+                }
+                count.live += 1;
+            }
+            (seat, tab)
         };
         // Shared even when the count here did not change: the arrival is news elsewhere.
         self.share(room);
-        Reader { presence: Arc::downgrade(self), room: room.clone(), seat, client }
+        Reader { presence: Arc::downgrade(self), room: room.clone(), seat: seat.0, tab: seat.1, client }
     }
 
     /// This node's readers of `room`.
@@ -430,16 +522,28 @@ impl Presence {
         });
     }
 
-    fn leave(self: &Arc<Self>, room: &RoomName, seat: &Seat, client: IpAddr) {
-        {
+    /// `reader` left: it still counts for the grace period, unless another stream of its
+    /// reader id counts instead.
+    fn leave(self: &Arc<Self>, reader: &Reader) {
+        let moved = {
             let mut rooms = self.rooms.lock().expect("presence lock poisoned");
-            let Some(readers) = rooms.get_mut(room) else { return };
-            let count = readers.count(seat);
-            count.live = count.live.saturating_sub(1);
-            count.leaving += 1;
+            let Some(readers) = rooms.get_mut(&reader.room) else { return };
+            match &reader.tab {
+                Some((id, token)) => readers.leave_tab(id, *token),
+                None => {
+                    let count = readers.count(&reader.seat);
+                    count.live = count.live.saturating_sub(1);
+                    count.leaving += 1;
+                    false
+                }
+            }
+        };
+        if moved {
+            // Another live stream of the same id counts now, perhaps under another name.
+            self.share(&reader.room);
         }
-        let (presence, room, seat) = (Arc::downgrade(self), room.clone(), seat.clone());
-        let grace = self.rules.grace;
+        let (presence, room, seat) = (Arc::downgrade(self), reader.room.clone(), reader.seat.clone());
+        let (tab, client, grace) = (reader.tab.clone(), reader.client, self.rules.grace);
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             let Some(presence) = presence.upgrade() else { return };
@@ -449,10 +553,17 @@ impl Presence {
                 if let Seat::Named(name) = &seat {
                     readers.release(client, name);
                 }
-                let count = readers.count(&seat);
-                let before = count.present();
-                count.leaving = count.leaving.saturating_sub(1);
-                let changed = count.present() != before;
+                let changed = match &tab {
+                    Some((id, token)) => {
+                        readers.change_tab(id, |streams| streams.retain(|s| s.token != *token))
+                    }
+                    None => {
+                        let count = readers.count(&seat);
+                        let before = count.present();
+                        count.leaving = count.leaving.saturating_sub(1);
+                        count.present() != before
+                    }
+                };
                 // Forget what is gone, so the map only holds rooms with readers.
                 readers.forget_absent();
                 if readers.is_empty() {
@@ -472,13 +583,15 @@ pub struct Reader {
     presence: Weak<Presence>,
     room: RoomName,
     seat: Seat,
+    /// The reader id it gave, and this stream's token among the id's streams.
+    tab: Option<(ReaderId, u64)>,
     client: IpAddr,
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
         if let Some(presence) = self.presence.upgrade() {
-            presence.leave(&self.room, &self.seat, self.client);
+            presence.leave(self);
         }
     }
 }
@@ -519,6 +632,31 @@ mod tests {
         readers.count(&tab).live += 2; // a duplicated tab: the same reader
         readers.count(&Seat::Anonymous).live += 1;
         assert_eq!(readers.view(20), with(&["tab-0001"], 2));
+    }
+
+    #[test]
+    fn only_one_stream_of_a_reader_id_counts() {
+        let mut readers = RoomReaders::default();
+        let id = ReaderId::parse("tab-0001").unwrap();
+        let leave = |readers: &mut RoomReaders, token| readers.leave_tab(&id, token);
+        let anonymous = readers.join_tab(&id, Seat::Identified(id.clone())).unwrap();
+        assert_eq!(readers.view(20).anonymous, 1);
+        let zoe = readers.join_tab(&id, Seat::Named("zoe".into())).unwrap();
+        assert_eq!(readers.view(20), view(&["zoe"], 0), "a rename takes the seat over");
+        assert!(!leave(&mut readers, anonymous), "the old stream's end changes nothing");
+        let ann = readers.join_tab(&id, Seat::Named("ann".into())).unwrap();
+        assert_eq!(readers.view(20), view(&["ann"], 0));
+        assert!(leave(&mut readers, ann), "a duplicated tab under the other name counts again");
+        assert_eq!(readers.view(20), view(&["zoe"], 0));
+        assert!(!leave(&mut readers, zoe));
+        assert_eq!(readers.view(20), view(&["zoe"], 0), "the last to leave, in its grace period");
+        readers.change_tab(&id, |streams| streams.clear());
+        readers.forget_absent();
+        assert!(readers.is_empty());
+        // One id given over and over is told apart only so often.
+        let tokens: Vec<_> =
+            (0..STREAMS_PER_ID + 1).map(|_| readers.join_tab(&id, Seat::Identified(id.clone()))).collect();
+        assert!(tokens[..STREAMS_PER_ID].iter().all(Option::is_some) && tokens[STREAMS_PER_ID].is_none());
     }
 
     /// Joins `name` from `client` the way [`Presence::join`] does.

@@ -292,6 +292,7 @@ impl AppState {
         }));
         // The policy watcher stops when the server has stopped.
         state.policy.start(state.stopped.clone());
+        crate::room_counts::start(&state.store, &state.hub, &state.policy, state.stopped.clone());
         state
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::domain::PresenceView;
-use crate::domain::{Author, Entry, Message, MessageId};
+use crate::domain::{Author, Entry, Message, MessageId, RoomName};
 
 /// The stream formats `/events` can speak, chosen by the `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,9 @@ pub enum Event {
     Typing {
         author: Author,
     },
+    /// Messages held per room, for the page's room list (streams that asked with
+    /// `presence=1`). The same frame goes to every stream: see `room_counts.rs`.
+    Rooms(Vec<RoomCount>),
     /// The reader may no longer read the room (a rule changed, or a ban): the stream ends
     /// after this, and the client should not reconnect.
     Revoked {
@@ -98,6 +101,13 @@ impl Event {
             Entry::Edit { id, message } => Event::Edit { id, message },
         }
     }
+}
+
+/// A room and the messages it holds, as the `rooms` event lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomCount {
+    pub name: RoomName,
+    pub messages: u64,
 }
 
 /// An event with its encodings, built once and shared.
@@ -196,6 +206,9 @@ pub fn encode_sse_frame(event: &Event) -> Bytes {
         Event::Typing { author } => {
             Bytes::from(format!("event: typing\ndata: {}\n\n", escaped_json(&json!({ "author": author }))))
         }
+        Event::Rooms(rooms) => {
+            Bytes::from(format!("event: rooms\ndata: {}\n\n", escaped_json(&json!({ "rooms": rooms }))))
+        }
         Event::Revoked { reason } => {
             Bytes::from(format!("event: revoked\ndata: {}\n\n", escaped_json(&json!({ "reason": reason }))))
         }
@@ -223,6 +236,7 @@ pub fn encode_ndjson_line(event: &Event) -> Bytes {
             "version": view.version,
         })),
         Event::Typing { author } => escaped_json(&json!({ "event": "typing", "author": author })),
+        Event::Rooms(rooms) => escaped_json(&json!({ "event": "rooms", "rooms": rooms })),
         Event::Revoked { reason } => escaped_json(&json!({ "event": "revoked", "reason": reason })),
         Event::Heartbeat | Event::Resync | Event::Recheck | Event::Drain(_) => return Bytes::new(),
     };
@@ -243,6 +257,10 @@ pub fn encode_plain_line(event: &Event) -> Bytes {
         }
         Event::Presence(view) => Bytes::from(format!("-- here: {} --\n", view.describe())),
         Event::Typing { author } => Bytes::from(format!("-- {author} is typing --\n")),
+        Event::Rooms(rooms) => {
+            let rooms: Vec<String> = rooms.iter().map(|r| format!("#{} {}", r.name, r.messages)).collect();
+            Bytes::from(format!("-- rooms: {} --\n", rooms.join(", ")))
+        }
         Event::Revoked { reason } => {
             Bytes::from(format!("-- access revoked: {} --\n", reason.replace('\n', " ")))
         }
@@ -286,6 +304,19 @@ mod tests {
         assert_eq!(lines[1], "event: message");
         let data: Message = serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(data.text.as_str(), "a\nid: 9\n\ndata: x\nevent: reset");
+    }
+
+    #[test]
+    fn room_counts_read_the_same_in_every_format() {
+        let rooms = Event::Rooms(vec![RoomCount { name: RoomName::parse("dev").unwrap(), messages: 12 }]);
+        let frame = Frame::new(rooms);
+        let data = r#"{"rooms":[{"messages":12,"name":"dev"}]}"#;
+        assert_eq!(frame.encoded(Format::Sse), format!("event: rooms\ndata: {data}\n\n"));
+        assert_eq!(
+            frame.encoded(Format::Ndjson),
+            "{\"event\":\"rooms\",\"rooms\":[{\"messages\":12,\"name\":\"dev\"}]}\n"
+        );
+        assert_eq!(frame.encoded(Format::Plain), "-- rooms: #dev 12 --\n");
     }
 
     #[test]

@@ -73,7 +73,8 @@ impl<'a> MessageView<'a> {
             user: m.user,
             parts: linkify(m.text.as_str()),
             time: m.time.rfc3339(),
-            clock: m.time.clock(),
+            // Without the script the page shows UTC, and says so; the script shows local time.
+            clock: format!("{} UTC", m.time.clock()),
             edited: m.edited.map(|t| t.rfc3339()),
             controls,
         }
@@ -126,9 +127,6 @@ struct ErrorPage<'a> {
     /// A link to the sign-in page, coming back to where the visitor was.
     login: Option<String>,
 }
-
-/// Rooms listed on a page.
-const ROOM_LINKS: usize = 20;
 
 /// What a form post left behind when it was refused: shown again with the reason.
 #[derive(Default)]
@@ -205,7 +203,11 @@ pub async fn room_page(
     let found = tokio::try_join!(
         state.access(&viewer.who, room),
         async { Ok::<_, AppError>(store.read(room, Range::Latest, state.config.page_messages).await?) },
-        async { state.readable(&viewer.who, viewer.client, store.rooms(ROOM_LINKS).await?).await },
+        async {
+            state
+                .readable(&viewer.who, viewer.client, store.rooms(crate::room_counts::ROOM_LINKS).await?)
+                .await
+        },
         async { Ok(store.presence(room, state.presence.local(room)).await?) },
         async { Ok(state.policy.directory().await?) },
     );

@@ -18,6 +18,7 @@ use crate::helpers::{TestApp, WAIT};
 mod accounts;
 mod https;
 mod moderation;
+mod page_live;
 mod phone;
 
 pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -217,6 +218,7 @@ async fn without_javascript_a_page_can_read_and_post() {
     page.goto(&format!("{}/rooms/nojs", app.base)).await.unwrap();
     let html = page.source().await.unwrap();
     assert!(html.contains("already here"));
+    assert!(html.contains(" UTC</time>"), "times say they are in UTC: {html}");
     page.find(Locator::Id("author")).await.unwrap().send_keys("nojs-user").await.unwrap();
     page.find(Locator::Id("text")).await.unwrap().send_keys("posted without script").await.unwrap();
     page.find(Locator::Css("#composer button")).await.unwrap().click().await.unwrap();

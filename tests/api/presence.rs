@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use ssechat::config::StoreUrl;
+use ssechat::policy::{Perm, RoomPattern, Rule, Subject};
 
-use crate::helpers::{EventStream, TestApp};
+use crate::helpers::{EventStream, TestApp, eventually};
 use crate::process::RedisServer;
 
 async fn app() -> TestApp {
@@ -77,6 +78,35 @@ async fn a_reader_who_leaves_goes_after_the_grace_period_and_a_reconnect_does_no
     assert_eq!(next_presence(&mut watcher).await["names"], json!(["watcher"]));
 }
 
+/// A rename reconnects with the same reader id (`?reader=`): the new stream takes the old
+/// one's seat at once, whether the old stream has ended yet or not. Nobody sees the reader
+/// twice (named and anonymous) during the grace period.
+#[tokio::test]
+async fn a_reader_who_renames_replaces_its_old_seat() {
+    let app = TestApp::spawn_with(|c| c.presence_grace = Duration::from_secs(60)).await;
+    let room = ssechat::domain::RoomName::general();
+    let mut watcher = app.subscribe("?room=general&name=watcher&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut watcher).await, json!({ "names": ["watcher"], "anonymous": 0 }));
+    let tab = app.subscribe("?room=general&reader=tab-0001&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut watcher).await, json!({ "names": ["watcher"], "anonymous": 1 }));
+
+    // The page's order: the old stream closes, the new one opens (the server may notice
+    // the close before or after the new stream arrives).
+    drop(tab);
+    let zoe = app.subscribe("?room=general&reader=tab-0001&name=zoe&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut watcher).await, json!({ "names": ["watcher", "zoe"], "anonymous": 0 }));
+    eventually("the old stream ended", || async { app.state.hub.subscribers(&room) == 2 }).await;
+    watcher.expect_quiet().await;
+
+    // The new stream opens while the old one is still open: the same, and its end changes nothing.
+    let ann = app.subscribe("?room=general&reader=tab-0001&name=ann&presence=1", &[]).await;
+    assert_eq!(next_presence(&mut watcher).await, json!({ "names": ["ann", "watcher"], "anonymous": 0 }));
+    drop(zoe);
+    eventually("the old stream ended", || async { app.state.hub.subscribers(&room) == 2 }).await;
+    watcher.expect_quiet().await;
+    drop(ann);
+}
+
 #[tokio::test]
 async fn streams_see_presence_and_typing_only_when_they_ask() {
     let app = app().await;
@@ -138,4 +168,43 @@ async fn presence_and_typing_span_every_node() {
     assert_eq!(next_typing(&mut on_a).await.json(), json!({ "author": "bob" }));
     drop(on_b);
     assert_eq!(next_presence(&mut on_a).await["names"], json!(["ana"]));
+}
+
+/// The next `rooms` event's list, skipping anything else.
+async fn next_rooms(stream: &mut EventStream) -> Value {
+    loop {
+        let event = stream.next_event().await;
+        if event.event.as_deref() == Some("rooms") {
+            return event.json()["rooms"].clone();
+        }
+    }
+}
+
+/// The page's room list follows the counts: page streams hear of every change (made on
+/// any node), other streams never do, and a room a guest may not read is never listed.
+#[tokio::test]
+async fn page_streams_hear_the_room_counts_and_never_of_private_rooms() {
+    let redis = RedisServer::start(false);
+    let node = |url: String| TestApp::spawn_with(move |c| c.store = StoreUrl::Redis(url));
+    let (a, b) = (node(redis.url.clone()).await, node(redis.url.clone()).await);
+    a.say("secret-plans", "ana", "hidden").await;
+    let private = Rule {
+        subject: Subject::parse("*").unwrap(),
+        pattern: RoomPattern::parse("secret-*").unwrap(),
+        perm: Perm::parse("deny").unwrap(),
+    };
+    a.state.store.set_rule(&private).await.unwrap();
+    a.state.policy.reload().await.unwrap();
+
+    let mut page = a.subscribe("?room=general&name=ana&presence=1", &[]).await;
+    let mut curl = a.subscribe("?room=general", &[]).await;
+    b.say("dev", "bob", "one").await;
+    assert_eq!(next_rooms(&mut page).await, json!([{ "name": "dev", "messages": 1 }]));
+    a.say("dev", "bob", "two").await;
+    assert_eq!(next_rooms(&mut page).await, json!([{ "name": "dev", "messages": 2 }]));
+    b.say("general", "cy", "three").await;
+    let rooms = next_rooms(&mut page).await;
+    assert_eq!(rooms, json!([{ "name": "general", "messages": 1 }]), "only what changed");
+    assert_eq!(curl.next_event().await.event.as_deref(), Some("message"), "cy's, and nothing else");
+    curl.expect_quiet().await;
 }
