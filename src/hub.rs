@@ -108,6 +108,11 @@ impl Hub {
         self.send_to(entry.room(), || Event::of(entry.clone()));
     }
 
+    /// Something was published that this hub may not see (a room nobody reads here).
+    pub fn note_activity(&self) {
+        self.activity.store(true, Ordering::Relaxed);
+    }
+
     /// Whether anything was published since the last call.
     pub fn take_activity(&self) -> bool {
         self.activity.swap(false, Ordering::Relaxed)

@@ -187,6 +187,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     /// This node's readers in Redis, and everyone else's (`redis/presence.rs`).
     presence: Arc<SharedPresence>,
+    /// Tells every node's room list that messages changed.
+    activity: follow::Activity,
     url: String,
     retention: Retention,
     append: Script,
@@ -308,6 +310,7 @@ impl RedisStore {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         Ok(Self {
+            activity: follow::Activity::new(Arc::clone(&hub), conn.clone()),
             conn,
             presence,
             url: url.to_owned(),
@@ -435,6 +438,9 @@ impl Store for RedisStore {
             .map_err(|e| append_failed(&self.url, e))?;
         // The script ran, and may have stored what can't be read back: not "nothing saved".
         let message = Stored::decode_message(&payload).map_err(|e| StoreError::Unknown(e.to_string()))?;
+        if replayed == 0 {
+            self.activity.noted();
+        }
         Ok(Appended { message, replayed: replayed == 1 })
     }
 
@@ -458,6 +464,9 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| append_failed(&self.url, e))?;
+        if payload.is_some() {
+            self.activity.noted();
+        }
         payload.map(|p| Stored::decode(&p).map_err(StoreError::Unknown)).transpose()
     }
 

@@ -25,9 +25,10 @@ fn redis_conn(redis: &RedisServer) -> redis::Connection {
     redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap()
 }
 
-/// Every channel some connection is subscribed to, sorted.
+/// Every room channel some connection is subscribed to, sorted.
 fn channels(redis: &RedisServer) -> Vec<String> {
-    let mut names: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query(&mut redis_conn(redis)).unwrap();
+    let mut names: Vec<String> =
+        redis::cmd("PUBSUB").arg("CHANNELS").arg("ssechat:{*").query(&mut redis_conn(redis)).unwrap();
     names.sort();
     names
 }

@@ -4,7 +4,9 @@
 //! Each room has one channel, `ssechat:{ROOM}:ch` (the room's hash tag, so sharded pub/sub
 //! can put it on the room's slot), carrying three kinds of payload: a log entry (a JSON
 //! object, as the scripts store it), `presence` (the room's readers changed somewhere) and
-//! `typing:AUTHOR`.
+//! `typing:AUTHOR`. One more channel, [`ACTIVITY`], tells every node that some room's
+//! messages changed (the room list's counts): each node says so at most once per
+//! [`ACTIVITY_EVERY`] ([`Activity`]), so it costs nothing per message.
 //!
 //! The hub says when a room opens and closes ([`Hub::on_rooms`]). A room is subscribed when
 //! it opens and unsubscribed [`LINGER`] after it closes, unless it opened again meanwhile,
@@ -15,11 +17,12 @@
 //! open room again, then has every stream catch up, as with one global channel.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{PubSubSink, PubSubStream};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +38,10 @@ pub const LINGER: Duration = Duration::from_secs(5);
 pub const PRESENCE: &str = "presence";
 /// What a typing signal's payload starts with; the author follows.
 const TYPING: &str = "typing:";
+/// The channel saying some room's messages changed.
+pub const ACTIVITY: &str = "ssechat:activity";
+/// A node says so at most this often (the room list refreshes every 2 s at most).
+const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
 
 /// The channel of `room`'s entries, presence notices and typing signals.
 pub fn channel(room: &RoomName) -> String {
@@ -49,6 +56,45 @@ pub fn typing(author: &Author) -> String {
 fn room_of(channel: &str) -> Option<RoomName> {
     let name = channel.strip_prefix("ssechat:{")?.strip_suffix("}:ch")?;
     RoomName::parse(name).ok()
+}
+
+/// Entries appended through this node, told to its hub at once and to the other nodes
+/// at most once per [`ACTIVITY_EVERY`]: at once if none was told lately, else when that
+/// interval is over, so the last entry is always told.
+pub struct Activity {
+    hub: Arc<Hub>,
+    conn: ConnectionManager,
+    /// When the last notice went out, and whether one is planned. A std mutex, never held
+    /// across an `.await`.
+    told: Arc<Mutex<(Option<Instant>, bool)>>,
+}
+
+impl Activity {
+    pub fn new(hub: Arc<Hub>, conn: ConnectionManager) -> Self {
+        Self { hub, conn, told: Arc::default() }
+    }
+
+    pub fn noted(&self) {
+        self.hub.note_activity();
+        let wait = {
+            let mut told = self.told.lock().expect("activity lock poisoned");
+            if told.1 {
+                return;
+            }
+            told.1 = true;
+            told.0.map_or(Duration::ZERO, |last| {
+                (last + ACTIVITY_EVERY).saturating_duration_since(Instant::now())
+            })
+        };
+        let (told, mut conn) = (Arc::clone(&self.told), self.conn.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            *told.lock().expect("activity lock poisoned") = (Some(Instant::now()), false);
+            if let Err(e) = conn.publish::<_, _, ()>(ACTIVITY, "1").await {
+                tracing::warn!(error = %e, "cannot tell other nodes of new messages");
+            }
+        });
+    }
 }
 
 /// What the node listens to.
@@ -164,15 +210,15 @@ pub async fn follow(
     }
 }
 
-/// A new pub/sub connection, subscribed to `rooms`.
+/// A new pub/sub connection, subscribed to [`ACTIVITY`] and `rooms`.
 async fn connect(
     client: &redis::Client,
     rooms: &HashSet<RoomName>,
 ) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
     let (mut sink, stream) = client.get_async_pubsub().await?.split();
-    if !rooms.is_empty() {
-        sink.subscribe(rooms.iter().map(channel).collect::<Vec<_>>()).await?;
-    }
+    let mut channels = vec![ACTIVITY.to_owned()];
+    channels.extend(rooms.iter().map(channel));
+    sink.subscribe(channels).await?;
     Ok((sink, stream))
 }
 
@@ -242,6 +288,9 @@ async fn command(run: impl Future<Output = redis::RedisResult<()>>) -> bool {
 /// Hands one payload to the hub; a bad one is logged and ignored.
 fn deliver(hub: &Hub, message: &redis::Msg) {
     let payload = message.get_payload_bytes();
+    if message.get_channel_name() == ACTIVITY {
+        return hub.note_activity();
+    }
     if payload.first() == Some(&b'{') {
         match Stored::decode(payload) {
             Ok(entry) => hub.publish(&entry),
