@@ -8,7 +8,8 @@
 # Then, unless ROOMS=0: 16 nodes and ROOMS rooms (default 100), room i read by one stream on
 # node i mod 16 and, for every other room, one more on the next node; one poster per room on
 # node 1 for SECONDS. Redis CPU per message is used_cpu_sys + used_cpu_user (INFO cpu)
-# after minus before, divided by the messages posted.
+# after minus before, divided by the messages posted. SSECHAT=PATH runs another build of the
+# server (an older one, to compare); the load tool is always this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}; shift || true
@@ -30,7 +31,7 @@ rcli() { redis-cli -p "$port" "$@"; }
 start_nodes() { # N: starts N nodes, their URLs in urls[]
   urls=()
   for i in $(seq "$1"); do
-    "$bin/ssechat" --listen 127.0.0.1:0 --store "redis://127.0.0.1:$port/0" --log warn $unlimited > "$work/node$i.out" &
+    "${SSECHAT:-$bin/ssechat}" --listen 127.0.0.1:0 --store "redis://127.0.0.1:$port/0" --log warn $unlimited > "$work/node$i.out" &
     nodes+=($!)
   done
   for i in $(seq "$1"); do
@@ -64,10 +65,15 @@ if [ "$rooms" -gt 0 ]; then
   python3 - "$rooms" "${urls[@]}" > "$work/readers.out" 2>&1 <<'PY' &
 import asyncio, sys
 rooms, urls = int(sys.argv[1]), sys.argv[2:]
+opened, total = [], rooms + (rooms + 1) // 2
 async def read(url, room):
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(f"GET /events?room=bench-{room} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await reader.read(65536)
+    opened.append(room)
+    if len(opened) == total:
+        print("ready", flush=True)
     while await reader.read(65536):
         pass
 async def main():
@@ -77,8 +83,9 @@ async def main():
 asyncio.run(main())
 PY
   readers=$!
-  expected=$(( rooms + (rooms + 1) / 2 ))
-  until [ "$(rcli pubsub numsub $(for r in $(seq 0 $((rooms - 1))); do echo "ssechat:{bench-$r}:ch"; done) | awk 'NR % 2 == 0 {s += $1} END {print s}')" -ge "$expected" ]; do sleep 0.1; done
+  # Every stream has its preamble; a second more for the nodes' subscriptions.
+  until grep -q ready "$work/readers.out"; do sleep 0.1; done
+  sleep 1
   measure "16 nodes, $rooms rooms, readers on 1-2 nodes each" "$rooms" "$rooms"
   kill "$readers" 2>/dev/null || true
   stop_nodes
