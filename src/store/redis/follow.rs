@@ -233,8 +233,9 @@ async fn listen(
     told: &mut UnboundedReceiver<RoomChange>,
     stop: &CancellationToken,
 ) -> Ended {
+    // Only changes and expiries move it, never a delivery: the hot path stays O(1).
+    let mut expiry = following.next_expiry();
     loop {
-        let expiry = following.next_expiry();
         tokio::select! {
             _ = stop.cancelled() => return Ended::Stopped,
             message = stream.next() => match message {
@@ -249,6 +250,7 @@ async fn listen(
                     changes.push(more);
                 }
                 let new = following.apply(hub, changes);
+                expiry = following.next_expiry();
                 if !new.is_empty() {
                     if !command(sink.subscribe(new.iter().map(channel).collect::<Vec<_>>())).await {
                         return Ended::Lost;
@@ -261,6 +263,7 @@ async fn listen(
             }
             _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
                 let expired = following.expire(Instant::now());
+                expiry = following.next_expiry();
                 // Never an empty UNSUBSCRIBE: that one leaves every channel.
                 if !expired.is_empty() && !command(sink.unsubscribe(expired.iter().map(channel).collect::<Vec<_>>())).await {
                     return Ended::Lost;
