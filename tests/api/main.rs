@@ -34,6 +34,7 @@ mod resume;
 mod rooms;
 mod shared_limits;
 mod streams;
+mod subscriptions;
 mod takeback;
 mod tls;
 
