@@ -140,21 +140,7 @@ async fn streams_on_every_node_get_everything_after_the_subscription_is_lost() {
     }
 
     redis.restart();
-    let mut after = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        while after.len() < 3 {
-            let body =
-                json!({ "room": "general", "author": "bob", "text": format!("restart {}", after.len()) });
-            let response = b.post_json(body).await;
-            if response.status() == 201 {
-                after.push(response.json::<Message>().await.unwrap());
-            } else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    })
-    .await
-    .expect("sends work again once Redis is back");
+    let mut after = b.say_once_back("general", "bob", "restart", 3).await;
     eventually("both subscribe after the restart", || async { subscribers(&redis, "general") == 2 }).await;
     after.push(a.say("general", "ana", "live again").await);
     for stream in [&mut on_a, &mut on_b] {
