@@ -9,7 +9,8 @@ use ssechat::domain::Message;
 use crate::helpers::{EventStream, TestApp};
 use crate::process::{RedisServer, Server};
 
-async fn node(redis: &RedisServer) -> TestApp {
+/// A node on `redis`, with quick heartbeats.
+pub(crate) async fn node(redis: &RedisServer) -> TestApp {
     let url = redis.url.clone();
     TestApp::spawn_with(move |c| {
         c.store = StoreUrl::Redis(url);

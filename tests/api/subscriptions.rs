@@ -2,24 +2,12 @@
 //! readers of it, and no reader misses anything at the edges (its room's first
 //! subscription, a lost subscription, a Redis restart).
 
-use std::time::Duration;
-
 use serde_json::json;
-use ssechat::config::StoreUrl;
 use ssechat::domain::Message;
 
-use crate::helpers::{EventStream, TestApp, WAIT, eventually};
+use crate::cluster::node;
+use crate::helpers::{EventStream, WAIT, eventually};
 use crate::process::RedisServer;
-
-async fn node(redis: &RedisServer) -> TestApp {
-    let url = redis.url.clone();
-    TestApp::spawn_with(move |c| {
-        c.store = StoreUrl::Redis(url);
-        c.heartbeat = Duration::from_millis(200);
-        c.send_timeout = Duration::from_secs(5);
-    })
-    .await
-}
 
 fn redis_conn(redis: &RedisServer) -> redis::Connection {
     redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap()
