@@ -87,6 +87,20 @@ async fn room_counts_change_without_a_reload_and_times_are_local() {
     page.close().await.unwrap();
 }
 
+/// Hides the tab, has bob post `texts` to room `away`, waits until the last one is on the
+/// page, and shows the tab again.
+async fn away_while(page: &Client, app: &TestApp, texts: &[&str]) {
+    set_hidden(page, true).await;
+    for text in texts {
+        app.say("away", "bob", text).await;
+    }
+    let last = texts.last().expect("at least one message");
+    let arrived =
+        format!("document.querySelector('#messages .msg:last-child .text')?.textContent === '{last}'");
+    wait_until(page, &arrived).await;
+    set_hidden(page, false).await;
+}
+
 #[tokio::test]
 async fn a_tab_coming_back_shows_where_the_new_messages_start() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -106,28 +120,13 @@ async fn a_tab_coming_back_shows_where_the_new_messages_start() {
     .await;
     assert_eq!(js(&page, &format!("{divider}.length")).await, 0);
 
-    set_hidden(&page, true).await;
-    app.say("away", "bob", "first unseen").await;
-    app.say("away", "bob", "second unseen").await;
-    wait_until(
-        &page,
-        "document.querySelector('#messages .msg:last-child .text')?.textContent === 'second unseen'",
-    )
-    .await;
-    set_hidden(&page, false).await;
+    away_while(&page, &app, &["first unseen", "second unseen"]).await;
     assert_eq!(js(&page, &format!("{divider}.length")).await, 1);
     assert_eq!(js(&page, after_divider).await, "first unseen");
     assert_eq!(js(&page, &format!("{divider}[0].getAttribute('aria-label')")).await, "New messages");
 
     // Away again: the one divider moves to the next first unseen message.
-    set_hidden(&page, true).await;
-    app.say("away", "bob", "third unseen").await;
-    wait_until(
-        &page,
-        "document.querySelector('#messages .msg:last-child .text')?.textContent === 'third unseen'",
-    )
-    .await;
-    set_hidden(&page, false).await;
+    away_while(&page, &app, &["third unseen"]).await;
     assert_eq!(js(&page, &format!("{divider}.length")).await, 1);
     assert_eq!(js(&page, after_divider).await, "third unseen");
     page.close().await.unwrap();
