@@ -1,0 +1,297 @@
+//! A real Redis Cluster on loopback for the tests: three primaries with one replica each,
+//! `redis-server --cluster-enabled yes` on free ports, joined by `redis-cli --cluster create`,
+//! killed on drop. Every node writes an append-only file with `appendfsync always`, and the
+//! node timeout is one second, so a killed primary's replica takes over in a few seconds.
+//!
+//! The tests at the bottom prove the harness and answer what redis-rs's cluster connection
+//! can do for ssechat (scripts on one hash tag, sharded pub/sub, failover).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, FromRedisValue, Value};
+
+/// Bound on every wait of the harness: forming the cluster or failing a primary over takes a
+/// few seconds; only a broken cluster needs longer.
+const CLUSTER_WAIT: Duration = Duration::from_secs(30);
+
+/// Redis Cluster's slot count.
+const SLOTS: usize = 16384;
+
+/// One `redis-server` of the cluster; `child` is `None` once it was killed.
+struct Node {
+    port: u16,
+    child: Option<Child>,
+}
+
+/// Six nodes, three primaries and three replicas, in one temporary directory.
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+/// What a node's `CLUSTER NODES` says about one node.
+#[derive(Debug, Clone)]
+struct NodeLine {
+    id: String,
+    port: u16,
+    flags: Vec<String>,
+    /// The primary's id for a replica, `-` for a primary.
+    primary: String,
+    /// Slot ranges as written (`0-5460`, `5461`); migrations (`[...]`) are left out.
+    slots: Vec<(usize, usize)>,
+}
+
+impl NodeLine {
+    fn parse(line: &str) -> Option<NodeLine> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let address = fields.get(1)?.split('@').next()?;
+        let slots = fields.iter().skip(8).filter(|s| !s.starts_with('[')).map(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            (low.parse().unwrap(), high.parse().unwrap())
+        });
+        Some(NodeLine {
+            id: fields[0].to_owned(),
+            port: address.rsplit(':').next()?.parse().ok()?,
+            flags: fields.get(2)?.split(',').map(str::to_owned).collect(),
+            primary: fields.get(3)?.to_string(),
+            slots: slots.collect(),
+        })
+    }
+
+    fn is_live_primary(&self) -> bool {
+        self.flags.iter().any(|f| f == "master") && !self.flags.iter().any(|f| f == "fail")
+    }
+
+    fn serves(&self, slot: usize) -> bool {
+        self.slots.iter().any(|&(low, high)| (low..=high).contains(&slot))
+    }
+}
+
+/// Distinct free loopback ports: all bound at once, so none is handed out twice.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Checks `condition` until it holds or `CLUSTER_WAIT` passes (then panics naming `what`).
+pub async fn until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let outcome = tokio::time::timeout(CLUSTER_WAIT, async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(outcome.is_ok(), "timed out waiting for {what}");
+}
+
+/// One command to the node on `port` alone, on a fresh plain connection.
+pub async fn node_query<T: FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    cmd.query_async(&mut conn).await
+}
+
+async fn cluster_info(port: u16) -> String {
+    node_query(port, redis::cmd("CLUSTER").arg("INFO")).await.unwrap_or_default()
+}
+
+async fn cluster_nodes(port: u16) -> Vec<NodeLine> {
+    let text: String = node_query(port, redis::cmd("CLUSTER").arg("NODES")).await.unwrap_or_default();
+    text.lines().filter_map(NodeLine::parse).collect()
+}
+
+/// `ROLE`'s first element: `master` or `slave`; for a replica also whether its link is up.
+async fn role(port: u16) -> (String, bool) {
+    let reply: Vec<Value> = node_query(port, &redis::cmd("ROLE")).await.unwrap_or_default();
+    let text = |i: usize| reply.get(i).and_then(|v| String::from_redis_value(v.clone()).ok());
+    let role = text(0).unwrap_or_default();
+    let linked = role == "slave" && text(3).as_deref() == Some("connected");
+    (role, linked)
+}
+
+impl RedisCluster {
+    /// Starts six nodes, creates the cluster, and waits until every node sees every slot
+    /// served and every replica is linked to its primary.
+    pub async fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = free_ports(12); // a client port and a cluster bus port per node
+        let nodes: Vec<Node> = ports.chunks(2).map(|pair| start_node(dir.path(), pair[0], pair[1])).collect();
+        let cluster = RedisCluster { nodes, _dir: dir };
+        for node in &cluster.nodes {
+            let port = node.port;
+            until("a node to answer PING", || async move {
+                node_query::<String>(port, &redis::cmd("PING")).await.is_ok()
+            })
+            .await;
+        }
+        cluster.create().await;
+        until("the cluster to form", || cluster.formed()).await;
+        cluster
+    }
+
+    async fn create(&self) {
+        let addresses = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port));
+        let create = tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output();
+        let output = tokio::time::timeout(CLUSTER_WAIT, create).await.expect("cluster create ends").unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "redis-cli --cluster create failed: {stdout}");
+    }
+
+    /// Every live node says `cluster_state:ok` with all slots served by live primaries, knows
+    /// every node, and every replica's link to its primary is up.
+    async fn formed(&self) -> bool {
+        let live = self.live_ports();
+        for &port in &live {
+            let info = cluster_info(port).await;
+            let ok = info.contains("cluster_state:ok") && info.contains(&format!("cluster_slots_ok:{SLOTS}"));
+            if !ok || !info.contains(&format!("cluster_known_nodes:{}", self.nodes.len())) {
+                return false;
+            }
+            let (role, linked) = role(port).await;
+            if role != "master" && !linked {
+                return false;
+            }
+        }
+        let primaries = cluster_nodes(live[0]).await.into_iter().filter(NodeLine::is_live_primary).count();
+        primaries * 2 == live.len()
+    }
+
+    /// The client ports of the nodes still running.
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.port).collect()
+    }
+
+    /// `redis://` URLs of the nodes still running, for `ClusterClient::new`.
+    pub fn urls(&self) -> Vec<String> {
+        self.live_ports().iter().map(|p| format!("redis://127.0.0.1:{p}/")).collect()
+    }
+
+    /// The slot of `key`, as the cluster computes it (`CLUSTER KEYSLOT`).
+    pub async fn slot(&self, key: &str) -> usize {
+        node_query(self.live_ports()[0], redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).await.unwrap()
+    }
+
+    /// The port of the live primary that serves `key`'s slot.
+    pub async fn primary_of(&self, key: &str) -> u16 {
+        let slot = self.slot(key).await;
+        let nodes = cluster_nodes(self.live_ports()[0]).await;
+        nodes.iter().find(|n| n.is_live_primary() && n.serves(slot)).expect("every slot is served").port
+    }
+
+    /// SIGKILLs the primary on `port` and waits until its replica was promoted and every
+    /// surviving node sees it serving the dead primary's slots; returns the replica's port.
+    pub async fn kill_primary(&mut self, port: u16) -> u16 {
+        let nodes = cluster_nodes(port).await;
+        let dead = nodes.iter().find(|n| n.port == port).expect("the node knows itself").clone();
+        assert!(dead.is_live_primary(), "{port} is a primary");
+        let replica = nodes.iter().find(|n| n.primary == dead.id).expect("the primary has a replica").port;
+        self.kill(port);
+        let this = &*self;
+        let promoted = || async move {
+            if role(replica).await.0 != "master" {
+                return false;
+            }
+            for survivor in this.live_ports() {
+                let sees = cluster_nodes(survivor).await;
+                let serves =
+                    sees.iter().any(|n| n.port == replica && n.is_live_primary() && !n.slots.is_empty());
+                if !serves || !cluster_info(survivor).await.contains("cluster_state:ok") {
+                    return false;
+                }
+            }
+            true
+        };
+        until("the replica's promotion", promoted).await;
+        replica
+    }
+
+    /// SIGKILL: the node on `port` stops without a goodbye.
+    fn kill(&mut self, port: u16) {
+        let node = self.nodes.iter_mut().find(|n| n.port == port).expect("a node of this cluster");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for port in self.live_ports() {
+            self.kill(port);
+        }
+    }
+}
+
+fn start_node(dir: &Path, port: u16, bus_port: u16) -> Node {
+    let data = dir.join(port.to_string());
+    std::fs::create_dir(&data).unwrap();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+        .args(["--cluster-port", &bus_port.to_string()])
+        .arg("--cluster-config-file")
+        .arg(dir.join(format!("nodes-{port}.conf")))
+        .args(["--cluster-node-timeout", "1000", "--appendonly", "yes", "--appendfsync", "always"])
+        .args(["--save", ""])
+        .arg("--dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (apt-get install redis-server)");
+    Node { port, child: Some(child) }
+}
+
+/// One key per primary, `ssechat:{TAG}:probe` with tags `t0`, `t1`...: keys whose slots
+/// cover every primary of the cluster, mapped to the primary's port.
+async fn key_per_primary(cluster: &RedisCluster) -> BTreeMap<u16, String> {
+    let mut keys = BTreeMap::new();
+    for tag in 0.. {
+        let key = format!("ssechat:{{t{tag}}}:probe");
+        keys.entry(cluster.primary_of(&key).await).or_insert(key);
+        if keys.len() == cluster.nodes.len() / 2 {
+            return keys;
+        }
+    }
+    unreachable!()
+}
+
+/// Writes `key` and waits until one replica has it (`WAIT 1 1000` in the same pipeline, so
+/// on the same node); returns how many replicas acknowledged.
+async fn write_acknowledged(conn: &mut ClusterConnection, key: &str, value: &str) -> i64 {
+    let (acks,): (i64,) =
+        redis::pipe().set(key, value).ignore().cmd("WAIT").arg(1).arg(1000).query_async(conn).await.unwrap();
+    acks
+}
+
+#[tokio::test]
+async fn a_cluster_keeps_acknowledged_writes_through_a_failover() {
+    let mut cluster = RedisCluster::start().await;
+    let mut conn = ClusterClient::new(cluster.urls()).unwrap().get_async_connection().await.unwrap();
+    let keys = key_per_primary(&cluster).await;
+    for key in keys.values() {
+        assert_eq!(write_acknowledged(&mut conn, key, key).await, 1, "a replica acknowledged {key}");
+        assert_eq!(conn.get::<_, String>(key).await.unwrap(), *key);
+    }
+    let (&victim, _) = keys.iter().next().unwrap();
+    let promoted = cluster.kill_primary(victim).await;
+    assert_ne!(promoted, victim);
+    for key in keys.values() {
+        assert_eq!(conn.get::<_, String>(key).await.unwrap(), *key, "{key} survived the failover");
+    }
+    let key = &keys[&victim];
+    assert_eq!(cluster.primary_of(key).await, promoted, "the replica serves the dead primary's slots");
+}
