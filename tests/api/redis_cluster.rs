@@ -11,9 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, FromRedisValue, Value};
+use redis::{AsyncCommands, FromRedisValue, PushInfo, PushKind, RedisResult, Value};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 /// Bound on every wait of the harness: forming the cluster or failing a primary over takes a
 /// few seconds; only a broken cluster needs longer.
@@ -255,15 +256,15 @@ fn start_node(dir: &Path, port: u16, bus_port: u16) -> Node {
     Node { port, child: Some(child) }
 }
 
-/// One key per primary, `ssechat:{TAG}:probe` with tags `t0`, `t1`...: keys whose slots
-/// cover every primary of the cluster, mapped to the primary's port.
-async fn key_per_primary(cluster: &RedisCluster) -> BTreeMap<u16, String> {
-    let mut keys = BTreeMap::new();
-    for tag in 0.. {
-        let key = format!("ssechat:{{t{tag}}}:probe");
-        keys.entry(cluster.primary_of(&key).await).or_insert(key);
-        if keys.len() == cluster.nodes.len() / 2 {
-            return keys;
+/// One room per primary (`r0`, `r1`...: whose hash tag `{ROOM}` lands on it), mapped to
+/// the primary's port.
+async fn room_per_primary(cluster: &RedisCluster) -> BTreeMap<u16, String> {
+    let mut rooms = BTreeMap::new();
+    for n in 0.. {
+        let room = format!("r{n}");
+        rooms.entry(cluster.primary_of(&format!("{{{room}}}")).await).or_insert(room);
+        if rooms.len() == cluster.nodes.len() / 2 {
+            return rooms;
         }
     }
     unreachable!()
@@ -281,7 +282,9 @@ async fn write_acknowledged(conn: &mut ClusterConnection, key: &str, value: &str
 async fn a_cluster_keeps_acknowledged_writes_through_a_failover() {
     let mut cluster = RedisCluster::start().await;
     let mut conn = ClusterClient::new(cluster.urls()).unwrap().get_async_connection().await.unwrap();
-    let keys = key_per_primary(&cluster).await;
+    let rooms = room_per_primary(&cluster).await;
+    let keys: BTreeMap<u16, String> =
+        rooms.into_iter().map(|(p, room)| (p, format!("ssechat:{{{room}}}:probe"))).collect();
     for key in keys.values() {
         assert_eq!(write_acknowledged(&mut conn, key, key).await, 1, "a replica acknowledged {key}");
         assert_eq!(conn.get::<_, String>(key).await.unwrap(), *key);
@@ -294,4 +297,177 @@ async fn a_cluster_keeps_acknowledged_writes_through_a_failover() {
     }
     let key = &keys[&victim];
     assert_eq!(cluster.primary_of(key).await, promoted, "the replica serves the dead primary's slots");
+}
+
+// The spike: what redis-rs 1.8's cluster connection does for ssechat. Findings, with
+// references into redis-rs, in /work/notes/i16-cluster-findings.md (issue 16).
+
+/// The shape of the publish script (`APPEND` in src/store/redis.rs): the room's next id, the
+/// entry in the room's log, the idempotency key, and the entry published on the room's
+/// sharded channel. KEYS: seq, log, idempotency key[, more]; ARGV: channel, payload.
+const ROOM_SCRIPT: &str = r#"
+local id = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[2], id, ARGV[2])
+redis.call('SET', KEYS[3], ARGV[2], 'EX', 60)
+redis.call('SPUBLISH', ARGV[1], ARGV[2])
+return id
+"#;
+
+/// The room's sharded channel (`ssechat:{ROOM}:ch`): same hash tag, same slot as its keys.
+fn channel(room: &str) -> String {
+    format!("ssechat:{{{room}}}:ch")
+}
+
+/// Runs [`ROOM_SCRIPT`] for `room`, publishing `payload` on `publish_to`, with `extra` keys.
+async fn run_room_script(
+    conn: &mut ClusterConnection,
+    room: &str,
+    publish_to: &str,
+    payload: &str,
+    extra: &[&str],
+) -> RedisResult<i64> {
+    let keys = ["seq", "log", "key:k1"].map(|suffix| format!("ssechat:{{{room}}}:{suffix}"));
+    redis::Script::new(ROOM_SCRIPT)
+        .key(&keys)
+        .key(extra)
+        .arg(publish_to)
+        .arg(payload)
+        .invoke_async(conn)
+        .await
+}
+
+fn is_cross_slot(e: &redis::RedisError) -> bool {
+    matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot))
+}
+
+#[tokio::test]
+async fn scripts_on_one_room_tag_run_on_a_cluster_and_a_global_key_is_refused() {
+    let cluster = RedisCluster::start().await;
+    let mut conn = ClusterClient::new(cluster.urls()).unwrap().get_async_connection().await.unwrap();
+    let rooms: Vec<String> = room_per_primary(&cluster).await.into_values().collect();
+    for room in &rooms {
+        for expected in 1..=2 {
+            let id = run_room_script(&mut conn, room, &channel(room), "hello", &[]).await.unwrap();
+            assert_eq!(id, expected, "ids of {room} follow each other");
+        }
+        // The store's read: one MULTI on the room's two keys, one slot.
+        let (seq, log): (i64, Vec<String>) = redis::pipe()
+            .atomic()
+            .get(format!("ssechat:{{{room}}}:seq"))
+            .zrange(format!("ssechat:{{{room}}}:log"), 0, -1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!((seq, log.len()), (2, 1), "{room}: two ids, one distinct payload");
+    }
+    let (a, b) = (&rooms[0], &rooms[1]);
+    let e = run_room_script(&mut conn, a, &channel(a), "x", &["ssechat:rooms"]).await.unwrap_err();
+    assert!(is_cross_slot(&e), "APPEND touching the global room index: {e}");
+    let e = run_room_script(&mut conn, a, &channel(b), "x", &[]).await.unwrap_err();
+    assert!(e.to_string().contains("non local key"), "SPUBLISH to another shard's room from a script: {e}");
+    // A pipeline of single-key commands on several slots (presence's liveness check today).
+    let mut alive = redis::pipe();
+    alive.exists("ssechat:{node:a}:alive").exists("ssechat:{node:b}:alive");
+    let e = alive.query_async::<(bool, bool)>(&mut conn).await.unwrap_err();
+    assert!(is_cross_slot(&e), "a pipeline across slots is refused by redis-rs: {e}");
+}
+
+/// A cluster connection over RESP3 whose push messages (pub/sub) arrive on the receiver.
+async fn push_connection(cluster: &RedisCluster) -> (ClusterConnection, UnboundedReceiver<PushInfo>) {
+    let (tx, rx) = unbounded_channel();
+    let client = ClusterClientBuilder::new(cluster.urls())
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(tx)
+        .build()
+        .unwrap();
+    (client.get_async_connection().await.unwrap(), rx)
+}
+
+/// The next push of `kind`, skipping others; panics after `CLUSTER_WAIT`.
+async fn next_push(rx: &mut UnboundedReceiver<PushInfo>, kind: PushKind) -> Vec<Value> {
+    let found = tokio::time::timeout(CLUSTER_WAIT, async {
+        loop {
+            let push = rx.recv().await.expect("the connection lives");
+            if push.kind == kind {
+                return push.data;
+            }
+        }
+    });
+    found.await.unwrap_or_else(|_| panic!("no {kind:?} push"))
+}
+
+/// Whether a push of `kind` arrives within `within` (others are skipped).
+async fn push_within(rx: &mut UnboundedReceiver<PushInfo>, kind: PushKind, within: Duration) -> bool {
+    tokio::time::timeout(within, next_push(rx, kind)).await.is_ok()
+}
+
+/// `(channel, payload)` of a `smessage` push.
+fn smessage(data: &[Value]) -> (String, String) {
+    let text = |v: &Value| String::from_redis_value(v.clone()).unwrap();
+    (text(&data[0]), text(&data[1]))
+}
+
+/// Subscribers of `channel` on each live node (`PUBSUB SHARDNUMSUB`), summed.
+async fn shard_subscribers(cluster: &RedisCluster, channel: &str) -> i64 {
+    let mut total = 0;
+    for port in cluster.live_ports() {
+        let (_, n): (String, i64) =
+            node_query(port, redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel)).await.unwrap();
+        total += n;
+    }
+    total
+}
+
+#[tokio::test]
+async fn sharded_pubsub_works_on_the_cluster_connection() {
+    let cluster = RedisCluster::start().await;
+    let (mut sub, mut pushes) = push_connection(&cluster).await;
+    let mut publisher = ClusterClient::new(cluster.urls()).unwrap().get_async_connection().await.unwrap();
+    let rooms = room_per_primary(&cluster).await;
+    for room in rooms.values() {
+        sub.ssubscribe(channel(room)).await.unwrap();
+        assert_eq!(smessage(&next_push(&mut pushes, PushKind::SSubscribe).await).0, channel(room));
+    }
+    for (primary, room) in &rooms {
+        let on_primary: Vec<Value> =
+            node_query(*primary, redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel(room))).await.unwrap();
+        assert_eq!(on_primary[1], Value::Int(1), "{room}'s subscription is on its shard's primary");
+        run_room_script(&mut publisher, room, &channel(room), room, &[]).await.unwrap();
+        let got = smessage(&next_push(&mut pushes, PushKind::SMessage).await);
+        assert_eq!(got, (channel(room), room.clone()), "the script's SPUBLISH reached the subscriber");
+    }
+    let room = rooms.values().next().unwrap();
+    sub.sunsubscribe(channel(room)).await.unwrap();
+    next_push(&mut pushes, PushKind::SUnsubscribe).await;
+    assert_eq!(shard_subscribers(&cluster, &channel(room)).await, 0);
+}
+
+/// What redis-rs 1.8.1 does with a sharded subscription when its shard's primary dies: the
+/// `Disconnection` push says something broke (not which node); nothing resubscribes until a
+/// command touches that shard (no periodic topology refresh); then an `ssubscribe`
+/// confirmation arrives, yet no node holds the subscription and publishes reach nobody.
+/// If this test fails, redis-rs changed: look again before building on one more connection
+/// per shard (the next test).
+#[tokio::test]
+async fn the_cluster_connection_loses_a_sharded_subscription_in_a_failover() {
+    let mut cluster = RedisCluster::start().await;
+    let (mut sub, mut pushes) = push_connection(&cluster).await;
+    let mut publisher = ClusterClient::new(cluster.urls()).unwrap().get_async_connection().await.unwrap();
+    let room = "general";
+    sub.ssubscribe(channel(room)).await.unwrap();
+    next_push(&mut pushes, PushKind::SSubscribe).await;
+    let victim = cluster.primary_of(&channel(room)).await;
+    cluster.kill_primary(victim).await;
+    next_push(&mut pushes, PushKind::Disconnection).await;
+    let resubscribed = push_within(&mut pushes, PushKind::SSubscribe, Duration::from_secs(2)).await;
+    assert!(!resubscribed, "no resubscription while no command touches the shard");
+    let _: Option<i64> = sub.get(format!("ssechat:{{{room}}}:seq")).await.unwrap();
+    next_push(&mut pushes, PushKind::SSubscribe).await;
+    let reached: i64 =
+        redis::cmd("SPUBLISH").arg(channel(room)).arg("lost").query_async(&mut publisher).await.unwrap();
+    assert_eq!(
+        (reached, shard_subscribers(&cluster, &channel(room)).await),
+        (0, 0),
+        "confirmed, yet held nowhere"
+    );
 }
