@@ -11,9 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, FromRedisValue, PushInfo, PushKind, RedisResult, Value};
+use redis::{AsyncCommands, AsyncConnectionConfig, FromRedisValue, PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 /// Bound on every wait of the harness: forming the cluster or failing a primary over takes a
@@ -33,6 +34,9 @@ struct Node {
 pub struct RedisCluster {
     nodes: Vec<Node>,
     _dir: tempfile::TempDir,
+    /// Held while the cluster lives: six servers with a one-second node timeout must not be
+    /// starved by other heavy tests (a stalled primary would be failed over).
+    _heavy: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// What a node's `CLUSTER NODES` says about one node.
@@ -123,10 +127,11 @@ impl RedisCluster {
     /// Starts six nodes, creates the cluster, and waits until every node sees every slot
     /// served and every replica is linked to its primary.
     pub async fn start() -> RedisCluster {
+        let heavy = crate::helpers::HEAVY.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(12); // a client port and a cluster bus port per node
         let nodes: Vec<Node> = ports.chunks(2).map(|pair| start_node(dir.path(), pair[0], pair[1])).collect();
-        let cluster = RedisCluster { nodes, _dir: dir };
+        let cluster = RedisCluster { nodes, _dir: dir, _heavy: heavy };
         for node in &cluster.nodes {
             let port = node.port;
             until("a node to answer PING", || async move {
@@ -196,17 +201,35 @@ impl RedisCluster {
     /// SIGKILLs the primary on `port` and waits until its replica was promoted and every
     /// surviving node sees it serving the dead primary's slots; returns the replica's port.
     pub async fn kill_primary(&mut self, port: u16) -> u16 {
-        let nodes = cluster_nodes(port).await;
-        let dead = nodes.iter().find(|n| n.port == port).expect("the node knows itself").clone();
-        assert!(dead.is_live_primary(), "{port} is a primary");
-        let replica = nodes.iter().find(|n| n.primary == dead.id).expect("the primary has a replica").port;
+        let replica = self.replica_of(port).await;
         self.kill(port);
-        let this = &*self;
+        self.wait_promoted(replica).await;
+        replica
+    }
+
+    /// `CLUSTER FAILOVER` on the replica of the primary on `port`: they swap roles, both
+    /// alive, as in a planned switch-over; returns the new primary's port once promoted.
+    pub async fn switch_over(&self, port: u16) -> u16 {
+        let replica = self.replica_of(port).await;
+        let _: String = node_query(replica, redis::cmd("CLUSTER").arg("FAILOVER")).await.unwrap();
+        self.wait_promoted(replica).await;
+        replica
+    }
+
+    async fn replica_of(&self, port: u16) -> u16 {
+        let nodes = cluster_nodes(port).await;
+        let primary = nodes.iter().find(|n| n.port == port).expect("the node knows itself");
+        assert!(primary.is_live_primary(), "{port} is a primary");
+        nodes.iter().find(|n| n.primary == primary.id).expect("the primary has a replica").port
+    }
+
+    /// Until `replica` is a primary serving slots in the eyes of every live node.
+    async fn wait_promoted(&self, replica: u16) {
         let promoted = || async move {
             if role(replica).await.0 != "master" {
                 return false;
             }
-            for survivor in this.live_ports() {
+            for survivor in self.live_ports() {
                 let sees = cluster_nodes(survivor).await;
                 let serves =
                     sees.iter().any(|n| n.port == replica && n.is_live_primary() && !n.slots.is_empty());
@@ -217,7 +240,6 @@ impl RedisCluster {
             true
         };
         until("the replica's promotion", promoted).await;
-        replica
     }
 
     /// SIGKILL: the node on `port` stops without a goodbye.
@@ -470,4 +492,65 @@ async fn the_cluster_connection_loses_a_sharded_subscription_in_a_failover() {
         (0, 0),
         "confirmed, yet held nowhere"
     );
+}
+
+/// A plain RESP3 connection subscribed to `channel` on a node that serves its slot: asks the
+/// node on `port` first and follows `MOVED`. Its pushes (messages, an unasked `sunsubscribe`
+/// when the slot moves away, `Disconnection` when the node dies) arrive on the receiver.
+async fn subscribe_on_owner(
+    mut port: u16,
+    channel: &str,
+) -> (MultiplexedConnection, UnboundedReceiver<PushInfo>) {
+    loop {
+        let (tx, rx) = unbounded_channel();
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/?protocol=resp3")).unwrap();
+        let config = AsyncConnectionConfig::new().set_push_sender(tx);
+        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
+        match redis::cmd("SSUBSCRIBE").arg(channel).exec_async(&mut conn).await {
+            Ok(()) => return (conn, rx),
+            Err(e) => {
+                let (address, _slot) = e.redirect_node().unwrap_or_else(|| panic!("SSUBSCRIBE: {e}"));
+                port = address.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        }
+    }
+}
+
+/// Publishes `payload` in `room` with the room script and waits for it on `pushes`.
+async fn delivered(
+    publisher: &mut ClusterConnection,
+    pushes: &mut UnboundedReceiver<PushInfo>,
+    room: &str,
+    payload: &str,
+) {
+    run_room_script(publisher, room, &channel(room), payload, &[]).await.unwrap();
+    let got = smessage(&next_push(pushes, PushKind::SMessage).await);
+    assert_eq!(got, (channel(room), payload.to_owned()));
+}
+
+/// The way that works: one plain connection per shard, found by following `MOVED`; when it
+/// breaks (`Disconnection`) or the server drops the subscription (`sunsubscribe` nobody
+/// asked for, on a switch-over or slot move), subscribe again the same way. What was
+/// published in between is lost to pub/sub: the room must catch up from its log.
+#[tokio::test]
+async fn a_subscription_per_shard_following_moved_survives_failovers() {
+    let mut cluster = RedisCluster::start().await;
+    let mut publisher = ClusterClient::new(cluster.urls()).unwrap().get_async_connection().await.unwrap();
+    let rooms: Vec<(u16, String)> = room_per_primary(&cluster).await.into_iter().collect();
+
+    let (switched, room) = &rooms[0];
+    let (_conn, mut pushes) = subscribe_on_owner(cluster.live_ports()[0], &channel(room)).await;
+    delivered(&mut publisher, &mut pushes, room, "before").await;
+    cluster.switch_over(*switched).await;
+    next_push(&mut pushes, PushKind::SUnsubscribe).await;
+    let (_conn, mut pushes) = subscribe_on_owner(cluster.live_ports()[0], &channel(room)).await;
+    delivered(&mut publisher, &mut pushes, room, "after a switch-over").await;
+
+    let (killed, room) = &rooms[1];
+    let (_conn, mut pushes) = subscribe_on_owner(cluster.live_ports()[0], &channel(room)).await;
+    delivered(&mut publisher, &mut pushes, room, "before").await;
+    cluster.kill_primary(*killed).await;
+    next_push(&mut pushes, PushKind::Disconnection).await;
+    let (_conn, mut pushes) = subscribe_on_owner(cluster.live_ports()[0], &channel(room)).await;
+    delivered(&mut publisher, &mut pushes, room, "after a failover").await;
 }
