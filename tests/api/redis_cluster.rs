@@ -418,11 +418,6 @@ async fn next_push(rx: &mut UnboundedReceiver<PushInfo>, kind: PushKind) -> Vec<
     found.await.unwrap_or_else(|_| panic!("no {kind:?} push"))
 }
 
-/// Whether a push of `kind` arrives within `within` (others are skipped).
-async fn push_within(rx: &mut UnboundedReceiver<PushInfo>, kind: PushKind, within: Duration) -> bool {
-    tokio::time::timeout(within, next_push(rx, kind)).await.is_ok()
-}
-
 /// `(channel, payload)` of a `smessage` push.
 fn smessage(data: &[Value]) -> (String, String) {
     let text = |v: &Value| String::from_redis_value(v.clone()).unwrap();
@@ -464,34 +459,55 @@ async fn sharded_pubsub_works_on_the_cluster_connection() {
     assert_eq!(shard_subscribers(&cluster, &channel(room)).await, 0);
 }
 
-/// What redis-rs 1.8.1 does with a sharded subscription when its shard's primary dies: the
-/// `Disconnection` push says something broke (not which node); nothing resubscribes until a
-/// command touches that shard (no periodic topology refresh); then an `ssubscribe`
-/// confirmation arrives, yet no node holds the subscription and publishes reach nobody.
-/// If this test fails, redis-rs changed: look again before building on one more connection
-/// per shard (the next test).
+/// Whether a push of `kind` about `channel` arrives within `within` (others are skipped).
+async fn push_about(
+    rx: &mut UnboundedReceiver<PushInfo>,
+    kind: PushKind,
+    channel: &str,
+    within: Duration,
+) -> bool {
+    let wanted = async { while smessage(&next_push(rx, kind.clone()).await).0 != channel {} };
+    tokio::time::timeout(within, wanted).await.is_ok()
+}
+
+/// What redis-rs 1.8.1 does with a sharded subscription when its shard changes primary.
+/// Killed primary: the `Disconnection` push says something broke (not which node); nothing
+/// resubscribes until a command touches that shard (no periodic topology refresh); then an
+/// `ssubscribe` confirmation arrives, yet no node holds the subscription and publishes
+/// reach nobody. Switch-over: the server's unasked `sunsubscribe` makes redis-rs forget the
+/// channel for good. If this test fails, redis-rs changed: look again before building on
+/// one plain connection per shard (the next test).
 #[tokio::test]
-async fn the_cluster_connection_loses_a_sharded_subscription_in_a_failover() {
+async fn the_cluster_connection_loses_sharded_subscriptions_when_a_shard_changes_primary() {
     let mut cluster = RedisCluster::start().await;
     let (mut sub, mut pushes) = push_connection(&cluster).await;
     let mut publisher = ClusterClient::new(cluster.urls()).unwrap().get_async_connection().await.unwrap();
-    let room = "general";
-    sub.ssubscribe(channel(room)).await.unwrap();
-    next_push(&mut pushes, PushKind::SSubscribe).await;
-    let victim = cluster.primary_of(&channel(room)).await;
-    cluster.kill_primary(victim).await;
+    let rooms: Vec<(u16, String)> = room_per_primary(&cluster).await.into_iter().collect();
+    let short = Duration::from_secs(2);
+    for (_, room) in &rooms[..2] {
+        sub.ssubscribe(channel(room)).await.unwrap();
+        assert!(push_about(&mut pushes, PushKind::SSubscribe, &channel(room), CLUSTER_WAIT).await);
+    }
+
+    let (killed, room) = &rooms[0];
+    cluster.kill_primary(*killed).await;
     next_push(&mut pushes, PushKind::Disconnection).await;
-    let resubscribed = push_within(&mut pushes, PushKind::SSubscribe, Duration::from_secs(2)).await;
+    let resubscribed = push_about(&mut pushes, PushKind::SSubscribe, &channel(room), short).await;
     assert!(!resubscribed, "no resubscription while no command touches the shard");
     let _: Option<i64> = sub.get(format!("ssechat:{{{room}}}:seq")).await.unwrap();
-    next_push(&mut pushes, PushKind::SSubscribe).await;
+    assert!(push_about(&mut pushes, PushKind::SSubscribe, &channel(room), CLUSTER_WAIT).await);
     let reached: i64 =
         redis::cmd("SPUBLISH").arg(channel(room)).arg("lost").query_async(&mut publisher).await.unwrap();
-    assert_eq!(
-        (reached, shard_subscribers(&cluster, &channel(room)).await),
-        (0, 0),
-        "confirmed, yet held nowhere"
-    );
+    let held = shard_subscribers(&cluster, &channel(room)).await;
+    assert_eq!((reached, held), (0, 0), "confirmed, yet held nowhere");
+
+    let (switched, room) = &rooms[1];
+    cluster.switch_over(*switched).await;
+    assert!(push_about(&mut pushes, PushKind::SUnsubscribe, &channel(room), CLUSTER_WAIT).await);
+    let _: Option<i64> = sub.get(format!("ssechat:{{{room}}}:seq")).await.unwrap();
+    let resubscribed = push_about(&mut pushes, PushKind::SSubscribe, &channel(room), short).await;
+    assert!(!resubscribed, "a channel the server unsubscribed is forgotten");
+    assert_eq!(shard_subscribers(&cluster, &channel(room)).await, 0);
 }
 
 /// A plain RESP3 connection subscribed to `channel` on a node that serves its slot: asks the
