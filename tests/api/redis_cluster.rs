@@ -3,8 +3,25 @@
 //! killed on drop. Every node writes an append-only file with `appendfsync always`, and the
 //! node timeout is one second, so a killed primary's replica takes over in a few seconds.
 //!
-//! The tests at the bottom prove the harness and answer what redis-rs's cluster connection
-//! can do for ssechat (scripts on one hash tag, sharded pub/sub, failover).
+//! The tests below also answer what redis-rs 1.8's cluster connection can do for ssechat
+//! (issue 16, Redis Cluster), in short:
+//! - Scripts whose keys share the room's tag `{ROOM}` run atomically on its shard, and may
+//!   `SPUBLISH` to `ssechat:{ROOM}:ch`. Today's APPEND/TAKE_BACK also touch the global
+//!   `ssechat:rooms` (CROSSSLOT), FORGET touches it with a room's log, and presence's
+//!   liveness check pipelines `EXISTS` over `{node:ID}` slots (refused by redis-rs): those
+//!   three must change. `{accounts}`, `{directory}`, `{client:ADDR}` and the other `{ROOM}`
+//!   keys are fine. A script's error does not undo its earlier writes.
+//! - `WAIT 1 ms` in the same pipeline as a write runs on the write's node: acknowledged
+//!   writes survive a primary's SIGKILL.
+//! - `SSUBSCRIBE` through the cluster connection (RESP3, push sender) works until a shard
+//!   changes primary; then the subscription is lost (killed primary: a confirmation nobody
+//!   holds; switch-over: the server's `sunsubscribe` makes redis-rs forget it). Hold one
+//!   plain RESP3 connection per shard instead, follow `MOVED`, and on a `Disconnection` or
+//!   an unasked `sunsubscribe` subscribe again and have the room catch up from its log.
+//! - redis-rs retries a request after an IO error, so a script may run twice: give every
+//!   append an idempotency key.
+//!
+//! The full audit, with references into redis-rs's source: /work/notes/i16-cluster-findings.md.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -321,8 +338,7 @@ async fn a_cluster_keeps_acknowledged_writes_through_a_failover() {
     assert_eq!(cluster.primary_of(key).await, promoted, "the replica serves the dead primary's slots");
 }
 
-// The spike: what redis-rs 1.8's cluster connection does for ssechat. Findings, with
-// references into redis-rs, in /work/notes/i16-cluster-findings.md (issue 16).
+// The spike: what redis-rs 1.8's cluster connection does for ssechat (see the module doc).
 
 /// The shape of the publish script (`APPEND` in src/store/redis.rs): the room's next id, the
 /// entry in the room's log, the idempotency key, and the entry published on the room's
