@@ -406,22 +406,8 @@ impl FromStr for PublicUrl {
         let bad = |why: &str| {
             format!("{s:?} is not a public URL like https://chat.example or http://host:8080/chat: {why}")
         };
-        if s.contains(['#', '?']) {
-            return Err(bad("no query or fragment"));
-        }
-        let uri: axum::http::Uri = s.parse().map_err(|e| bad(&format!("{e}")))?;
-        let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
-        let Some(scheme @ ("http" | "https")) = scheme.as_deref() else {
-            return Err(bad("it must start with http:// or https://"));
-        };
-        let authority = uri.authority().ok_or_else(|| bad("it names no host"))?;
-        if authority.host().is_empty() || authority.as_str().contains('@') {
-            return Err(bad("it must name a host (and no user)"));
-        }
-        let port = authority.as_str().rsplit_once(':').map(|(_, port)| port).filter(|p| !p.contains(']'));
-        if port.is_some_and(|port| port.parse::<u16>().is_err()) {
-            return Err(bad("the port must be a number up to 65535"));
-        }
+        let (scheme, uri, _) = http_url(s, &bad)?;
+        let authority = uri.authority().expect("checked by http_url");
         Ok(Self { site: Site::new(Some(scheme), authority.as_str(), Port::Default) })
     }
 }
@@ -531,30 +517,41 @@ fn positive_burst(s: &str) -> Result<u32, String> {
 fn parse_cors_origin(s: &str) -> Result<String, String> {
     let bad =
         |why: &str| format!("{s:?} is not an origin like https://chat.example or http://host:8080: {why}");
+    let (scheme, uri, port) = http_url(s, &bad)?;
+    if !matches!(uri.path(), "" | "/") {
+        return Err(bad("an origin has no path"));
+    }
+    let host = uri.host().expect("checked by http_url");
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = port.filter(|&port| port != default_port).map(|port| format!(":{port}")).unwrap_or_default();
+    Ok(format!("{scheme}://{}{port}", host.to_ascii_lowercase()))
+}
+
+/// An http or https URL, checked: no query, fragment or user, a host, a port that is a
+/// number. Its scheme (lower case), the URI and the port if one is given; `bad` words errors.
+fn http_url(
+    s: &str,
+    bad: &dyn Fn(&str) -> String,
+) -> Result<(&'static str, axum::http::Uri, Option<u16>), String> {
     if s.contains(['#', '?']) {
         return Err(bad("no query or fragment"));
     }
     let uri: axum::http::Uri = s.parse().map_err(|e| bad(&format!("{e}")))?;
-    let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
-    let Some(scheme @ ("http" | "https")) = scheme.as_deref() else {
-        return Err(bad("it must start with http:// or https://"));
+    let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => "http",
+        Some("https") => "https",
+        _ => return Err(bad("it must start with http:// or https://")),
     };
     let authority =
         uri.authority().filter(|a| !a.host().is_empty()).ok_or_else(|| bad("it names no host"))?;
     if authority.as_str().contains('@') {
         return Err(bad("no user name or password"));
     }
-    if !matches!(uri.path(), "" | "/") {
-        return Err(bad("an origin has no path"));
-    }
-    let host = authority.host();
-    let port = match authority.as_str()[host.len()..].strip_prefix(':') {
+    let port = match authority.as_str()[authority.host().len()..].strip_prefix(':') {
         None => None,
         Some(port) => Some(port.parse::<u16>().map_err(|_| bad("the port must be a number up to 65535"))?),
     };
-    let default_port = if scheme == "https" { 443 } else { 80 };
-    let port = port.filter(|&port| port != default_port).map(|port| format!(":{port}")).unwrap_or_default();
-    Ok(format!("{scheme}://{}{port}", host.to_ascii_lowercase()))
+    Ok((scheme, uri, port))
 }
 
 /// A log filter in `tracing` syntax, checked now so that a typo stops the start.

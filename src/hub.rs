@@ -9,13 +9,20 @@
 //! Heartbeats and shutdown travel the same channels: the hub sends every room a heartbeat
 //! frame on a timer, and closing the hub closes every channel. So a stream waits on exactly
 //! one thing, its room, and no per-stream timer or shutdown future exists.
+//!
+//! A shared store follows the rooms' lifecycle ([`Hub::on_rooms`]): it is told when a room
+//! opens (its first subscriber) and closes (its last leaves), so a node listens only to the
+//! rooms it has readers of. A room opened under such a store is *followed* once the store
+//! confirms it listens ([`Hub::followed`]); until then a stream may have read its cursor
+//! before anything reached this node, so confirming has every stream of the room catch up.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::{broadcast, watch};
 
 use crate::domain::{Entry, RoomName};
 use crate::wire::{Event, Frame};
@@ -38,9 +45,28 @@ pub struct Hub {
 
 #[derive(Default)]
 struct Rooms {
-    channels: HashMap<RoomName, broadcast::Sender<Arc<Frame>>>,
+    channels: HashMap<RoomName, Room>,
     /// Set by `close`: every channel is gone and no new one opens.
     closed: bool,
+    /// Told of every room that opens or closes (a shared store's follower), once set. Sent
+    /// under the lock, so the follower sees the changes in the order they happened.
+    changes: Option<UnboundedSender<RoomChange>>,
+}
+
+struct Room {
+    tx: broadcast::Sender<Arc<Frame>>,
+    /// Whether everything published to the room from now on reaches this hub: at once
+    /// without a follower, else once the follower confirms.
+    followed: watch::Sender<bool>,
+}
+
+/// A room's lifecycle, as told to [`Hub::on_rooms`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomChange {
+    /// The room's first subscriber arrived.
+    Opened(RoomName),
+    /// The room's last subscriber left (or the hub closed).
+    Closed(RoomName),
 }
 
 impl Hub {
@@ -59,11 +85,13 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, room: &RoomName) -> Subscription {
         let mut rooms = self.rooms.lock().expect("hub lock poisoned");
         let rx = match rooms.channels.get(room) {
-            Some(tx) => tx.subscribe(),
+            Some(open) => open.tx.subscribe(),
             None if rooms.closed => broadcast::channel(1).1,
             None => {
                 let (tx, rx) = broadcast::channel(self.capacity);
-                rooms.channels.insert(room.clone(), tx);
+                let followed = watch::Sender::new(rooms.changes.is_none());
+                rooms.tell(RoomChange::Opened(room.clone()));
+                rooms.channels.insert(room.clone(), Room { tx, followed });
                 rx
             }
         };
@@ -78,6 +106,11 @@ impl Hub {
     pub fn publish(&self, entry: &Entry) {
         self.activity.store(true, Ordering::Relaxed);
         self.send_to(entry.room(), || Event::of(entry.clone()));
+    }
+
+    /// Something was published that this hub may not see (a room nobody reads here).
+    pub fn note_activity(&self) {
+        self.activity.store(true, Ordering::Relaxed);
     }
 
     /// Whether anything was published since the last call.
@@ -98,17 +131,17 @@ impl Hub {
     /// Sends to one room; the event is only made (and encoded) if someone reads the room.
     fn send_to(&self, room: &RoomName, event: impl FnOnce() -> Event) {
         let rooms = self.rooms.lock().expect("hub lock poisoned");
-        if let Some(tx) = rooms.channels.get(room) {
+        if let Some(open) = rooms.channels.get(room) {
             // An error only means the last receiver left in the meantime.
-            let _ = tx.send(Arc::new(Frame::new(event())));
+            let _ = open.tx.send(Arc::new(Frame::new(event())));
         }
     }
 
     /// Sends one frame to every room; false once the hub is closed.
     fn send_to_all(&self, frame: &Arc<Frame>) -> bool {
         let rooms = self.rooms.lock().expect("hub lock poisoned");
-        for tx in rooms.channels.values() {
-            let _ = tx.send(Arc::clone(frame));
+        for open in rooms.channels.values() {
+            let _ = open.tx.send(Arc::clone(frame));
         }
         !rooms.closed
     }
@@ -133,7 +166,35 @@ impl Hub {
     /// Open subscriptions in `room`.
     pub fn subscribers(&self, room: &RoomName) -> usize {
         let rooms = self.rooms.lock().expect("hub lock poisoned");
-        rooms.channels.get(room).map_or(0, |tx| tx.receiver_count())
+        rooms.channels.get(room).map_or(0, |open| open.tx.receiver_count())
+    }
+
+    /// Tells `changes` of every room that opens or closes from now on, and of every room
+    /// open now (as opened). Rooms opened from now on are followed once [`Hub::followed`]
+    /// says so.
+    pub fn on_rooms(&self, changes: UnboundedSender<RoomChange>) {
+        let mut rooms = self.rooms.lock().expect("hub lock poisoned");
+        for room in rooms.channels.keys() {
+            let _ = changes.send(RoomChange::Opened(room.clone()));
+        }
+        rooms.changes = Some(changes);
+    }
+
+    /// The follower listens to `room` now: from here on everything published to it arrives.
+    /// Its streams may have read their cursors before, so the first confirmation of an open
+    /// room has each of them catch up from the store, and its presence recomputed.
+    pub fn followed(&self, room: &RoomName) {
+        {
+            let rooms = self.rooms.lock().expect("hub lock poisoned");
+            let Some(open) = rooms.channels.get(room) else { return };
+            if *open.followed.borrow() {
+                return;
+            }
+            // The resync first: whoever waits for `followed` finds it already sent.
+            let _ = open.tx.send(Arc::new(Frame::new(Event::Resync)));
+            open.followed.send_replace(true);
+        }
+        self.presence_changed(room.clone());
     }
 
     /// Sends every room a heartbeat every `every`, for as long as the hub lives and is open.
@@ -174,7 +235,7 @@ impl Hub {
     pub fn room_counts(&self) -> Vec<(RoomName, usize)> {
         let rooms = self.rooms.lock().expect("hub lock poisoned");
         let mut counts: Vec<_> =
-            rooms.channels.iter().map(|(r, tx)| (r.clone(), tx.receiver_count())).collect();
+            rooms.channels.iter().map(|(r, open)| (r.clone(), open.tx.receiver_count())).collect();
         counts.sort();
         counts
     }
@@ -183,7 +244,17 @@ impl Hub {
     pub fn close(&self) {
         let mut rooms = self.rooms.lock().expect("hub lock poisoned");
         rooms.closed = true;
-        rooms.channels.clear();
+        for (room, _) in std::mem::take(&mut rooms.channels) {
+            rooms.tell(RoomChange::Closed(room));
+        }
+    }
+}
+
+impl Rooms {
+    fn tell(&self, change: RoomChange) {
+        if let Some(changes) = &self.changes {
+            let _ = changes.send(change);
+        }
     }
 }
 
@@ -198,14 +269,27 @@ impl Subscription {
     pub fn receiver(&mut self) -> &mut broadcast::Receiver<Arc<Frame>> {
         &mut self.rx
     }
+
+    /// Waits until everything published to the room reaches this hub (see
+    /// [`Hub::followed`]); at once without a shared store, or once the hub is closed.
+    pub async fn followed(&self) {
+        let mut followed = {
+            let rooms = self.hub.rooms.lock().expect("hub lock poisoned");
+            let Some(open) = rooms.channels.get(&self.room) else { return };
+            open.followed.subscribe()
+        };
+        // An error means the room closed: nothing more will arrive anyway.
+        let _ = followed.wait_for(|yes| *yes).await;
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut rooms = self.hub.rooms.lock().expect("hub lock poisoned");
         // Under the lock the count is exact: 1 means this receiver is the last.
-        if rooms.channels.get(&self.room).is_some_and(|tx| tx.receiver_count() <= 1) {
+        if rooms.channels.get(&self.room).is_some_and(|open| open.tx.receiver_count() <= 1) {
             rooms.channels.remove(&self.room);
+            rooms.tell(RoomChange::Closed(self.room.clone()));
         }
     }
 }
@@ -245,6 +329,32 @@ mod tests {
         drop(b);
         assert!(hub.rooms.lock().unwrap().channels.is_empty());
         hub.publish(&message("general", 1)); // nobody listening: a no-op
+    }
+
+    #[tokio::test]
+    async fn a_follower_is_told_of_rooms_opening_and_closing_and_confirms_with_a_resync() {
+        let hub = Hub::new(16);
+        let (general, other) = (RoomName::general(), RoomName::parse("other").unwrap());
+        let early = hub.subscribe(&general);
+        let (changes, mut told) = tokio::sync::mpsc::unbounded_channel();
+        hub.on_rooms(changes);
+        assert_eq!(told.try_recv(), Ok(RoomChange::Opened(general.clone())), "open before");
+        let mut a = hub.subscribe(&other);
+        let b = hub.subscribe(&other);
+        assert_eq!(told.try_recv(), Ok(RoomChange::Opened(other.clone())), "once per room");
+        assert!(told.try_recv().is_err());
+        let waiting = tokio::spawn(async move {
+            b.followed().await;
+            b
+        });
+        hub.followed(&other);
+        let b = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert!(matches!(a.receiver().recv().await.unwrap().event(), Event::Resync));
+        hub.followed(&other);
+        assert!(a.receiver().try_recv().is_err(), "one resync per opening");
+        drop((a, b, early));
+        assert_eq!(told.try_recv(), Ok(RoomChange::Closed(other)));
+        assert_eq!(told.try_recv(), Ok(RoomChange::Closed(general)));
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The room list's message counts, live: `event: rooms` to every page stream.
 //!
 //! One task per node. Every [`EVERY`], if something was published (on this node or, with a
-//! shared store, on any: the store publishes every node's entries to each hub) or
+//! shared store, on any: the store tells each hub, see `store/redis/follow.rs`) or
 //! [`REFRESH`] passed (retention prunes without a word), it reads the room list from the
 //! store once (if any stream is open) and sends one frame to every room with the rooms whose count changed since
 //! (by absolute count: a stream that missed a frame is right again at the room's next one).

@@ -126,14 +126,16 @@ async fn store(
     Ok(appended)
 }
 
-/// `201` with the message; `200` for a replayed key; a browser goes back to the room (`303`).
+/// `201` with the message; `200` for a replayed key; a browser goes back to the room (`303`),
+/// at its message (`#mID`): the list scrolls there, also without JavaScript.
 fn accepted(Appended { message, replayed }: Appended, browser: bool) -> Response {
     if browser {
-        let location = if message.room == RoomName::general() {
+        let room = if message.room == RoomName::general() {
             "./".to_owned()
         } else {
             format!("rooms/{}", message.room)
         };
+        let location = format!("{room}#m{}", message.id);
         let location = HeaderValue::from_str(&location).expect("room names are URL-safe");
         return (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     }

@@ -5,10 +5,11 @@
 //! room's activity, and PUBLISH it. Ids and order are decided in one place, so every node
 //! sees the same messages in the same order with the same ids.
 //!
-//! Each node holds one subscription (one connection) to the shared channel and hands what
-//! arrives to its hub, which fans out locally. If that subscription breaks, the node
-//! resubscribes and tells every local stream to catch up from the log, so a gap in
-//! notifications never becomes a gap in a stream.
+//! Each room has its own channel, and each node one pub/sub connection, subscribed to the
+//! rooms it has readers of only (`redis/follow.rs`); what arrives goes to its hub, which
+//! fans out locally. A room's first subscription, and any broken connection, has the
+//! room's (or every) local stream catch up from the log, so a gap in notifications never
+//! becomes a gap in a stream.
 //!
 //! The `/send` acknowledgement means "the script ran": the message is in Redis, as durable
 //! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`).
@@ -16,7 +17,8 @@
 //! ([`TAKE_BACK`]): a payload with `kind` `delete` or `edit` and a `target`; one without
 //! `kind` (all that was written before them) is a message. Checking a take-back reads the
 //! log from its target on, within the room's one key: no second slot.
-//! Keys are `ssechat:{room}:seq`, `ssechat:{room}:log` and `ssechat:rooms`; one Redis
+//! Keys are `ssechat:{room}:seq`, `ssechat:{room}:log` and `ssechat:rooms`, the channel
+//! `ssechat:{room}:ch`; one Redis
 //! primary (with replicas or Sentinel) is supported, not Redis Cluster.
 //!
 //! Rules, bans and room settings: see `redis/policy.rs`.
@@ -28,13 +30,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde::Deserialize;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod accounts;
+mod follow;
 mod policy;
 mod presence;
 
@@ -48,13 +50,7 @@ use crate::domain::{
 use crate::domain::{Session, Token, User};
 use crate::hub::Hub;
 use crate::rules::{Ban, BanTarget, Directory, RoomPattern, RoomSettings, Rule, Subject};
-use crate::wire::Event;
 
-/// The channels every node listens to, on its one subscription: messages, presence
-/// changes (the payload is the room) and typing signals.
-const CHANNEL: &str = "ssechat:messages";
-const PRESENCE: &str = "ssechat:presence";
-const TYPING: &str = "ssechat:typing";
 /// Every room with messages, scored by its last activity (ms): the room list reads it newest
 /// first, `limit` entries, with one bounded ZREVRANGEBYSCORE.
 const ROOMS: &str = "ssechat:rooms";
@@ -191,6 +187,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     /// This node's readers in Redis, and everyone else's (`redis/presence.rs`).
     presence: Arc<SharedPresence>,
+    /// Tells every node's room list that messages changed.
+    activity: follow::Activity,
     url: String,
     retention: Retention,
     append: Script,
@@ -300,7 +298,7 @@ impl RedisStore {
 
         let stop = CancellationToken::new();
         let (subscribed, ready) = tokio::sync::oneshot::channel();
-        tokio::spawn(follow(client, Arc::clone(&hub), stop.clone(), subscribed));
+        tokio::spawn(follow::follow(client, Arc::clone(&hub), stop.clone(), subscribed));
         tokio::time::timeout(START_TIMEOUT, ready)
             .await
             .map_err(|_| unreachable("could not subscribe in time".into()))?
@@ -312,6 +310,7 @@ impl RedisStore {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         Ok(Self {
+            activity: follow::Activity::new(Arc::clone(&hub), conn.clone()),
             conn,
             presence,
             url: url.to_owned(),
@@ -430,7 +429,7 @@ impl Store for RedisStore {
             .arg(new.author.as_str())
             .arg(new.text.as_str())
             .arg(self.retention.count)
-            .arg(CHANNEL)
+            .arg(follow::channel(&new.room))
             .arg(if new.key.is_some() { "1" } else { "0" })
             .arg(KEY_TTL.as_secs())
             .arg(if new.user { "1" } else { "0" })
@@ -439,6 +438,9 @@ impl Store for RedisStore {
             .map_err(|e| append_failed(&self.url, e))?;
         // The script ran, and may have stored what can't be read back: not "nothing saved".
         let message = Stored::decode_message(&payload).map_err(|e| StoreError::Unknown(e.to_string()))?;
+        if replayed == 0 {
+            self.activity.noted();
+        }
         Ok(Appended { message, replayed: replayed == 1 })
     }
 
@@ -458,10 +460,13 @@ impl Store for RedisStore {
             .arg(kind)
             .arg(text)
             .arg(self.retention.count)
-            .arg(CHANNEL)
+            .arg(follow::channel(&change.room))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| append_failed(&self.url, e))?;
+        if payload.is_some() {
+            self.activity.noted();
+        }
         payload.map(|p| Stored::decode(&p).map_err(StoreError::Unknown)).transpose()
     }
 
@@ -501,8 +506,9 @@ impl Store for RedisStore {
 
     async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let payload = serde_json::json!({ "room": room, "author": author }).to_string();
-        conn.publish::<_, _, ()>(TYPING, payload).await.map_err(|e| self.unavailable(e))
+        conn.publish::<_, _, ()>(follow::channel(room), follow::typing(author))
+            .await
+            .map_err(|e| self.unavailable(e))
     }
 
     async fn generation(&self) -> Result<u64, StoreError> {
@@ -623,83 +629,6 @@ impl Store for RedisStore {
 
     async fn prune(&self) -> Result<u64, StoreError> {
         prune_expired(&mut self.conn.clone(), self.retention).await.map_err(|e| self.unavailable(e))
-    }
-}
-
-/// A typing signal as it crosses Redis; validated on arrival.
-#[derive(Deserialize)]
-struct TypingNotice {
-    room: RoomName,
-    author: Author,
-}
-
-/// Keeps this node's one subscription, handing every message to the hub. After any
-/// interruption it resubscribes first, then has every stream catch up from the log.
-async fn follow(
-    client: redis::Client,
-    hub: Arc<Hub>,
-    stop: CancellationToken,
-    subscribed: tokio::sync::oneshot::Sender<()>,
-) {
-    let mut subscribed = Some(subscribed);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let connection = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&[CHANNEL, PRESENCE, TYPING]).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let attempt = tokio::select! {
-            _ = stop.cancelled() => return,
-            attempt = tokio::time::timeout(COMMAND_TIMEOUT, connection) => attempt,
-        };
-        match attempt {
-            Ok(Ok(mut pubsub)) => {
-                match subscribed.take() {
-                    Some(first) => {
-                        let _ = first.send(());
-                    }
-                    None => {
-                        tracing::info!("Redis subscription restored; streams catch up from history");
-                        hub.resync();
-                    }
-                }
-                backoff = Duration::from_millis(100);
-                let mut messages = pubsub.on_message();
-                loop {
-                    let message = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        message = messages.next() => message,
-                    };
-                    let Some(message) = message else { break };
-                    let payload = message.get_payload_bytes();
-                    match message.get_channel_name() {
-                        PRESENCE => {
-                            match std::str::from_utf8(payload).ok().and_then(|r| RoomName::parse(r).ok()) {
-                                Some(room) => hub.presence_changed(room),
-                                None => tracing::error!("ignoring a bad presence notice from Redis"),
-                            }
-                        }
-                        TYPING => match serde_json::from_slice::<TypingNotice>(payload) {
-                            Ok(t) => hub.broadcast(&t.room, Event::Typing { author: t.author }),
-                            Err(e) => tracing::error!(error = %e, "ignoring a bad typing notice from Redis"),
-                        },
-                        _ => match Stored::decode(payload) {
-                            Ok(entry) => hub.publish(&entry),
-                            Err(e) => tracing::error!(error = %e, "ignoring an entry from Redis"),
-                        },
-                    }
-                }
-                tracing::warn!("lost the Redis subscription; reconnecting");
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to Redis; retrying"),
-            Err(_) => tracing::warn!("subscribing to Redis timed out; retrying"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -6,10 +6,11 @@ use serde_json::json;
 use ssechat::config::StoreUrl;
 use ssechat::domain::Message;
 
-use crate::helpers::{EventStream, TestApp, WAIT};
+use crate::helpers::{EventStream, TestApp};
 use crate::process::{RedisServer, Server};
 
-async fn node(redis: &RedisServer) -> TestApp {
+/// A node on `redis`, with quick heartbeats.
+pub(crate) async fn node(redis: &RedisServer) -> TestApp {
     let url = redis.url.clone();
     TestApp::spawn_with(move |c| {
         c.store = StoreUrl::Redis(url);
@@ -121,21 +122,7 @@ async fn streams_ride_out_a_redis_restart_and_catch_up_without_a_gap() {
     redis.restart();
     // Posts succeed again once the node has reconnected; post through b, so a sees them
     // live or by catching up, whichever its subscription manages first.
-    let mut after = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        while after.len() < 3 {
-            let body =
-                json!({ "room": "general", "author": "bob", "text": format!("after {}", after.len()) });
-            let response = b.post_json(body).await;
-            if response.status() == 201 {
-                after.push(response.json::<Message>().await.unwrap());
-            } else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    })
-    .await
-    .expect("sends work again once Redis is back");
+    let after = b.say_once_back("general", "bob", "after", 3).await;
     let ids = after.iter().map(|m| m.id - first.id).collect::<Vec<_>>();
     assert_eq!(ids, [1, 2, 3], "ids survive the restart");
     for expected in &after {

@@ -153,6 +153,26 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Posts `count` messages to `room` as `author` ("`prefix` 0", "`prefix` 1"...), retrying
+    /// each until it is stored (the store is coming back): what was stored, in order.
+    pub async fn say_once_back(&self, room: &str, author: &str, prefix: &str, count: usize) -> Vec<Message> {
+        let mut stored = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while stored.len() < count {
+                let text = format!("{prefix} {}", stored.len());
+                let response = self.post_json(json!({ "room": room, "author": author, "text": text })).await;
+                if response.status() == 201 {
+                    stored.push(response.json::<Message>().await.unwrap());
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        })
+        .await
+        .expect("sends work again once the store is back");
+        stored
+    }
+
     /// Where `room`'s ids start: its next message gets this plus one, if nobody posted to it
     /// yet. The memory store starts each life high (`first_id_base`), SQLite at 0.
     pub async fn id_base(&self, room: &str) -> u64 {

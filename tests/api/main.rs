@@ -35,6 +35,7 @@ mod resume;
 mod rooms;
 mod shared_limits;
 mod streams;
+mod subscriptions;
 mod takeback;
 mod tls;
 

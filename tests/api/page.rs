@@ -61,6 +61,7 @@ async fn a_bad_room_name_is_a_404_page_that_says_why() {
 #[tokio::test]
 async fn without_javascript_the_form_posts_and_redirects_back() {
     let app = TestApp::spawn().await;
+    let (dev, general) = (app.id_base("dev").await + 1, app.id_base("general").await + 1);
     let response = app
         .post_as_browser(
             "/send?room=dev",
@@ -68,14 +69,15 @@ async fn without_javascript_the_form_posts_and_redirects_back() {
         )
         .await;
     assert_eq!(response.status(), 303);
-    assert_eq!(response.headers()["location"], "rooms/dev");
+    // Back at the message: the list scrolls to it, also without a script.
+    assert_eq!(response.headers()["location"], format!("rooms/dev#m{dev}").as_str());
     let page = app.get("/rooms/dev").await.text().await.unwrap();
-    assert!(page.contains("no script needed"));
+    assert!(page.contains("no script needed") && page.contains(&format!("id=\"m{dev}\"")));
 
     let response =
         app.post_as_browser("/send", &[("room", "general"), ("author", "ana"), ("text", "to general")]).await;
     assert_eq!(response.status(), 303);
-    assert_eq!(response.headers()["location"], "./");
+    assert_eq!(response.headers()["location"], format!("./#m{general}").as_str());
 }
 
 #[tokio::test]

@@ -40,7 +40,7 @@ pub fn edit(room: &str, target: MessageId, text: &str) -> TakeBack {
 
 async fn deletes_and_edits_are_entries_with_their_own_ids(store: Arc<dyn Store>, hub: Arc<Hub>) {
     let room = RoomName::parse("tb").unwrap();
-    let mut sub = hub.subscribe(&room);
+    let mut sub = super::followed(&hub, &room).await;
     let one = store.append(new("tb", "one")).await.unwrap();
     let base = one.id - 1;
     store.append(new("tb", "two")).await.unwrap();

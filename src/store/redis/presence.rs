@@ -31,7 +31,7 @@ use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::PRESENCE;
+use super::follow;
 use crate::domain::{PresenceView, RoomName};
 use crate::hub::Hub;
 
@@ -53,7 +53,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 /// Readers who joined this node take their places in transit, then this node's entry is
 /// written unless a later one is there already; the hash lives on and the room is
 /// announced. KEYS: hash; ARGV: node, entry, version, joined anonymous, joined names
-/// (JSON list), hash TTL (ms), channel, room.
+/// (JSON list), hash TTL (ms), the room's channel, the presence notice.
 const SHARE: &str = r#"
 local anonymous = tonumber(ARGV[4])
 local names = cjson.decode(ARGV[5])
@@ -83,7 +83,7 @@ return 0
 
 /// A draining node's entry goes; its readers stay in transit until the grace is over.
 /// KEYS: hash; ARGV: node, readers (`Transit` without `until`), grace (ms), hash TTL (ms),
-/// channel, room.
+/// the room's channel, the presence notice.
 const WITHDRAW: &str = r#"
 redis.call('HDEL', KEYS[1], ARGV[1])
 local left = cjson.decode(ARGV[2])
@@ -244,8 +244,8 @@ impl SharedPresence {
             .arg(joined.anonymous)
             .arg(names)
             .arg(HASH_TTL.as_millis() as u64)
-            .arg(PRESENCE)
-            .arg(room.as_str())
+            .arg(follow::channel(room))
+            .arg(follow::PRESENCE)
             .invoke_async(&mut self.conn.clone())
             .await
     }
@@ -266,8 +266,8 @@ impl SharedPresence {
                 .arg(serde_json::to_string(&transit).expect("presence serialises"))
                 .arg(grace.as_millis() as u64)
                 .arg(hash_ttl)
-                .arg(PRESENCE)
-                .arg(room.as_str());
+                .arg(follow::channel(room))
+                .arg(follow::PRESENCE);
             let mut conn = self.conn.clone();
             async move { invocation.invoke_async::<()>(&mut conn).await }
         });

@@ -168,6 +168,11 @@ async fn on_a_phone_without_javascript_the_composer_shows_and_the_drawer_opens()
     let count = format!("document.querySelectorAll('#messages .msg').length === {}", HISTORY + 1);
     wait_until(&page, &count).await;
     assert_fits(&page, "after posting without JavaScript").await;
+    // Back at the message just sent (`#mID`), not at the top of the history.
+    let mine = "(() => { const m = document.querySelector('#messages .msg:last-child').getBoundingClientRect(); \
+                const list = document.getElementById('messages').getBoundingClientRect(); \
+                return m.bottom > list.top && m.top < list.bottom; })()";
+    assert_eq!(js(&page, mine).await, true, "the message just sent is in view");
     page.close().await.unwrap();
 }
 

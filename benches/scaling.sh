@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Issue 16's measurement: Redis CPU per message as nodes are added (BENCHMARKS.md, "Scaling
+# out"). One local redis-server (no persistence), N ssechat nodes on it.
+#
+#   benches/scaling.sh [SECONDS] [NODE COUNTS...]      defaults: 5  1 4 8 16
+#
+# For each N: N nodes with no reader at all, 8 keep-alive posters on node 1 for SECONDS.
+# Then, unless ROOMS=0: 16 nodes and ROOMS rooms (default 100), room i read by one stream on
+# node i mod 16 and, for every other room, one more on the next node; one poster per room on
+# node 1 for SECONDS. Redis CPU per message is used_cpu_sys + used_cpu_user (INFO cpu)
+# after minus before, divided by the messages posted. SSECHAT=PATH runs another build of the
+# server (an older one, to compare); the load tool is always this tree's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-5}; shift || true
+counts=("$@"); [ ${#counts[@]} -gt 0 ] || counts=(1 4 8 16)
+rooms=${ROOMS:-100}
+cargo build --release --quiet --bins
+bin=$PWD/target/release
+unlimited="--send-rate 1000000000 --send-burst 1000000000 --max-streams-per-client 1000000 --max-streams 1000000 --max-connections-per-client 1000000"
+work=$(mktemp -d)
+nodes=()
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
+until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
+rcli() { redis-cli -p "$port" "$@"; }
+
+start_nodes() { # N: starts N nodes, their URLs in urls[]
+  urls=()
+  for i in $(seq "$1"); do
+    "${SSECHAT:-$bin/ssechat}" --listen 127.0.0.1:0 --store "redis://127.0.0.1:$port/0" --log warn $unlimited > "$work/node$i.out" &
+    nodes+=($!)
+  done
+  for i in $(seq "$1"); do
+    until grep -q listening "$work/node$i.out" 2>/dev/null; do sleep 0.05; done
+    urls+=("$(sed -n 's/^listening on //p' "$work/node$i.out")")
+  done
+}
+stop_nodes() { kill "${nodes[@]}" 2>/dev/null || true; wait "${nodes[@]}" 2>/dev/null || true; nodes=(); }
+cpu() { rcli info cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.6f", s}'; }
+
+measure() { # LABEL POSTERS ROOMS: posts through node 1, prints the Redis CPU per message
+  local before after posted channels
+  before=$(cpu)
+  "$bin/ssechat-load" post --url "${urls[0]}" --concurrency "$2" --rooms "$3" --duration "${seconds}s" --json \
+    > "$work/load.out"
+  after=$(cpu)
+  channels=$(rcli pubsub channels '*' | grep -c . || true)
+  posted=$(grep '^{' "$work/load.out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
+  python3 -c "import sys; a,b,n=map(float,sys.argv[1:]); print(f'$1: {n:.0f} messages, {n/$seconds:.0f}/s, Redis CPU {(b-a)*1e6/n:.1f} µs per message, channels subscribed: $channels')" "$before" "$after" "$posted"
+}
+
+for n in "${counts[@]}"; do
+  start_nodes "$n"
+  measure "$n nodes, no readers" 8 1
+  stop_nodes
+done
+
+if [ "$rooms" -gt 0 ]; then
+  start_nodes 16
+  # One raw HTTP/1.1 stream per (node, room), read and thrown away until killed.
+  python3 - "$rooms" "${urls[@]}" > "$work/readers.out" 2>&1 <<'PY' &
+import asyncio, sys
+rooms, urls = int(sys.argv[1]), sys.argv[2:]
+opened, total = [], rooms + (rooms + 1) // 2
+async def read(url, room):
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /events?room=bench-{room} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await reader.read(65536)
+    opened.append(room)
+    if len(opened) == total:
+        print("ready", flush=True)
+    while await reader.read(65536):
+        pass
+async def main():
+    streams = [(urls[r % len(urls)], r) for r in range(rooms)]
+    streams += [(urls[(r + 1) % len(urls)], r) for r in range(0, rooms, 2)]
+    await asyncio.gather(*(read(u, r) for u, r in streams))
+asyncio.run(main())
+PY
+  readers=$!
+  # Every stream has its preamble; a second more for the nodes' subscriptions.
+  until grep -q ready "$work/readers.out"; do sleep 0.1; done
+  sleep 1
+  measure "16 nodes, $rooms rooms, readers on 1-2 nodes each" "$rooms" "$rooms"
+  kill "$readers" 2>/dev/null || true
+  stop_nodes
+fi
