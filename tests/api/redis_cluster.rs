@@ -6,10 +6,11 @@
 //! The tests below also answer what redis-rs 1.8's cluster connection can do for ssechat
 //! (issue 16, Redis Cluster), in short:
 //! - Scripts whose keys share the room's tag `{ROOM}` run atomically on its shard, and may
-//!   `SPUBLISH` to `ssechat:{ROOM}:ch`. Today's APPEND/TAKE_BACK also touch the global
-//!   `ssechat:rooms` (CROSSSLOT), FORGET touches it with a room's log, and presence's
-//!   liveness check pipelines `EXISTS` over `{node:ID}` slots (refused by redis-rs): those
-//!   three must change. `{accounts}`, `{directory}`, `{client:ADDR}` and the other `{ROOM}`
+//!   `SPUBLISH` to `ssechat:{ROOM}:ch`. A global key in a room's script is refused
+//!   (CROSSSLOT), so the store's APPEND/TAKE_BACK/FORGET touch one room's keys only and the
+//!   room index `ssechat:rooms` is written by a command of its own (checked here on the
+//!   store's own scripts); a pipeline of `EXISTS` over `{node:ID}` slots is refused by
+//!   redis-rs, so presence sends them one by one. `{accounts}`, `{directory}`, `{client:ADDR}` and the other `{ROOM}`
 //!   keys are fine. A script's error does not undo its earlier writes.
 //! - `WAIT 1 ms` in the same pipeline as a write runs on the write's node: acknowledged
 //!   writes survive a primary's SIGKILL.
@@ -585,4 +586,43 @@ async fn a_subscription_per_shard_following_moved_survives_failovers() {
     next_push(&mut pushes, PushKind::Disconnection).await;
     let (_conn, mut pushes) = subscribe_on_owner(cluster.live_ports()[0], &channel(room)).await;
     delivered(&mut publisher, &mut pushes, room, "after a failover").await;
+}
+
+/// The store's own room scripts (`ssechat::store::redis_room`), on a cluster connection:
+/// their keys are one room's, so each runs on the room's shard; the room index follows.
+#[tokio::test]
+async fn the_stores_room_scripts_run_on_a_cluster() {
+    use ssechat::domain::{Change, MessageText, NewMessage, RoomName, TakeBack};
+    use ssechat::store::redis_room::{ROOMS, RoomScripts, log_key};
+
+    let cluster = RedisCluster::start().await;
+    let mut conn = ClusterClient::new(cluster.urls()).unwrap().get_async_connection().await.unwrap();
+    let scripts = RoomScripts::default();
+    for name in room_per_primary(&cluster).await.into_values() {
+        let room = RoomName::parse(&name).unwrap();
+        let new = NewMessage::parse(&name, Some("ana"), Some("hello")).unwrap();
+        let first = scripts.append(&mut conn, &new, 100).await.unwrap().expect("a new message");
+        RoomScripts::note(&mut conn, &room, first.ms).await.unwrap();
+        let target = scripts.append(&mut conn, &new, 100).await.unwrap().expect("another").payload;
+        let target: serde_json::Value = serde_json::from_slice(&target).unwrap();
+        let edit = TakeBack {
+            room: room.clone(),
+            target: target["id"].as_u64().unwrap(),
+            change: Change::Edit(MessageText::parse("edited").unwrap()),
+        };
+        let edited = scripts.take_back(&mut conn, &edit, 100).await.unwrap().expect("an edit");
+        RoomScripts::note(&mut conn, &room, edited.ms).await.unwrap();
+        assert_eq!(conn.zcard::<_, usize>(log_key(&room)).await.unwrap(), 3, "{name}: two messages, an edit");
+        let score: Option<i64> = conn.zscore(ROOMS, &name).await.unwrap();
+        assert_eq!(score, Some(edited.ms), "{name} is in the room index at its last write");
+
+        assert!(!scripts.forget(&mut conn, &room, 0, edited.ms).await.unwrap(), "{name} is not idle");
+        assert!(scripts.forget(&mut conn, &room, 0, edited.ms + 1).await.unwrap(), "{name} is idle");
+        assert_eq!(conn.zcard::<_, usize>(log_key(&room)).await.unwrap(), 0, "{name}'s log is gone");
+        assert_eq!(
+            conn.zscore::<_, _, Option<i64>>(ROOMS, &name).await.unwrap(),
+            None,
+            "and its index entry"
+        );
+    }
 }

@@ -219,14 +219,13 @@ impl SharedPresence {
 
     /// Whether each of `nodes` still says it is alive.
     async fn alive(&self, nodes: &[String]) -> RedisResult<Vec<bool>> {
-        if nodes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for node in nodes {
-            pipe.exists(alive_key(node));
-        }
-        pipe.query_async(&mut self.conn.clone()).await
+        // One EXISTS per node, concurrently (the connection pipelines them): each key is in its
+        // own Cluster slot, so one pipeline of them would be refused there.
+        let exists = nodes.iter().map(|node| {
+            let mut conn = self.conn.clone();
+            async move { conn.exists::<_, bool>(alive_key(node)).await }
+        });
+        futures_util::future::try_join_all(exists).await
     }
 
     /// Writes this node's readers of `room` (`joined`: who arrived since the last share).
