@@ -2,8 +2,9 @@
 //!
 //! Publishing is one Lua script, run atomically by Redis: take the room's next id, append
 //! the message to the room's log (a sorted set scored by id, capped at `--retain`), note the
-//! room's activity, and PUBLISH it; the room index follows by a separate command. Ids and order are decided in one place, so every node
-//! sees the same messages in the same order with the same ids.
+//! room's activity, and PUBLISH it; the room index follows by a separate command. Ids and
+//! order are decided in one place, so every node sees the same messages in the same order
+//! with the same ids.
 //!
 //! Each room has its own channel, and each node one pub/sub connection, subscribed to the
 //! rooms it has readers of only (`redis/follow.rs`); what arrives goes to its hub, which
