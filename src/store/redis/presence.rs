@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use super::conn::RedisConn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -142,7 +142,7 @@ impl Transit {
 
 /// This node's side of presence in Redis.
 pub struct SharedPresence {
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// This node's name in presence entries: random, so no two nodes (or lives) share one.
     node: String,
     hub: Arc<Hub>,
@@ -161,11 +161,7 @@ pub struct SharedPresence {
 
 impl SharedPresence {
     /// Says this node is alive before anything is shared, then keeps saying so until `stop`.
-    pub async fn start(
-        conn: ConnectionManager,
-        hub: Arc<Hub>,
-        stop: CancellationToken,
-    ) -> RedisResult<Arc<Self>> {
+    pub async fn start(conn: RedisConn, hub: Arc<Hub>, stop: CancellationToken) -> RedisResult<Arc<Self>> {
         let node = {
             use std::hash::{BuildHasher, Hasher};
             format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish())
@@ -360,7 +356,7 @@ mod tests {
 
     async fn node_with(server: &RedisServer, hub: Arc<Hub>) -> Arc<SharedPresence> {
         let client = redis::Client::open(server.url.as_str()).unwrap();
-        let conn = client.get_connection_manager().await.unwrap();
+        let conn = RedisConn::Single(client.get_connection_manager().await.unwrap());
         SharedPresence::start(conn, hub, CancellationToken::new()).await.unwrap()
     }
 
