@@ -626,3 +626,53 @@ async fn the_stores_room_scripts_run_on_a_cluster() {
         );
     }
 }
+
+/// The whole store (not only its scripts) opened on a Cluster through `RedisConn`: history,
+/// the room list, accounts and rules, one room per primary. Delivery is not checked: the
+/// follower still subscribes on one node (see `RedisStore::open_cluster`).
+#[tokio::test]
+async fn the_store_opened_on_a_cluster_keeps_history_accounts_and_rules() {
+    use ssechat::accounts::{User, skeleton};
+    use ssechat::domain::{Author, NewMessage, RoomName, Timestamp};
+    use ssechat::hub::Hub;
+    use ssechat::rules::{Perm, RoomPattern, Rule, Subject};
+    use ssechat::store::{Range, RedisStore, Retention, Store};
+
+    let cluster = RedisCluster::start().await;
+    let store = RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(100)).await.unwrap();
+    let rooms = room_per_primary(&cluster).await;
+    for name in rooms.values() {
+        let room = RoomName::parse(name).unwrap();
+        let mut sent = vec![];
+        for text in ["one", "two"] {
+            sent.push(
+                store.append(NewMessage::parse(name, Some("ana"), Some(text)).unwrap()).await.unwrap().id,
+            );
+        }
+        assert_eq!(sent[1], sent[0] + 1, "{name}: ids follow");
+        let page = store.read(&room, Range::After(0), 10).await.unwrap();
+        assert_eq!(page.entries.iter().map(|e| e.id()).collect::<Vec<_>>(), sent, "{name}'s history");
+    }
+    let listed: Vec<String> =
+        store.rooms(10).await.unwrap().into_iter().map(|r| r.name.to_string()).collect();
+    assert_eq!(listed.len(), rooms.len(), "every room is listed: {listed:?}");
+
+    let ana = Author::parse("Ana").unwrap();
+    let user = User {
+        name: ana.clone(),
+        admin: false,
+        password: "$argon2id$x".into(),
+        epoch: 1,
+        created: Timestamp::now(),
+    };
+    assert_eq!(store.add_user(&user).await.unwrap(), None);
+    assert_eq!(store.user(&skeleton("ana")).await.unwrap().map(|u| u.name), Some(ana));
+
+    let rule = Rule {
+        subject: Subject::parse("ana").unwrap(),
+        pattern: RoomPattern::parse("dev-*").unwrap(),
+        perm: Perm::parse("rw").unwrap(),
+    };
+    store.set_rule(&rule).await.unwrap();
+    assert_eq!(store.directory().await.unwrap().rules, [rule]);
+}
