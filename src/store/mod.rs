@@ -11,8 +11,9 @@ mod redis;
 mod sqlite;
 mod turns;
 
-#[cfg(test)]
-mod contract;
+#[cfg(any(test, feature = "contract"))]
+#[doc(hidden)]
+pub mod contract;
 
 use async_trait::async_trait;
 

@@ -676,3 +676,25 @@ async fn the_store_opened_on_a_cluster_keeps_history_accounts_and_rules() {
     store.set_rule(&rule).await.unwrap();
     assert_eq!(store.directory().await.unwrap().rules, [rule]);
 }
+
+/// The store contract suite on a Cluster, one store at a time on an emptied Cluster
+/// (FLUSHALL goes to every primary). Needs the `contract` feature.
+#[cfg(feature = "contract")]
+#[tokio::test]
+async fn the_store_contract_holds_on_a_cluster() {
+    use std::sync::Arc;
+
+    use ssechat::store::{RedisStore, Store};
+
+    let cluster = RedisCluster::start().await;
+    let urls = cluster.urls();
+    ssechat::store::contract::run_all(|hub, retention| {
+        let urls = urls.clone();
+        async move {
+            let mut conn = ClusterClient::new(urls.clone()).unwrap().get_async_connection().await.unwrap();
+            redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
+            Arc::new(RedisStore::open_cluster(&urls, hub, retention).await.unwrap()) as Arc<dyn Store>
+        }
+    })
+    .await;
+}
