@@ -628,12 +628,13 @@ async fn the_stores_room_scripts_run_on_a_cluster() {
 }
 
 /// The whole store (not only its scripts) opened on a Cluster through `RedisConn`: history,
-/// the room list, accounts and rules, one room per primary. Delivery is not checked: the
-/// follower still subscribes on one node (see `RedisStore::open_cluster`).
+/// the room list, accounts and rules, one room per primary; with a second node, the shared
+/// send limit, presence and typing. Delivery is the contract's (next test); the follower
+/// still subscribes on one node (see `RedisStore::open_cluster`).
 #[tokio::test]
 async fn the_store_opened_on_a_cluster_keeps_history_accounts_and_rules() {
     use ssechat::accounts::{User, skeleton};
-    use ssechat::domain::{Author, NewMessage, RoomName, Timestamp};
+    use ssechat::domain::{Author, NewMessage, PresenceView, RoomName, Timestamp};
     use ssechat::hub::Hub;
     use ssechat::rules::{Perm, RoomPattern, Rule, Subject};
     use ssechat::store::{Range, RedisStore, Retention, Store};
@@ -675,6 +676,27 @@ async fn the_store_opened_on_a_cluster_keeps_history_accounts_and_rules() {
     };
     store.set_rule(&rule).await.unwrap();
     assert_eq!(store.directory().await.unwrap().rules, [rule]);
+
+    // A second node: the same send limit, and each sees the other's readers.
+    let other = RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(100)).await.unwrap();
+    let client: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    assert_eq!(store.rate_limiter(Duration::from_secs(60), 1).take(client).await.unwrap(), None);
+    assert!(
+        other.rate_limiter(Duration::from_secs(60), 1).take(client).await.unwrap().is_some(),
+        "one bucket"
+    );
+    for name in rooms.values() {
+        let room = RoomName::parse(name).unwrap();
+        let ana = PresenceView { names: vec!["ana".into()], anonymous: 1, ..PresenceView::default() };
+        store.share_presence(&room, ana.clone(), ana).await.unwrap();
+        let seen = other.presence(&room, PresenceView::default()).await.unwrap();
+        assert_eq!(
+            (seen.names, seen.anonymous),
+            (vec!["ana".to_owned()], 1),
+            "{name}: the other node's readers"
+        );
+        store.typing(&room, &Author::parse("ana").unwrap()).await.unwrap();
+    }
 }
 
 /// The store contract suite on a Cluster, one store at a time on an emptied Cluster
