@@ -758,7 +758,11 @@ pub mod tests {
         let store = RedisStore::open(&server.url, Hub::new(4), retention).await.unwrap();
         store.append(NewMessage::parse("fresh", Some("ana"), Some("x")).unwrap()).await.unwrap();
         redis::cmd("ZADD").arg(ROOMS).arg(1).arg("fresh").exec(&mut conn).unwrap();
-        assert_eq!(store.prune().await.unwrap(), 1, "general forgotten, fresh kept");
+        // The background pruner runs once at start too, so it may be the one that forgets
+        // `general`: the outcome is checked, not who did it.
+        store.prune().await.unwrap();
+        let general: bool = redis::cmd("EXISTS").arg("ssechat:{general}:log").query(&mut conn).unwrap();
+        assert!(!general, "general forgotten");
         let index: Vec<String> = redis::cmd("ZRANGE").arg(ROOMS).arg(0).arg(-1).query(&mut conn).unwrap();
         assert_eq!(index, ["fresh"]);
         let names: Vec<String> =
