@@ -574,9 +574,12 @@ async fn a_subscription_per_shard_following_moved_survives_failovers() {
     let (switched, room) = &rooms[0];
     let (_conn, mut pushes) = subscribe_on_owner(cluster.live_ports()[0], &channel(room)).await;
     delivered(&mut publisher, &mut pushes, room, "before").await;
-    cluster.switch_over(*switched).await;
+    let promoted = cluster.switch_over(*switched).await;
     next_push(&mut pushes, PushKind::SUnsubscribe).await;
-    let (_conn, mut pushes) = subscribe_on_owner(cluster.live_ports()[0], &channel(room)).await;
+    // Not asked on the demoted primary: Redis 7.0.15 accepts SSUBSCRIBE there (no MOVED)
+    // and then delivers nothing. Another shard's node redirects to the new owner.
+    let elsewhere = cluster.live_ports().into_iter().find(|p| ![*switched, promoted].contains(p)).unwrap();
+    let (_conn, mut pushes) = subscribe_on_owner(elsewhere, &channel(room)).await;
     delivered(&mut publisher, &mut pushes, room, "after a switch-over").await;
 
     let (killed, room) = &rooms[1];
