@@ -95,6 +95,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
             .to_owned()),
         StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open_directory(path)?)),
         StoreUrl::Redis(url) => Ok(Arc::new(RedisStore::open(url, Hub::new(1), config.retention()).await?)),
+        StoreUrl::RedisCluster(_) => Err(crate::config::CLUSTER_NOT_YET.to_owned()),
     }
 }
 

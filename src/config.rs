@@ -289,7 +289,9 @@ impl Config {
             StoreUrl::Memory => {
                 (DEFAULT_RETAIN_MEMORY, Some(self.max_rooms.unwrap_or(DEFAULT_MAX_ROOMS_MEMORY)))
             }
-            StoreUrl::Sqlite(_) | StoreUrl::Redis(_) => (DEFAULT_RETAIN_DURABLE, None),
+            StoreUrl::Sqlite(_) | StoreUrl::Redis(_) | StoreUrl::RedisCluster(_) => {
+                (DEFAULT_RETAIN_DURABLE, None)
+            }
         };
         Retention { count: self.retain.unwrap_or(default), age: self.retain_for, max_rooms }
     }
@@ -418,6 +420,36 @@ pub enum StoreUrl {
     Memory,
     Sqlite(PathBuf),
     Redis(String),
+    /// `redis+cluster://HOST:PORT[,HOST:PORT...]`: a Redis Cluster's seed nodes, each as
+    /// `redis://HOST:PORT` (what `redis::cluster::ClusterClient::new` takes). Parsed, but
+    /// refused at start until the Redis store runs on a Cluster ([`CLUSTER_NOT_YET`]).
+    RedisCluster(Vec<String>),
+}
+
+/// Why `--store redis+cluster://` does not start a server (yet).
+pub const CLUSTER_NOT_YET: &str = "--store redis+cluster:// (Redis Cluster) is not supported yet; \
+     use one Redis primary (with replicas or Sentinel): --store redis://HOST:PORT/DB";
+
+/// The seed nodes of `redis+cluster://HOST:PORT[,HOST:PORT...]` (the part after `://`),
+/// each as `redis://HOST:PORT`.
+fn cluster_seeds(list: &str) -> Result<Vec<String>, String> {
+    let example = "as in redis+cluster://127.0.0.1:7000,127.0.0.1:7001";
+    if list.is_empty() {
+        return Err(format!("redis+cluster:// needs at least one HOST:PORT, {example}"));
+    }
+    list.split(',')
+        .map(|node| {
+            let bad = |why: &str| format!("bad node {node:?} in redis+cluster://{list}: {why}, {example}");
+            let (host, port) = node.rsplit_once(':').ok_or_else(|| bad("no :PORT"))?;
+            if host.is_empty() || host.contains(['/', '@', ' ', '?', '#']) {
+                return Err(bad("expected HOST:PORT (no user, password, path or options)"));
+            }
+            match port.parse::<u16>() {
+                Ok(1..) => Ok(format!("redis://{node}")),
+                _ => Err(bad("the port must be a number from 1 to 65535")),
+            }
+        })
+        .collect()
 }
 
 impl FromStr for StoreUrl {
@@ -429,11 +461,15 @@ impl FromStr for StoreUrl {
         if s.starts_with("redis://") || s.starts_with("rediss://") {
             return Ok(StoreUrl::Redis(s.to_owned()));
         }
+        if let Some(list) = s.strip_prefix("redis+cluster://") {
+            return cluster_seeds(list).map(StoreUrl::RedisCluster);
+        }
         match s.strip_prefix("sqlite:") {
             Some("") => Err("sqlite: needs a file path, as in sqlite:ssechat.db".to_owned()),
             Some(path) => Ok(StoreUrl::Sqlite(PathBuf::from(path))),
             None => Err(format!(
-                "unknown store {s:?}; expected `sqlite:PATH`, `redis://HOST:PORT/DB` or `memory`"
+                "unknown store {s:?}; expected `sqlite:PATH`, `redis://HOST:PORT/DB`, \
+                 `redis+cluster://HOST:PORT[,HOST:PORT...]` or `memory`"
             )),
         }
     }
@@ -450,6 +486,10 @@ impl StoreUrl {
                 _ => format!("sqlite:{}", path.display()),
             },
             StoreUrl::Redis(url) => redact_password(url),
+            StoreUrl::RedisCluster(seeds) => {
+                let nodes: Vec<&str> = seeds.iter().map(|s| s.trim_start_matches("redis://")).collect();
+                format!("redis+cluster://{}", nodes.join(","))
+            }
         }
     }
 }
@@ -722,6 +762,27 @@ mod tests {
         assert_eq!(absolute.described(), "sqlite:/srv/chat.db");
         let relative = StoreUrl::Sqlite(PathBuf::from("chat.db")).described();
         assert!(relative.starts_with("sqlite:chat.db (/") && relative.ends_with("/chat.db)"), "{relative}");
+    }
+
+    #[test]
+    fn a_cluster_store_names_its_seed_nodes_and_a_bad_list_is_a_clear_error() {
+        let store: StoreUrl = "redis+cluster://127.0.0.1:7000,[::1]:7001".parse().unwrap();
+        let seeds = ["redis://127.0.0.1:7000", "redis://[::1]:7001"].map(String::from).to_vec();
+        assert_eq!(store, StoreUrl::RedisCluster(seeds));
+        assert_eq!(store.described(), "redis+cluster://127.0.0.1:7000,[::1]:7001");
+        for (bad, why) in [
+            ("redis+cluster://", "needs at least one HOST:PORT"),
+            ("redis+cluster://h:7000,", "bad node \"\""),
+            ("redis+cluster://h", "no :PORT"),
+            ("redis+cluster://h:0", "the port must be"),
+            ("redis+cluster://h:x", "the port must be"),
+            ("redis+cluster://:7000", "expected HOST:PORT"),
+            ("redis+cluster://u:pw@h:7000", "expected HOST:PORT"),
+            ("redis+cluster://h:7000/0", "the port must be"),
+        ] {
+            let err = bad.parse::<StoreUrl>().unwrap_err();
+            assert!(err.contains(why) && err.contains("redis+cluster://127.0.0.1:7000"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use crate::auth::{Access, Identity};
 use crate::certificates::{self, CertificateFiles};
-use crate::config::{Config, StoreUrl};
+use crate::config::{CLUSTER_NOT_YET, Config, StoreUrl};
 use crate::domain::RoomName;
 use crate::error::AppError;
 use crate::hub::Hub;
@@ -122,6 +122,7 @@ impl AppState {
                 shared_sends = Some(SendLimiter::shared(&store, config.send_rate, config.send_burst));
                 Arc::new(store)
             }
+            StoreUrl::RedisCluster(_) => return Err(StartError::Store(CLUSTER_NOT_YET.to_owned())),
         };
         let (tls, renew) = match (&certificates, acme) {
             (Some(files), _) => {

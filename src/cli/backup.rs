@@ -17,7 +17,7 @@ pub async fn run(args: BackupArgs, store: &StoreUrl) -> Outcome {
     let source = match store {
         StoreUrl::Sqlite(source) => source.clone(),
         StoreUrl::Memory => return Err(MEMORY.to_owned()),
-        StoreUrl::Redis(_) => return Err(REDIS.to_owned()),
+        StoreUrl::Redis(_) | StoreUrl::RedisCluster(_) => return Err(REDIS.to_owned()),
     };
     let target = args.path;
     let shown = target.display().to_string();

@@ -11,8 +11,9 @@ mod redis;
 mod sqlite;
 mod turns;
 
-#[cfg(test)]
-mod contract;
+#[cfg(any(test, feature = "contract"))]
+#[doc(hidden)]
+pub mod contract;
 
 use async_trait::async_trait;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 pub use memory::MemoryStore;
 pub use newest::NewestIds;
+pub use redis::room as redis_room;
 pub use redis::{RedisStore, SharedRateLimiter};
 pub use sqlite::{Copied, SCHEMA_VERSION, SqliteStore};
 

@@ -30,6 +30,7 @@ mod presence_nodes;
 mod presence_order;
 mod proxy;
 mod recipe;
+mod redis_cluster;
 mod resume;
 mod rooms;
 mod shared_limits;

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
+
+use super::conn::RedisConn;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -63,14 +65,14 @@ fn room_of(channel: &str) -> Option<RoomName> {
 /// interval is over, so the last entry is always told.
 pub struct Activity {
     hub: Arc<Hub>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// When the last notice went out, and whether one is planned. A std mutex, never held
     /// across an `.await`.
     told: Arc<Mutex<(Option<Instant>, bool)>>,
 }
 
 impl Activity {
-    pub fn new(hub: Arc<Hub>, conn: ConnectionManager) -> Self {
+    pub fn new(hub: Arc<Hub>, conn: RedisConn) -> Self {
         Self { hub, conn, told: Arc::default() }
     }
 

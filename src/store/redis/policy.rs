@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use super::conn::RedisConn;
 use redis::{AsyncCommands, Pipeline, Script};
 
 use crate::domain::{RoomName, Timestamp};
@@ -53,25 +53,22 @@ pub fn bump_generation(pipe: &mut Pipeline) -> &mut Pipeline {
 
 /// Moves the generation alone: after an accounts write (its keys live in another slot),
 /// so every node looks again at its open streams.
-pub async fn touch(conn: &ConnectionManager) -> redis::RedisResult<()> {
+pub async fn touch(conn: &RedisConn) -> redis::RedisResult<()> {
     conn.clone().incr(GENERATION, 1).await
 }
 
 /// Runs `pipe` with the generation bump as one `MULTI`; gives the first reply.
-async fn write<T: redis::FromRedisValue>(
-    conn: &ConnectionManager,
-    pipe: &mut Pipeline,
-) -> redis::RedisResult<T> {
+async fn write<T: redis::FromRedisValue>(conn: &RedisConn, pipe: &mut Pipeline) -> redis::RedisResult<T> {
     let (out,): (T,) = bump_generation(pipe.atomic()).query_async(&mut conn.clone()).await?;
     Ok(out)
 }
 
-pub async fn generation(conn: &ConnectionManager) -> redis::RedisResult<u64> {
+pub async fn generation(conn: &RedisConn) -> redis::RedisResult<u64> {
     let value: Option<u64> = conn.clone().get(GENERATION).await?;
     Ok(value.unwrap_or(0))
 }
 
-pub async fn directory(conn: &ConnectionManager) -> Result<Directory, String> {
+pub async fn directory(conn: &RedisConn) -> Result<Directory, String> {
     type Hash = HashMap<String, String>;
     let (generation, rules, bans, rooms): (Option<u64>, Hash, Hash, Hash) = redis::pipe()
         .atomic()
@@ -131,13 +128,13 @@ fn ban_field(target: &BanTarget, room: Option<&RoomName>) -> String {
     format!("{target}\n{}", room.map_or("", RoomName::as_str))
 }
 
-pub async fn set_rule(conn: &ConnectionManager, rule: &Rule) -> redis::RedisResult<()> {
+pub async fn set_rule(conn: &RedisConn, rule: &Rule) -> redis::RedisResult<()> {
     let field = rule_field(&rule.subject, &rule.pattern);
     write::<u64>(conn, redis::pipe().hset(RULES, field, rule.perm.as_str())).await.map(|_| ())
 }
 
 pub async fn reset_rules(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     subject: &Subject,
     pattern: Option<&RoomPattern>,
 ) -> redis::RedisResult<u64> {
@@ -154,25 +151,21 @@ pub async fn reset_rules(
     }
 }
 
-pub async fn add_ban(conn: &ConnectionManager, ban: &Ban) -> redis::RedisResult<()> {
+pub async fn add_ban(conn: &RedisConn, ban: &Ban) -> redis::RedisResult<()> {
     let until = ban.until.map_or(0, |t| t.millis());
     let field = ban_field(&ban.target, ban.room.as_ref());
     write::<u64>(conn, redis::pipe().hset(BANS, field, until)).await.map(|_| ())
 }
 
 pub async fn remove_ban(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     target: &BanTarget,
     room: Option<&RoomName>,
 ) -> redis::RedisResult<u64> {
     write(conn, redis::pipe().hdel(BANS, ban_field(target, room))).await
 }
 
-pub async fn set_room(
-    conn: &ConnectionManager,
-    room: &RoomName,
-    settings: RoomSettings,
-) -> redis::RedisResult<()> {
+pub async fn set_room(conn: &RedisConn, room: &RoomName, settings: RoomSettings) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     match settings.slow {
         Some(slow) => pipe.hset(ROOMS, room.as_str(), slow.as_millis() as u64),
@@ -182,7 +175,7 @@ pub async fn set_room(
 }
 
 pub async fn slow_turn(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     room: &RoomName,
     sender: &str,
     every: Duration,

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use super::conn::RedisConn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -142,7 +142,7 @@ impl Transit {
 
 /// This node's side of presence in Redis.
 pub struct SharedPresence {
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// This node's name in presence entries: random, so no two nodes (or lives) share one.
     node: String,
     hub: Arc<Hub>,
@@ -161,11 +161,7 @@ pub struct SharedPresence {
 
 impl SharedPresence {
     /// Says this node is alive before anything is shared, then keeps saying so until `stop`.
-    pub async fn start(
-        conn: ConnectionManager,
-        hub: Arc<Hub>,
-        stop: CancellationToken,
-    ) -> RedisResult<Arc<Self>> {
+    pub async fn start(conn: RedisConn, hub: Arc<Hub>, stop: CancellationToken) -> RedisResult<Arc<Self>> {
         let node = {
             use std::hash::{BuildHasher, Hasher};
             format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish())
@@ -219,14 +215,13 @@ impl SharedPresence {
 
     /// Whether each of `nodes` still says it is alive.
     async fn alive(&self, nodes: &[String]) -> RedisResult<Vec<bool>> {
-        if nodes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for node in nodes {
-            pipe.exists(alive_key(node));
-        }
-        pipe.query_async(&mut self.conn.clone()).await
+        // One EXISTS per node, concurrently (the connection pipelines them): each key is in its
+        // own Cluster slot, so one pipeline of them would be refused there.
+        let exists = nodes.iter().map(|node| {
+            let mut conn = self.conn.clone();
+            async move { conn.exists::<_, bool>(alive_key(node)).await }
+        });
+        futures_util::future::try_join_all(exists).await
     }
 
     /// Writes this node's readers of `room` (`joined`: who arrived since the last share).
@@ -361,7 +356,7 @@ mod tests {
 
     async fn node_with(server: &RedisServer, hub: Arc<Hub>) -> Arc<SharedPresence> {
         let client = redis::Client::open(server.url.as_str()).unwrap();
-        let conn = client.get_connection_manager().await.unwrap();
+        let conn = RedisConn::Single(client.get_connection_manager().await.unwrap());
         SharedPresence::start(conn, hub, CancellationToken::new()).await.unwrap()
     }
 

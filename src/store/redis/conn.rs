@@ -1,0 +1,59 @@
+//! One connection type for commands and scripts over both kinds of Redis: a single
+//! primary (a `ConnectionManager`, which reconnects) or a Redis Cluster (redis-rs's cluster
+//! connection, which routes each command by its key's slot and follows MOVED). Cheap to
+//! clone; clones share the connection. Pub/sub does not go through it (`follow.rs`).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    /// A connection to the Cluster that `seeds` (`redis://HOST:PORT`) belong to. Each
+    /// command waits at most `timeout` per try, and an IO error is retried twice: a retried
+    /// script may run twice (see `room.rs` on idempotency).
+    pub async fn cluster(seeds: &[String], timeout: Duration) -> RedisResult<Self> {
+        let client = ClusterClientBuilder::new(seeds.to_vec())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2)
+            .build()?;
+        Ok(Self::Cluster(client.get_async_connection().await?))
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
