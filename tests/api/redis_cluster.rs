@@ -55,6 +55,8 @@ pub struct RedisCluster {
     /// Held while the cluster lives: six servers with a one-second node timeout must not be
     /// starved by other heavy tests (a stalled primary would be failed over).
     _heavy: tokio::sync::MutexGuard<'static, ()>,
+    /// Held too: one Cluster at a time on the machine, whichever test process starts it.
+    _machine: std::fs::File,
 }
 
 /// What a node's `CLUSTER NODES` says about one node.
@@ -141,15 +143,24 @@ async fn role(port: u16) -> (String, bool) {
     (role, linked)
 }
 
+/// An exclusive lock on a file shared by every test process of this machine (several
+/// checkouts may run their tests at once), released when the file closes.
+async fn machine_lock() -> std::fs::File {
+    let path = std::env::temp_dir().join("ssechat-redis-cluster-tests.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).unwrap();
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await.unwrap().unwrap()
+}
+
 impl RedisCluster {
     /// Starts six nodes, creates the cluster, and waits until every node sees every slot
     /// served and every replica is linked to its primary.
     pub async fn start() -> RedisCluster {
         let heavy = crate::helpers::HEAVY.lock().await;
+        let machine = machine_lock().await;
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(12); // a client port and a cluster bus port per node
         let nodes: Vec<Node> = ports.chunks(2).map(|pair| start_node(dir.path(), pair[0], pair[1])).collect();
-        let cluster = RedisCluster { nodes, _dir: dir, _heavy: heavy };
+        let cluster = RedisCluster { nodes, _dir: dir, _heavy: heavy, _machine: machine };
         for node in &cluster.nodes {
             let port = node.port;
             until("a node to answer PING", || async move {
