@@ -180,6 +180,16 @@ impl Hub {
         rooms.changes = Some(changes);
     }
 
+    /// The follower lost `room`'s subscription (its Redis node failed or moved the room): what
+    /// is published until it listens again is missed, so the next [`Hub::followed`] has the
+    /// room's streams catch up again.
+    pub fn unfollowed(&self, room: &RoomName) {
+        let rooms = self.rooms.lock().expect("hub lock poisoned");
+        if let Some(open) = rooms.channels.get(room) {
+            open.followed.send_replace(false);
+        }
+    }
+
     /// The follower listens to `room` now: from here on everything published to it arrives.
     /// Its streams may have read their cursors before, so the first confirmation of an open
     /// room has each of them catch up from the store, and its presence recomputed.

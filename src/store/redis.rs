@@ -43,6 +43,7 @@ mod follow;
 mod policy;
 mod presence;
 pub mod room;
+mod shards;
 
 use self::conn::RedisConn;
 use self::presence::SharedPresence;
@@ -157,6 +158,13 @@ impl Stored {
     }
 }
 
+/// Who follows the rooms: one pub/sub connection on one Redis (`redis/follow.rs`), or
+/// sharded subscriptions on a Cluster's primaries (`redis/shards.rs`).
+enum Follower {
+    Single(redis::Client),
+    Shards(RedisConn),
+}
+
 /// What a failed `APPEND` means. Refused connection: the script was never sent. An error
 /// reply: Redis did not run it (or stopped it before its first write). Anything else (a
 /// timeout, a dropped connection, a reply that won't decode) came after the script was sent:
@@ -181,32 +189,27 @@ impl RedisStore {
             .map_err(|_| unreachable(url, "timed out"))?
             .map(RedisConn::Single)
             .map_err(|e| unreachable(url, e))?;
-        Self::start(conn, client, url, hub, retention).await
+        Self::start(conn, Follower::Single(client), url, hub, retention).await
     }
 
-    /// The store on a Redis Cluster, for tests only until it is supported (`--store
-    /// redis+cluster://` is still refused at start): commands and scripts go through the
-    /// cluster connection; the follower still SUBSCRIBEs on the first seed, which hears
-    /// the scripts' classic PUBLISH because a Cluster broadcasts it to every node (the
-    /// firehose: sharded pub/sub is the next step).
-    #[doc(hidden)]
+    /// The store on a Redis Cluster (`--store redis+cluster://`): commands and scripts go
+    /// through the cluster connection, which routes each by its key's slot; each room's
+    /// channel is followed on its shard's primary (`redis/shards.rs`).
     pub async fn open_cluster(seeds: &[String], hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
         let label = seeds.join(",");
-        let first = seeds.first().ok_or("no Redis Cluster seed node")?;
-        let client =
-            redis::Client::open(first.as_str()).map_err(|e| format!("invalid Redis URL {first}: {e}"))?;
         let conn = tokio::time::timeout(START_TIMEOUT, RedisConn::cluster(seeds, COMMAND_TIMEOUT))
             .await
             .map_err(|_| unreachable(&label, "timed out"))?
             .map_err(|e| unreachable(&label, e))?;
-        Self::start(conn, client, &label, hub, retention).await
+        let follower = Follower::Shards(conn.clone());
+        Self::start(conn, follower, &label, hub, retention).await
     }
 
-    /// Checks `conn` answers, subscribes with `client` (pub/sub), and starts presence and
-    /// pruning. `url` names the Redis in errors.
+    /// Checks `conn` answers, starts `follower`, presence and pruning. `url` names the Redis
+    /// in errors.
     async fn start(
         mut conn: RedisConn,
-        client: redis::Client,
+        follower: Follower,
         url: &str,
         hub: Arc<Hub>,
         retention: Retention,
@@ -214,7 +217,11 @@ impl RedisStore {
         let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| unreachable(url, e))?;
         let stop = CancellationToken::new();
         let (subscribed, ready) = tokio::sync::oneshot::channel();
-        tokio::spawn(follow::follow(client, Arc::clone(&hub), stop.clone(), subscribed));
+        let (hub2, stop2) = (Arc::clone(&hub), stop.clone());
+        match follower {
+            Follower::Single(client) => tokio::spawn(follow::follow(client, hub2, stop2, subscribed)),
+            Follower::Shards(cluster) => tokio::spawn(shards::follow(cluster, hub2, stop2, subscribed)),
+        };
         tokio::time::timeout(START_TIMEOUT, ready)
             .await
             .map_err(|_| unreachable(url, "could not subscribe in time"))?
@@ -225,13 +232,14 @@ impl RedisStore {
         let presence = SharedPresence::start(conn.clone(), Arc::clone(&hub), stop.clone())
             .await
             .map_err(|e| unreachable(url, e))?;
+        let scripts = RoomScripts::new(conn.publish_command());
         Ok(Self {
             activity: follow::Activity::new(Arc::clone(&hub), conn.clone()),
             conn,
             presence,
             url: url.to_owned(),
             retention,
-            scripts: RoomScripts::default(),
+            scripts,
             _stop: stop.drop_guard(),
         })
     }
@@ -411,9 +419,7 @@ impl Store for RedisStore {
 
     async fn typing(&self, room: &RoomName, author: &Author) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        conn.publish::<_, _, ()>(follow::channel(room), follow::typing(author))
-            .await
-            .map_err(|e| self.unavailable(e))
+        conn.publish(&follow::channel(room), &follow::typing(author)).await.map_err(|e| self.unavailable(e))
     }
 
     async fn generation(&self) -> Result<u64, StoreError> {

@@ -16,7 +16,7 @@ fn redis_conn(redis: &RedisServer) -> redis::Connection {
 /// Every room channel some connection is subscribed to, sorted.
 fn channels(redis: &RedisServer) -> Vec<String> {
     let mut names: Vec<String> =
-        redis::cmd("PUBSUB").arg("CHANNELS").arg("ssechat:{*").query(&mut redis_conn(redis)).unwrap();
+        redis::cmd("PUBSUB").arg("CHANNELS").arg("ssechat:{*}:ch").query(&mut redis_conn(redis)).unwrap();
     names.sort();
     names
 }

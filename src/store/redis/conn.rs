@@ -28,6 +28,20 @@ impl RedisConn {
             .build()?;
         Ok(Self::Cluster(client.get_async_connection().await?))
     }
+
+    /// How to publish: `PUBLISH` on one Redis, sharded `SPUBLISH` on a Cluster (a plain
+    /// `PUBLISH` there goes to every node of the Cluster).
+    pub fn publish_command(&self) -> &'static str {
+        match self {
+            Self::Single(_) => "PUBLISH",
+            Self::Cluster(_) => "SPUBLISH",
+        }
+    }
+
+    /// Publishes `payload` on `channel` with [`Self::publish_command`].
+    pub async fn publish(&mut self, channel: &str, payload: &str) -> RedisResult<()> {
+        redis::cmd(self.publish_command()).arg(channel).arg(payload).exec_async(self).await
+    }
 }
 
 impl ConnectionLike for RedisConn {

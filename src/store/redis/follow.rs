@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::AsyncCommands;
 use redis::aio::{PubSubSink, PubSubStream};
 
 use super::conn::RedisConn;
@@ -41,7 +40,8 @@ pub const PRESENCE: &str = "presence";
 /// What a typing signal's payload starts with; the author follows.
 const TYPING: &str = "typing:";
 /// The channel saying some room's messages changed.
-pub const ACTIVITY: &str = "ssechat:activity";
+/// Its own hash tag: on a Cluster it is a sharded channel like a room's.
+pub const ACTIVITY: &str = "ssechat:{activity}";
 /// A node says so at most this often (the room list refreshes every 2 s at most).
 const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
 
@@ -55,7 +55,7 @@ pub fn typing(author: &Author) -> String {
     format!("{TYPING}{author}")
 }
 
-fn room_of(channel: &str) -> Option<RoomName> {
+pub(super) fn room_of(channel: &str) -> Option<RoomName> {
     let name = channel.strip_prefix("ssechat:{")?.strip_suffix("}:ch")?;
     RoomName::parse(name).ok()
 }
@@ -92,7 +92,7 @@ impl Activity {
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             *told.lock().expect("activity lock poisoned") = (Some(Instant::now()), false);
-            if let Err(e) = conn.publish::<_, _, ()>(ACTIVITY, "1").await {
+            if let Err(e) = conn.publish(ACTIVITY, "1").await {
                 tracing::warn!(error = %e, "cannot tell other nodes of new messages");
             }
         });
@@ -101,19 +101,19 @@ impl Activity {
 
 /// What the node listens to.
 #[derive(Default)]
-struct Following {
+pub(super) struct Following {
     /// Rooms the hub has open, as far as its changes were read.
-    open: HashSet<RoomName>,
-    /// Rooms subscribed on the current connection, confirmed by Redis.
-    subscribed: HashSet<RoomName>,
+    pub open: HashSet<RoomName>,
+    /// Rooms subscribed, confirmed by Redis.
+    pub subscribed: HashSet<RoomName>,
     /// Subscribed rooms that closed, and when: unsubscribed after [`LINGER`].
-    idle: HashMap<RoomName, Instant>,
+    pub idle: HashMap<RoomName, Instant>,
 }
 
 impl Following {
     /// Notes the hub's changes; returns the opened rooms not subscribed yet. A room that
     /// opens again while still subscribed is followed at once.
-    fn apply(&mut self, hub: &Hub, changes: Vec<RoomChange>) -> Vec<RoomName> {
+    pub fn apply(&mut self, hub: &Hub, changes: Vec<RoomChange>) -> Vec<RoomName> {
         let mut new = HashSet::new();
         for change in changes {
             match change {
@@ -139,12 +139,12 @@ impl Following {
     }
 
     /// When the next idle room is due to be unsubscribed.
-    fn next_expiry(&self) -> Option<Instant> {
+    pub fn next_expiry(&self) -> Option<Instant> {
         self.idle.values().min().map(|since| *since + LINGER)
     }
 
     /// Idle rooms whose linger is over, no longer counted as subscribed.
-    fn expire(&mut self, now: Instant) -> Vec<RoomName> {
+    pub fn expire(&mut self, now: Instant) -> Vec<RoomName> {
         let expired: Vec<RoomName> =
             self.idle.iter().filter(|(_, since)| **since + LINGER <= now).map(|(r, _)| r.clone()).collect();
         for room in &expired {
@@ -241,7 +241,7 @@ async fn listen(
         tokio::select! {
             _ = stop.cancelled() => return Ended::Stopped,
             message = stream.next() => match message {
-                Some(message) => deliver(hub, &message),
+                Some(message) => deliver(hub, message.get_channel_name(), message.get_payload_bytes()),
                 None => return Ended::Lost,
             },
             change = told.recv() => {
@@ -290,10 +290,9 @@ async fn command(run: impl Future<Output = redis::RedisResult<()>>) -> bool {
     }
 }
 
-/// Hands one payload to the hub; a bad one is logged and ignored.
-fn deliver(hub: &Hub, message: &redis::Msg) {
-    let payload = message.get_payload_bytes();
-    if message.get_channel_name() == ACTIVITY {
+/// Hands one payload that arrived on `channel` to the hub; a bad one is logged and ignored.
+pub(super) fn deliver(hub: &Hub, channel: &str, payload: &[u8]) {
+    if channel == ACTIVITY {
         return hub.note_activity();
     }
     if payload.first() == Some(&b'{') {
@@ -303,8 +302,8 @@ fn deliver(hub: &Hub, message: &redis::Msg) {
         }
         return;
     }
-    let Some(room) = room_of(message.get_channel_name()) else {
-        return tracing::error!(channel = message.get_channel_name(), "ignoring a notice on a bad channel");
+    let Some(room) = room_of(channel) else {
+        return tracing::error!(channel, "ignoring a notice on a bad channel");
     };
     let payload = String::from_utf8_lossy(payload);
     if payload == PRESENCE {

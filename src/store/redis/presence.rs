@@ -53,7 +53,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 /// Readers who joined this node take their places in transit, then this node's entry is
 /// written unless a later one is there already; the hash lives on and the room is
 /// announced. KEYS: hash; ARGV: node, entry, version, joined anonymous, joined names
-/// (JSON list), hash TTL (ms), the room's channel, the presence notice.
+/// (JSON list), hash TTL (ms), the room's channel, the presence notice, the publish command.
 const SHARE: &str = r#"
 local anonymous = tonumber(ARGV[4])
 local names = cjson.decode(ARGV[5])
@@ -77,13 +77,13 @@ if not old or (cjson.decode(old).version or 0) < tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PUBLISH', ARGV[7], ARGV[8])
+redis.call(ARGV[9], ARGV[7], ARGV[8])
 return 0
 "#;
 
 /// A draining node's entry goes; its readers stay in transit until the grace is over.
 /// KEYS: hash; ARGV: node, readers (`Transit` without `until`), grace (ms), hash TTL (ms),
-/// the room's channel, the presence notice.
+/// the room's channel, the presence notice, the publish command.
 const WITHDRAW: &str = r#"
 redis.call('HDEL', KEYS[1], ARGV[1])
 local left = cjson.decode(ARGV[2])
@@ -92,7 +92,7 @@ if tonumber(ARGV[3]) > 0 and (left.anonymous > 0 or next(left.names) ~= nil) the
   redis.call('HSET', KEYS[1], 'left:' .. ARGV[1], cjson.encode(left))
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call(ARGV[7], ARGV[5], ARGV[6])
 return 0
 "#;
 
@@ -241,6 +241,7 @@ impl SharedPresence {
             .arg(HASH_TTL.as_millis() as u64)
             .arg(follow::channel(room))
             .arg(follow::PRESENCE)
+            .arg(self.conn.publish_command())
             .invoke_async(&mut self.conn.clone())
             .await
     }
@@ -262,7 +263,8 @@ impl SharedPresence {
                 .arg(grace.as_millis() as u64)
                 .arg(hash_ttl)
                 .arg(follow::channel(room))
-                .arg(follow::PRESENCE);
+                .arg(follow::PRESENCE)
+                .arg(self.conn.publish_command());
             let mut conn = self.conn.clone();
             async move { invocation.invoke_async::<()>(&mut conn).await }
         });

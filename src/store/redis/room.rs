@@ -37,7 +37,7 @@ if ARGV[6] == '1' then
   local prior = redis.call('GET', KEYS[4])
   if prior then return {1, prior, 0} end
 end
-local room, retain, channel, target = ARGV[1], ARGV[4], ARGV[5], nil
+local room, retain, channel, publish, target = ARGV[1], ARGV[4], ARGV[5], ARGV[9], nil
 local user = nil
 if ARGV[8] == '1' then user = true end
 local function body(ms)
@@ -54,7 +54,8 @@ return {0, payload, ms}
 /// The part every log entry shares: the room's next id, the entry (`body`, a JSON object
 /// without its id) appended to the log, the log capped at `retain`, the room's last
 /// activity noted in its `:last` key, the entry published. KEYS: seq, log, last; locals in:
-/// room, retain, channel, body (a function of `ms`), target (a delete's or edit's, else
+/// room, retain, channel, publish (`PUBLISH`, or `SPUBLISH` on a Cluster), body (a function
+/// of `ms`), target (a delete's or edit's, else
 /// nil); out: payload, ms.
 ///
 /// A room's first id follows Redis's clock (`first_id_base`: milliseconds × 1,000), so a
@@ -74,17 +75,17 @@ redis.call('ZADD', KEYS[2], id, payload)
 local excess = redis.call('ZCARD', KEYS[2]) - tonumber(retain)
 if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
 redis.call('SET', KEYS[3], string.format('%.0f', ms))
-redis.call('PUBLISH', channel, payload)
+redis.call(publish, channel, payload)
 "#;
 
 /// A delete or an edit of message ARGV[2], if the log holds it and nobody deleted it: the
 /// message and the entries about it (found by their `"target":ID,` prefix, which no text
 /// can contain unescaped) are folded to how it reads now, then the entry goes the way of
 /// every entry. KEYS: seq, log, last; ARGV: room, target, kind (`delete` or `edit`), text,
-/// retain, channel. Returns {payload, ms}, or nil when there is no such message.
+/// retain, channel, publish. Returns {payload, ms}, or nil when there is no such message.
 const TAKE_BACK: [&str; 3] = [
     r#"
-local room, target, retain, channel = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
+local room, target, retain, channel, publish = ARGV[1], ARGV[2], ARGV[5], ARGV[6], ARGV[7]
 local found = redis.call('ZRANGEBYSCORE', KEYS[2], target, '+inf')
 if #found == 0 then return false end
 local current = cjson.decode(found[1])
@@ -165,20 +166,29 @@ pub struct RoomScripts {
     take_back: Script,
     forget_log: Script,
     forget_index: Script,
+    /// How entries are published: `PUBLISH`, or `SPUBLISH` (sharded) on a Cluster.
+    publish: &'static str,
 }
 
 impl Default for RoomScripts {
+    /// Scripts that publish with a plain `PUBLISH`.
     fn default() -> Self {
+        Self::new("PUBLISH")
+    }
+}
+
+impl RoomScripts {
+    /// Scripts that publish with `publish` (`PUBLISH` or `SPUBLISH`).
+    pub fn new(publish: &'static str) -> Self {
         Self {
             append: Script::new(&APPEND.concat()),
             take_back: Script::new(&TAKE_BACK.concat()),
             forget_log: Script::new(FORGET_LOG),
             forget_index: Script::new(FORGET_INDEX),
+            publish,
         }
     }
-}
 
-impl RoomScripts {
     /// Appends `new` (keeping `retain` entries): `Err(payload)` when its idempotency key
     /// was known (nothing written), else what was written. The room index is not touched:
     /// call [`Self::note`] after.
@@ -203,6 +213,7 @@ impl RoomScripts {
             .arg(if new.key.is_some() { "1" } else { "0" })
             .arg(KEY_TTL.as_secs())
             .arg(if new.user { "1" } else { "0" })
+            .arg(self.publish)
             .invoke_async(conn)
             .await?;
         Ok(if replayed == 1 { Err(payload) } else { Ok(Written { payload, ms }) })
@@ -231,6 +242,7 @@ impl RoomScripts {
             .arg(text)
             .arg(retain)
             .arg(follow::channel(&change.room))
+            .arg(self.publish)
             .invoke_async(conn)
             .await?;
         Ok(written.map(|(payload, ms)| Written { payload, ms }))
