@@ -734,3 +734,235 @@ async fn the_store_contract_holds_on_a_cluster() {
     })
     .await;
 }
+
+/// The next message `sub` gets (other frames skipped).
+async fn next_message(sub: &mut ssechat::hub::Subscription) -> ssechat::domain::Message {
+    let next = async {
+        loop {
+            let frame = sub.receiver().recv().await.expect("the room stays open");
+            if let ssechat::wire::Event::Message(message) = frame.event() {
+                return message.clone();
+            }
+        }
+    };
+    tokio::time::timeout(CLUSTER_WAIT, next).await.expect("a message arrives")
+}
+
+/// `channel`'s sharded subscribers on the node at `port`.
+async fn shard_subscribers_on(port: u16, channel: &str) -> i64 {
+    let (_, n): (String, i64) =
+        node_query(port, redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel)).await.unwrap();
+    n
+}
+
+/// Two nodes on a Cluster: the reading node holds each read room's channel on that room's
+/// primary only (`SSUBSCRIBE`; no plain channel anywhere), gets every message the other node
+/// writes, in order, and lets each channel go once its readers left (after the linger).
+#[tokio::test]
+async fn a_node_follows_each_read_room_on_its_primary_only_while_read() {
+    use ssechat::domain::{NewMessage, RoomName};
+    use ssechat::hub::Hub;
+    use ssechat::store::{RedisStore, Retention, Store};
+
+    let cluster = RedisCluster::start().await;
+    let writer =
+        RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(100)).await.unwrap();
+    let hub = Hub::new(64);
+    let _reader =
+        RedisStore::open_cluster(&cluster.urls(), hub.clone(), Retention::count(100)).await.unwrap();
+    let rooms = room_per_primary(&cluster).await;
+    let mut subs = vec![];
+    for (&primary, name) in &rooms {
+        let mut sub = hub.subscribe(&RoomName::parse(name).unwrap());
+        tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
+        for port in cluster.live_ports() {
+            let expected = i64::from(port == primary);
+            assert_eq!(shard_subscribers_on(port, &channel(name)).await, expected, "{name} on {port}");
+            let plain: Vec<String> = node_query(port, redis::cmd("PUBSUB").arg("CHANNELS")).await.unwrap();
+            assert_eq!(plain, Vec::<String>::new(), "no plain channel on {port}");
+        }
+        subs.push((name, sub));
+    }
+    for (name, sub) in &mut subs {
+        let mut sent = vec![];
+        for text in ["one", "two", "three"] {
+            sent.push(
+                writer.append(NewMessage::parse(name, Some("ana"), Some(text)).unwrap()).await.unwrap(),
+            );
+        }
+        for message in sent {
+            assert_eq!(next_message(sub).await, message, "{name}");
+        }
+    }
+    drop(subs);
+    for name in rooms.values() {
+        until("the room's channel to be let go", || async {
+            shard_subscribers(&cluster, &channel(name)).await == 0
+        })
+        .await;
+    }
+}
+
+/// What a reader of one room has seen: `(id, text)` in order, as a stream shows them (live,
+/// or read from the log from its last id after a resync or a lag).
+struct Seen {
+    room: ssechat::domain::RoomName,
+    entries: Vec<(u64, String)>,
+    resyncs: usize,
+}
+
+impl Seen {
+    fn last(&self) -> u64 {
+        self.entries.last().map_or(0, |e| e.0)
+    }
+
+    fn add(&mut self, message: &ssechat::domain::Message) {
+        if message.id > self.last() {
+            self.entries.push((message.id, message.text.to_string()));
+        }
+    }
+
+    async fn catch_up(&mut self, store: &dyn ssechat::store::Store) {
+        loop {
+            let page = store.read(&self.room, ssechat::store::Range::After(self.last()), 100).await.unwrap();
+            if page.entries.is_empty() {
+                return;
+            }
+            for message in page.current() {
+                self.add(&message);
+            }
+        }
+    }
+
+    /// Reads `sub` until the message `until` was seen.
+    async fn follow(
+        &mut self,
+        sub: &mut ssechat::hub::Subscription,
+        store: &dyn ssechat::store::Store,
+        until: u64,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        while self.last() < until {
+            let frame =
+                tokio::time::timeout(CLUSTER_WAIT, sub.receiver().recv()).await.expect("frames arrive");
+            match frame.as_ref().map(|f| f.event()) {
+                Ok(ssechat::wire::Event::Message(message)) => self.add(message),
+                Ok(ssechat::wire::Event::Resync) => {
+                    self.resyncs += 1;
+                    self.catch_up(store).await;
+                }
+                Err(RecvError::Lagged(_)) => self.catch_up(store).await,
+                Err(RecvError::Closed) => panic!("the room closed"),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// A node writes to a room on every shard while another node reads them; one shard switches
+/// over, another's primary is killed. Every acknowledged message reaches the reader once, in
+/// order, with its id and text (live, or from the log after the resync the follower sends
+/// once it subscribed again), and the rooms of the changed shards were resynced.
+#[tokio::test]
+async fn readers_on_a_cluster_get_every_acknowledged_message_through_failovers() {
+    use std::sync::{Arc, Mutex};
+
+    use ssechat::domain::{NewMessage, RoomName};
+    use ssechat::hub::Hub;
+    use ssechat::store::{RedisStore, Retention, Store};
+
+    let mut cluster = RedisCluster::start().await;
+    let writer = Arc::new(
+        RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(10_000)).await.unwrap(),
+    );
+    let hub = Hub::new(1024);
+    let reader =
+        RedisStore::open_cluster(&cluster.urls(), hub.clone(), Retention::count(10_000)).await.unwrap();
+    let rooms: Vec<(u16, String)> = room_per_primary(&cluster).await.into_iter().collect();
+    let mut readers = vec![];
+    for (_, name) in &rooms {
+        let room = RoomName::parse(name).unwrap();
+        let mut sub = hub.subscribe(&room);
+        tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
+        readers.push((Seen { room, entries: vec![], resyncs: 0 }, sub));
+    }
+    let acked: Arc<Mutex<Vec<Vec<(u64, String)>>>> = Arc::new(Mutex::new(vec![vec![]; rooms.len()]));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let posting = {
+        let (writer, acked, stop, names) = (
+            writer.clone(),
+            acked.clone(),
+            stop.clone(),
+            rooms.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            for n in 0.. {
+                if stop.is_cancelled() {
+                    return;
+                }
+                tick.tick().await;
+                for (i, name) in names.iter().enumerate() {
+                    let text = format!("m{n}");
+                    if let Ok(m) =
+                        writer.append(NewMessage::parse(name, Some("ana"), Some(&text)).unwrap()).await
+                    {
+                        acked.lock().unwrap().get_mut(i).unwrap().push((m.id, text));
+                    }
+                }
+            }
+        })
+    };
+    let acked_in = |i: usize| acked.lock().unwrap()[i].len();
+    let more_acked = |i: usize, past: usize| {
+        let acked = acked.clone();
+        move || {
+            let acked = acked.clone();
+            async move { acked.lock().unwrap()[i].len() >= past + 5 }
+        }
+    };
+    until("posts are acknowledged", more_acked(1, 0)).await;
+    cluster.switch_over(rooms[0].0).await;
+    until("posts go on after the switch-over", more_acked(0, acked_in(0))).await;
+    cluster.kill_primary(rooms[1].0).await;
+    until("posts go on after the failover", more_acked(1, acked_in(1))).await;
+    stop.cancel();
+    posting.await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    for ((seen, sub), acked) in readers.iter_mut().zip(&acked) {
+        seen.follow(sub, &reader, acked.last().unwrap().0).await;
+        let ids: Vec<u64> = seen.entries.iter().map(|e| e.0).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{}: in order, once each", seen.room);
+        for entry in acked {
+            assert!(seen.entries.contains(entry), "{}: {entry:?} acknowledged, never shown", seen.room);
+        }
+    }
+    assert!(readers[0].0.resyncs > 0, "the switched shard's room caught up");
+    assert!(readers[1].0.resyncs > 0, "the failed shard's room caught up");
+}
+
+/// redis-rs follows `MOVED` for a command but not for a `MULTI` (the store reads a room's
+/// page, and the access rules, with one): after their shards switched over, both still
+/// answer at the first try.
+#[tokio::test]
+async fn transactions_follow_a_moved_slot() {
+    use ssechat::domain::{NewMessage, RoomName};
+    use ssechat::hub::Hub;
+    use ssechat::store::{Range, RedisStore, Retention, Store};
+
+    let cluster = RedisCluster::start().await;
+    let store = RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(100)).await.unwrap();
+    let room = RoomName::parse("moving").unwrap();
+    let sent = store.append(NewMessage::parse("moving", Some("ana"), Some("hi")).unwrap()).await.unwrap();
+    store.directory().await.unwrap();
+    let (room_shard, rules_shard) =
+        (cluster.primary_of("{moving}").await, cluster.primary_of("{directory}").await);
+    cluster.switch_over(room_shard).await;
+    if rules_shard != room_shard {
+        cluster.switch_over(rules_shard).await;
+    }
+    let page = store.read(&room, Range::Latest, 10).await.expect("a room's page after its shard moved");
+    assert_eq!(page.current(), [sent]);
+    store.directory().await.expect("the rules after their shard moved");
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::cluster_routing::SingleNodeRoutingInfo;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
 #[derive(Clone)]
 pub enum RedisConn {
@@ -44,6 +45,17 @@ impl RedisConn {
     }
 }
 
+/// Where a `MULTI` whose slot moved must go. redis-rs follows `MOVED` for a command, not for
+/// a transaction (it gives up, and does not even learn the new slot map): after a failover,
+/// every `MULTI` on a moved slot would fail until some single command refreshed the map.
+fn moved_to(e: &RedisError) -> Option<(String, u16)> {
+    let errors = e.clone().into_server_errors()?;
+    let moved = errors.iter().find(|(_, e)| e.kind() == Some(ServerErrorKind::Moved))?;
+    let (_slot, address) = moved.1.details()?.split_once(' ')?;
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -60,7 +72,18 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => Box::pin(async move {
+                match c.req_packed_commands(pipeline, offset, count).await {
+                    Err(e) => match moved_to(&e) {
+                        Some((host, port)) => {
+                            let to = SingleNodeRoutingInfo::ByAddress { host, port };
+                            c.route_pipeline(pipeline.clone(), offset, count, to).await
+                        }
+                        None => Err(e),
+                    },
+                    done => done,
+                }
+            }),
         }
     }
 
