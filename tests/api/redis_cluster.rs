@@ -773,7 +773,7 @@ async fn a_node_follows_each_read_room_on_its_primary_only_while_read() {
     let rooms = room_per_primary(&cluster).await;
     let mut subs = vec![];
     for (&primary, name) in &rooms {
-        let mut sub = hub.subscribe(&RoomName::parse(name).unwrap());
+        let sub = hub.subscribe(&RoomName::parse(name).unwrap());
         tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
         for port in cluster.live_ports() {
             let expected = i64::from(port == primary);
@@ -803,11 +803,14 @@ async fn a_node_follows_each_read_room_on_its_primary_only_while_read() {
     }
 }
 
+/// `(id, text)` of messages, in order.
+type Entries = Vec<(u64, String)>;
+
 /// What a reader of one room has seen: `(id, text)` in order, as a stream shows them (live,
 /// or read from the log from its last id after a resync or a lag).
 struct Seen {
     room: ssechat::domain::RoomName,
-    entries: Vec<(u64, String)>,
+    entries: Entries,
     resyncs: usize,
 }
 
@@ -882,11 +885,11 @@ async fn readers_on_a_cluster_get_every_acknowledged_message_through_failovers()
     let mut readers = vec![];
     for (_, name) in &rooms {
         let room = RoomName::parse(name).unwrap();
-        let mut sub = hub.subscribe(&room);
+        let sub = hub.subscribe(&room);
         tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
         readers.push((Seen { room, entries: vec![], resyncs: 0 }, sub));
     }
-    let acked: Arc<Mutex<Vec<Vec<(u64, String)>>>> = Arc::new(Mutex::new(vec![vec![]; rooms.len()]));
+    let acked: Arc<Mutex<Vec<Entries>>> = Arc::new(Mutex::new(vec![vec![]; rooms.len()]));
     let stop = tokio_util::sync::CancellationToken::new();
     let posting = {
         let (writer, acked, stop, names) = (
