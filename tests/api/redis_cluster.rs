@@ -969,3 +969,80 @@ async fn transactions_follow_a_moved_slot() {
     assert_eq!(page.current(), [sent]);
     store.directory().await.expect("the rules after their shard moved");
 }
+
+/// Two ssechat nodes on a Cluster, over HTTP: posts go to node A, one stream per room (a
+/// room on every shard) reads on node B. One shard's primary is killed, another switches
+/// over, while posts go on. Every post answered `201` shows on its stream once, in order,
+/// with its id; posts answered otherwise may show or not, never twice.
+#[tokio::test]
+async fn streams_on_a_cluster_show_every_acknowledged_post_through_a_failover() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::helpers::TestApp;
+    use ssechat::config::StoreUrl;
+    use ssechat::domain::Message;
+
+    let mut cluster = RedisCluster::start().await;
+    let node = || {
+        let seeds = cluster.urls();
+        TestApp::spawn_with(move |c| {
+            c.store = StoreUrl::RedisCluster(seeds);
+            c.heartbeat = Duration::from_millis(200);
+            c.send_timeout = Duration::from_secs(10);
+        })
+    };
+    let (a, b) = (Arc::new(node().await), node().await);
+    let rooms: Vec<(u16, String)> = room_per_primary(&cluster).await.into_iter().collect();
+    let mut streams = vec![];
+    for (_, room) in &rooms {
+        streams.push(b.subscribe(&format!("?room={room}"), &[]).await);
+    }
+    let acked: Arc<Mutex<Vec<Vec<Message>>>> = Arc::new(Mutex::new(vec![vec![]; rooms.len()]));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let posting = {
+        let (a, acked, stop) = (a.clone(), acked.clone(), stop.clone());
+        let names: Vec<String> = rooms.iter().map(|r| r.1.clone()).collect();
+        tokio::spawn(async move {
+            for n in 0.. {
+                for (i, room) in names.iter().enumerate() {
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    let body = serde_json::json!({ "room": room, "author": "ana", "text": format!("m{n}") });
+                    let response = a.post_json(body).await;
+                    if response.status() == 201 {
+                        let message: Message = response.json().await.unwrap();
+                        acked.lock().unwrap()[i].push(message);
+                    }
+                }
+            }
+        })
+    };
+    let more_acked = |i: usize| {
+        let (acked, past) = (acked.clone(), acked.lock().unwrap()[i].len());
+        move || {
+            let acked = acked.clone();
+            async move { acked.lock().unwrap()[i].len() >= past + 5 }
+        }
+    };
+    until("posts are acknowledged", more_acked(1)).await;
+    cluster.kill_primary(rooms[1].0).await;
+    until("posts go on after the failover", more_acked(1)).await;
+    cluster.switch_over(rooms[0].0).await;
+    until("posts go on after the switch-over", more_acked(0)).await;
+    stop.cancel();
+    posting.await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    for ((stream, acked), (_, room)) in streams.iter_mut().zip(&acked).zip(&rooms) {
+        let last = acked.last().unwrap().id;
+        let mut shown: Vec<Message> = vec![];
+        while shown.last().is_none_or(|m| m.id < last) {
+            shown.push(stream.next_message().await);
+        }
+        assert!(shown.windows(2).all(|w| w[0].id < w[1].id), "{room}: in order, once each");
+        for message in acked {
+            assert!(shown.contains(message), "{room}: {message:?} acknowledged, never shown");
+        }
+    }
+}
