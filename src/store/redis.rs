@@ -716,10 +716,9 @@ pub mod tests {
         assert!(!calls.contains_key("zrevrange") && !calls.contains_key("zrange"), "{calls:?}");
     }
 
-    /// A payload written before deletes and edits existed (no `kind`) is a message, and can
-    /// be deleted and edited like a new one.
-    #[tokio::test]
-    async fn messages_stored_before_deletes_and_edits_can_be_taken_back() {
+    /// A Redis holding message 7 of `general` as written before deletes, edits and `:last`
+    /// existed, and a connection to it.
+    fn with_an_old_message() -> (RedisServer, redis::Connection) {
         let server = RedisServer::start();
         let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
         let old = r#"{"id":7,"room":"general","author":"ana","text":"old","time":1764072062345}"#;
@@ -729,6 +728,14 @@ pub mod tests {
             .zadd(ROOMS, "general", 1764072062345_i64)
             .exec(&mut conn)
             .unwrap();
+        (server, conn)
+    }
+
+    /// A payload written before deletes and edits existed (no `kind`) is a message, and can
+    /// be deleted and edited like a new one.
+    #[tokio::test]
+    async fn messages_stored_before_deletes_and_edits_can_be_taken_back() {
+        let (server, _) = with_an_old_message();
         let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
         let room = RoomName::general();
         assert_eq!(store.message(&room, 7).await.unwrap().unwrap().text.as_str(), "old");
@@ -751,15 +758,7 @@ pub mod tests {
     /// index entry lags its `:last` (a crash between script and `ZADD`) is repaired instead.
     #[tokio::test]
     async fn pruning_forgets_rooms_without_last_and_repairs_a_lagging_index() {
-        let server = RedisServer::start();
-        let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
-        let old = r#"{"id":7,"room":"general","author":"ana","text":"old","time":1764072062345}"#;
-        redis::pipe()
-            .zadd("ssechat:{general}:log", old, 7)
-            .set("ssechat:{general}:seq", 7)
-            .zadd(ROOMS, "general", 1764072062345_i64)
-            .exec(&mut conn)
-            .unwrap();
+        let (server, mut conn) = with_an_old_message();
         let retention = Retention { age: Some(Duration::from_secs(3600)), ..Retention::count(100) };
         let store = RedisStore::open(&server.url, Hub::new(4), retention).await.unwrap();
         store.append(NewMessage::parse("fresh", Some("ana"), Some("x")).unwrap()).await.unwrap();
