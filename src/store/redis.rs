@@ -181,25 +181,33 @@ impl RedisStore {
             .map_err(|_| unreachable(url, "timed out"))?
             .map(RedisConn::Single)
             .map_err(|e| unreachable(url, e))?;
+        refuse_cluster_node(&mut conn.clone(), &client, url).await?;
         Self::start(conn, client, url, hub, retention).await
     }
 
-    /// The store on a Redis Cluster, for tests only until it is supported (`--store
-    /// redis+cluster://` is still refused at start): commands and scripts go through the
+    /// The store on a Redis Cluster (`--store redis+cluster://`), found through `seeds`
+    /// (`redis://HOST:PORT`, any live one will do): commands and scripts go through the
     /// cluster connection; the follower still SUBSCRIBEs on the first seed, which hears
     /// the scripts' classic PUBLISH because a Cluster broadcasts it to every node (the
-    /// firehose: sharded pub/sub is the next step).
-    #[doc(hidden)]
+    /// firehose: sharded pub/sub is the next step). Unreachable seeds are an error naming them.
     pub async fn open_cluster(seeds: &[String], hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
-        let label = seeds.join(",");
+        let label = Self::cluster_label(seeds);
         let first = seeds.first().ok_or("no Redis Cluster seed node")?;
         let client =
             redis::Client::open(first.as_str()).map_err(|e| format!("invalid Redis URL {first}: {e}"))?;
         let conn = tokio::time::timeout(START_TIMEOUT, RedisConn::cluster(seeds, COMMAND_TIMEOUT))
             .await
             .map_err(|_| unreachable(&label, "timed out"))?
-            .map_err(|e| unreachable(&label, e))?;
+            .map_err(|e| cluster_unreachable(&label, e))?;
         Self::start(conn, client, &label, hub, retention).await
+    }
+
+    /// How a Cluster is named in logs and errors: `redis+cluster://HOST:PORT,...`, as the
+    /// flag names it, from its seeds (`redis://HOST:PORT`).
+    pub fn cluster_label(seeds: &[String]) -> String {
+        let nodes: Vec<&str> =
+            seeds.iter().map(|s| s.trim_start_matches("redis://").trim_end_matches('/')).collect();
+        format!("redis+cluster://{}", nodes.join(","))
     }
 
     /// Checks `conn` answers, subscribes with `client` (pub/sub), and starts presence and
@@ -310,6 +318,41 @@ impl RedisStore {
 
 fn unavailable(url: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("Redis at {url}: {e}"))
+}
+
+/// A Redis Cluster node named by `redis://` would half work (every key of another shard
+/// answers MOVED), so it is refused at start with the flag to use instead. Cluster mode is
+/// never switched on from here: it is what `redis+cluster://` says. A Redis that won't run
+/// `INFO` (an ACL without it) is taken for what it was named.
+async fn refuse_cluster_node(conn: &mut RedisConn, client: &redis::Client, url: &str) -> Result<(), String> {
+    let info: String = match redis::cmd("INFO").arg("cluster").query_async(conn).await {
+        Ok(info) => info,
+        Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => return Ok(()),
+        Err(e) => return Err(unreachable(url, e)),
+    };
+    if !info.lines().any(|line| line.trim() == "cluster_enabled:1") {
+        return Ok(());
+    }
+    let node = match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        _ => "HOST:PORT".to_owned(),
+    };
+    Err(format!(
+        "Redis at {url} is a node of a Redis Cluster: name the Cluster with \
+         --store redis+cluster://{node}[,HOST:PORT...] (some of its nodes, any live one will do)"
+    ))
+}
+
+/// Why the store could not start on a Cluster: its seeds did not answer, or answered as a
+/// Redis without cluster mode (which `redis://` serves).
+fn cluster_unreachable(label: &str, e: redis::RedisError) -> String {
+    match e.detail() {
+        Some(detail) if detail.contains("cluster support disabled") => format!(
+            "{label} names a Redis that is not in cluster mode ({detail}): \
+             use --store redis://HOST:PORT/DB for one Redis"
+        ),
+        _ => unreachable(label, e),
+    }
 }
 
 /// Why the store could not start: Redis did not answer.
