@@ -92,3 +92,95 @@ async fn account_commands_work_on_a_cluster() {
     let cluster = RedisCluster::start().await;
     crate::accounts::commands_work_beside_a_server(&cluster_store(&cluster.live_ports()[..2])).await;
 }
+
+/// `deploy/redis-cluster.sh` (the README's recipe) on `ports`, in `dir`; stopped on drop.
+struct Recipe {
+    dir: tempfile::TempDir,
+}
+
+impl Recipe {
+    /// Runs the script with `args`; (succeeded, stdout and stderr).
+    fn run(args: &[&str]) -> (bool, String) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/redis-cluster.sh");
+        let output = std::process::Command::new(script).args(args).output().unwrap();
+        let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), said.into_owned())
+    }
+
+    fn dir(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    /// `start DIR PORT...`; the `--store` value it prints.
+    async fn start(&self, ports: &[u16]) -> String {
+        let mut args = vec!["start".to_owned(), self.dir().to_owned()];
+        args.extend(ports.iter().map(u16::to_string));
+        let run = tokio::task::spawn_blocking(move || {
+            Self::run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        });
+        let (ok, said) =
+            tokio::time::timeout(Duration::from_secs(60), run).await.expect("start ends").unwrap();
+        assert!(ok, "{said}");
+        let store = said.lines().find_map(|l| l.trim().strip_prefix("--store ")).expect("prints --store");
+        store.to_owned()
+    }
+
+    fn stop(&self) -> (bool, String) {
+        Self::run(&["stop", self.dir()])
+    }
+}
+
+impl Drop for Recipe {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Six free loopback ports whose cluster bus ports (PORT+10000) are free too, below the
+/// range the kernel hands out for port 0, so nothing else takes them meanwhile.
+fn ports_with_bus() -> Vec<u16> {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let start = 10_000 + (std::process::id() % 12_000) as u16;
+    let ports: Vec<u16> =
+        (start..22_767).chain(10_000..start).filter(|&p| free(p) && free(p + 10_000)).take(6).collect();
+    assert_eq!(ports.len(), 6, "free ports for a Redis Cluster");
+    ports
+}
+
+/// The README's recipe: a local 3+3 Cluster from `deploy/redis-cluster.sh`, two nodes on the
+/// `--store` it prints, messages across them; stopped, started again: the history is back.
+#[tokio::test]
+async fn the_redis_cluster_recipe_runs_a_cluster_two_nodes_share() {
+    let _turn = crate::redis_cluster::ClusterTurn::take().await;
+    let ports = ports_with_bus();
+    let recipe = Recipe { dir: tempfile::tempdir().unwrap() };
+    let store = recipe.start(&ports).await;
+    assert_eq!(store, cluster_store(&ports[..3]));
+    for port in &ports {
+        let info: String =
+            crate::redis_cluster::node_query(*port, redis::cmd("CONFIG").arg("GET").arg("appendfsync"))
+                .await
+                .map(|pair: Vec<String>| pair.join(" "))
+                .unwrap();
+        assert_eq!(info, "appendfsync always", "node {port}");
+    }
+    let (a, b) = (Server::start(&["--store", &store]).await, Server::start(&["--store", &store]).await);
+    delivered_across(&a.base, &b.base, &["general", "dev", "ops"]).await;
+    let history = |base: String| async move {
+        let url = format!("{base}/history?room=general&since=0");
+        reqwest::get(url).await.unwrap().json::<Vec<Message>>().await.unwrap()
+    };
+    let kept = history(b.base.clone()).await;
+    assert_eq!(kept.len(), 1);
+    drop((a, b));
+
+    let (ok, said) = recipe.stop();
+    assert!(ok && said.contains("stopped"), "{said}");
+    for port in &ports {
+        let gone = crate::redis_cluster::node_query::<String>(*port, &redis::cmd("PING")).await;
+        assert!(gone.is_err(), "node {port} stopped");
+    }
+    assert_eq!(recipe.start(&ports).await, store, "started again on the same directory");
+    let c = Server::start(&["--store", &store]).await;
+    assert_eq!(history(c.base.clone()).await, kept, "the history is back");
+}
