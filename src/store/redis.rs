@@ -1,4 +1,5 @@
-//! The Redis store: history, ids and fan-out shared by every node (`--store redis://...`).
+//! The Redis store: history, ids and fan-out shared by every node (`--store redis://...`,
+//! or `redis+cluster://...` on a Redis Cluster: [`RedisStore::open_cluster`]).
 //!
 //! Publishing is one Lua script, run atomically by Redis: take the room's next id, append
 //! the message to the room's log (a sorted set scored by id, capped at `--retain`), note the
@@ -20,8 +21,8 @@
 //! log from its target on, within the room's one key: no second slot.
 //! Keys are `ssechat:{room}:seq`, `:log`, `:last` and `:key:K` (one slot per room, see
 //! `redis/room.rs`) and `ssechat:rooms` (the room index, written after the script), the
-//! channel `ssechat:{room}:ch`; one Redis primary (with replicas or Sentinel) is supported,
-//! not Redis Cluster yet.
+//! channel `ssechat:{room}:ch`; one Redis primary (with replicas or Sentinel) or a Redis
+//! Cluster, named as such (`redis://` at a Cluster node is refused: `refuse_cluster_node`).
 //!
 //! Rules, bans and room settings: see `redis/policy.rs`.
 //!
