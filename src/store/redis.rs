@@ -187,10 +187,11 @@ impl RedisStore {
     }
 
     /// The store on a Redis Cluster (`--store redis+cluster://`), found through `seeds`
-    /// (`redis://HOST:PORT`, any live one will do): commands and scripts go through the
-    /// cluster connection; the follower still SUBSCRIBEs on the first seed, which hears
-    /// the scripts' classic PUBLISH because a Cluster broadcasts it to every node (the
-    /// firehose: sharded pub/sub is the next step). Unreachable seeds are an error naming them.
+    /// (`redis://HOST:PORT`; the cluster connection finds the others from any live one):
+    /// commands and scripts go through the cluster connection; the follower still
+    /// SUBSCRIBEs on the first seed, which hears the scripts' classic PUBLISH because a
+    /// Cluster broadcasts it to every node (the firehose: sharded pub/sub is the next step).
+    /// Unreachable seeds are an error naming them.
     pub async fn open_cluster(seeds: &[String], hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
         let label = Self::cluster_label(seeds);
         let first = seeds.first().ok_or("no Redis Cluster seed node")?;
@@ -340,7 +341,7 @@ async fn refuse_cluster_node(conn: &mut RedisConn, client: &redis::Client, url: 
     };
     Err(format!(
         "Redis at {url} is a node of a Redis Cluster: name the Cluster with \
-         --store redis+cluster://{node}[,HOST:PORT...] (some of its nodes, any live one will do)"
+         --store redis+cluster://{node}[,HOST:PORT...] (a few of its nodes)"
     ))
 }
 

@@ -38,7 +38,7 @@ pub async fn delivered_across(from: &str, to: &str, rooms: &[&str]) {
 async fn nodes_on_a_redis_cluster_deliver_across_nodes_and_log_the_cluster() {
     let cluster = RedisCluster::start().await;
     let ports = cluster.live_ports();
-    // Each node knows the Cluster by other seeds: any live one will do.
+    // Each node knows the Cluster by other seeds.
     let (store_a, store_b) = (cluster_store(&ports[..2]), cluster_store(&ports[3..]));
     let a = Server::start(&["--store", &store_a, "--log", "info"]).await;
     let b = Server::start(&["--store", &store_b]).await;
