@@ -30,7 +30,10 @@ wait_for() {
   tries=0
   until "$@" >/dev/null 2>&1; do
     tries=$((tries + 1))
-    if [ "$tries" -ge 300 ]; then echo "redis-cluster.sh: timed out waiting for $what" >&2; exit 1; fi
+    if [ "$tries" -ge 300 ]; then
+      echo "redis-cluster.sh: timed out waiting for $what (stop what runs: $0 stop $dir)" >&2
+      exit 1
+    fi
     sleep 0.1
   done
 }
@@ -72,7 +75,7 @@ start)
     nodes=$(for p in $ports; do printf '127.0.0.1:%s ' "$p"; done)
     # shellcheck disable=SC2086 # one argument per node
     "$cli" --cluster create $nodes --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 \
-      || { cat "$dir/create.log" >&2; exit 1; }
+      || { cat "$dir/create.log" >&2; echo "stop the nodes with: $0 stop $dir" >&2; exit 1; }
   fi
   wait_for "cluster_state:ok on every node" all_ok
   store=$(echo "$ports" | awk '{ for (i = 1; i <= 3; i++) printf "%s127.0.0.1:%s", (i > 1 ? "," : ""), $i }')
