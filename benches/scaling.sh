@@ -2,7 +2,7 @@
 # Issue 16's measurement: Redis CPU per message as nodes are added (BENCHMARKS.md, "Scaling
 # out"). One local redis-server (no persistence), N ssechat nodes on it.
 #
-#   benches/scaling.sh [SECONDS] [NODE COUNTS...]      defaults: 5  1 4 8 16
+#   [STORE=cluster] benches/scaling.sh [SECONDS] [NODE COUNTS...]      defaults: 5  1 4 8 16
 #
 # For each N: N nodes with no reader at all, 8 keep-alive posters on node 1 for SECONDS.
 # Then, unless ROOMS=0: 16 nodes and ROOMS rooms (default 100), room i read by one stream on
@@ -10,28 +10,65 @@
 # node 1 for SECONDS. Redis CPU per message is used_cpu_sys + used_cpu_user (INFO cpu)
 # after minus before, divided by the messages posted. SSECHAT=PATH runs another build of the
 # server (an older one, to compare); the load tool is always this tree's.
+#
+# STORE=cluster: the same on a local Redis Cluster of three primaries and three replicas
+# (deploy/redis-cluster.sh, persistence then switched off as for the single Redis), nodes on
+# --store redis+cluster://; default node counts 1 16. Redis CPU per message is then summed
+# over all six redis-server processes, and also given per primary and for the replicas
+# together. It waits for the machine's Cluster lock (the tests' harness takes the same one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}; shift || true
-counts=("$@"); [ ${#counts[@]} -gt 0 ] || counts=(1 4 8 16)
+mode=${STORE:-redis}
+case $mode in
+  redis) default_counts=(1 4 8 16) ;;
+  cluster) default_counts=(1 16) ;;
+  *) echo "scaling.sh: STORE=redis (default) or STORE=cluster, not $mode" >&2; exit 2 ;;
+esac
+counts=("$@"); [ ${#counts[@]} -gt 0 ] || counts=("${default_counts[@]}")
 rooms=${ROOMS:-100}
 cargo build --release --quiet --bins
 bin=$PWD/target/release
 unlimited="--send-rate 1000000000 --send-burst 1000000000 --max-streams-per-client 1000000 --max-streams 1000000 --max-connections-per-client 1000000"
 work=$(mktemp -d)
 nodes=()
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+stop_cluster() { [ "$mode" = cluster ] && deploy/redis-cluster.sh stop "$work/cluster" >/dev/null 2>&1 || true; }
+trap 'kill $(jobs -p) 2>/dev/null || true; stop_cluster; rm -rf "$work"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(free_port)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
-rcli() { redis-cli -p "$port" "$@"; }
+if [ "$mode" = cluster ]; then
+  exec 9>"${TMPDIR:-/tmp}/ssechat-redis-cluster-tests.lock"
+  flock 9
+  # Six client ports whose bus ports (PORT+10000) are free too, below the kernel's own range.
+  read -r -a ports < <(python3 -c '
+import socket
+def free(p):
+    try:
+        socket.create_server(("127.0.0.1", p)).close(); return True
+    except OSError:
+        return False
+print(*[p for p in range(20000, 22767) if free(p) and free(p + 10000)][:6])')
+  deploy/redis-cluster.sh start "$work/cluster" "${ports[@]}" > "$work/cluster.out"
+  store=$(sed -n 's/^ *--store //p' "$work/cluster.out")
+  for p in "${ports[@]}"; do
+    redis-cli -p "$p" config set appendonly no >/dev/null
+    redis-cli -p "$p" config set save "" >/dev/null
+  done
+  primaries=()
+  for p in "${ports[@]}"; do
+    [ "$(redis-cli -p "$p" role | head -1)" = master ] && primaries+=("$p")
+  done
+else
+  port=$(free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
+  until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
+  ports=("$port") primaries=("$port") store="redis://127.0.0.1:$port/0"
+fi
 
 start_nodes() { # N: starts N nodes, their URLs in urls[]
   urls=()
   for i in $(seq "$1"); do
-    "${SSECHAT:-$bin/ssechat}" --listen 127.0.0.1:0 --store "redis://127.0.0.1:$port/0" --log warn $unlimited > "$work/node$i.out" &
+    "${SSECHAT:-$bin/ssechat}" --listen 127.0.0.1:0 --store "$store" --log warn $unlimited > "$work/node$i.out" &
     nodes+=($!)
   done
   for i in $(seq "$1"); do
@@ -40,17 +77,39 @@ start_nodes() { # N: starts N nodes, their URLs in urls[]
   done
 }
 stop_nodes() { kill "${nodes[@]}" 2>/dev/null || true; wait "${nodes[@]}" 2>/dev/null || true; nodes=(); }
-cpu() { rcli info cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.6f", s}'; }
+cpu() { # PORT: the seconds of CPU that redis-server has used
+  redis-cli -p "$1" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.6f", s}'
+}
+cpus() { for p in "${ports[@]}"; do printf '%s=%s ' "$p" "$(cpu "$p")"; done; }
+channels() { # KIND (channels or shardchannels): how many the Redis processes hold, summed
+  for p in "${ports[@]}"; do redis-cli -p "$p" pubsub "$1" '*'; done | grep -c . || true
+}
 
 measure() { # LABEL POSTERS ROOMS: posts through node 1, prints the Redis CPU per message
-  local before after posted channels
-  before=$(cpu)
+  local before after posted
+  before=$(cpus)
   "$bin/ssechat-load" post --url "${urls[0]}" --concurrency "$2" --rooms "$3" --duration "${seconds}s" --json \
     > "$work/load.out"
-  after=$(cpu)
-  channels=$(rcli pubsub channels '*' | grep -c . || true)
+  after=$(cpus)
   posted=$(grep '^{' "$work/load.out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
-  python3 -c "import sys; a,b,n=map(float,sys.argv[1:]); print(f'$1: {n:.0f} messages, {n/$seconds:.0f}/s, Redis CPU {(b-a)*1e6/n:.1f} µs per message, channels subscribed: $channels')" "$before" "$after" "$posted"
+  python3 - "$1" "$seconds" "$posted" "$before" "$after" "${primaries[*]}" "$(channels channels)" \
+    "$(channels shardchannels)" <<'PY'
+import sys
+label, seconds, n, before, after, primaries, channels, shard = sys.argv[1:]
+n, seconds = float(n), float(seconds)
+parse = lambda s: {p: float(c) for p, c in (x.split("=") for x in s.split())}
+before, after, primaries = parse(before), parse(after), primaries.split()
+used = {p: (after[p] - before[p]) * 1e6 / n for p in after}
+line = f"{label}: {n:.0f} messages, {n / seconds:.0f}/s, Redis CPU {sum(used.values()):.1f} µs per message"
+if len(used) > 1:
+    each = ", ".join(f"{p}: {used[p]:.1f}" for p in primaries)
+    replicas = sum(v for p, v in used.items() if p not in primaries)
+    line += f" (all {len(used)} processes; per primary {each}; replicas together {replicas:.1f})"
+line += f", channels subscribed: {channels}"
+if len(used) > 1:
+    line += f", shard channels: {shard}"
+print(line)
+PY
 }
 
 for n in "${counts[@]}"; do

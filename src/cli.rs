@@ -3,8 +3,8 @@
 //!
 //! Each command group has its own file here. Commands open the store the server's flags name
 //! (`--store`, before or after the command, or `SSECHAT_STORE`): SQLite without taking the
-//! server's lock on the file (they write only account and directory tables), Redis as one
-//! more client. Every node notices a change within a second (`policy/watch.rs`). The memory
+//! server's lock on the file (they write only account and directory tables), Redis (one or a
+//! Cluster) as one more client. Every node notices a change within a second (`policy/watch.rs`). The memory
 //! store lives inside a server process and cannot be reached from here: use the admin HTTP
 //! API there. `backup` opens no store: it copies the SQLite file (`store/sqlite/backup.rs`).
 
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, StoreUrl};
 use crate::hub::Hub;
-use crate::store::{RedisStore, SqliteStore, Store};
+use crate::store::{SqliteStore, Store};
 
 /// The binary's command line: the server's flags, and an optional command.
 #[derive(Debug, clap::Parser)]
@@ -91,11 +91,12 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
     match &config.store {
         StoreUrl::Memory => Err("the memory store lives inside the server process, where no command \
              can reach it: use the admin HTTP API (/admin/bans) of the running server, or run the \
-             server with --store sqlite:PATH or --store redis://..."
+             server with --store sqlite:PATH, redis://... or redis+cluster://..."
             .to_owned()),
         StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open_directory(path)?)),
-        StoreUrl::Redis(url) => Ok(Arc::new(RedisStore::open(url, Hub::new(1), config.retention()).await?)),
-        StoreUrl::RedisCluster(_) => Err(crate::config::CLUSTER_NOT_YET.to_owned()),
+        StoreUrl::Redis(_) | StoreUrl::RedisCluster(_) => {
+            Ok(Arc::new(crate::state::open_redis(&config.store, Hub::new(1), config.retention()).await?))
+        }
     }
 }
 

@@ -36,8 +36,9 @@ pub struct Config {
     #[arg(long, env = "SSECHAT_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: String,
 
-    /// Where history lives: `sqlite:PATH` (durable), `redis://HOST:PORT/DB` (shared by every
-    /// node), or `memory` (lost on restart).
+    /// Where history lives: `sqlite:PATH` (durable), `redis://HOST:PORT/DB` (one Redis shared
+    /// by every node), `redis+cluster://HOST:PORT[,HOST:PORT...]` (a Redis Cluster, named by
+    /// some of its nodes), or `memory` (lost on restart).
     /// (Also after a command: `ssechat user list --store ...`.)
     #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE, global = true)]
     pub store: StoreUrl,
@@ -421,14 +422,11 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
     Redis(String),
     /// `redis+cluster://HOST:PORT[,HOST:PORT...]`: a Redis Cluster's seed nodes, each as
-    /// `redis://HOST:PORT` (what `redis::cluster::ClusterClient::new` takes). Parsed, but
-    /// refused at start until the Redis store runs on a Cluster ([`CLUSTER_NOT_YET`]).
+    /// `redis://HOST:PORT` (what `redis::cluster::ClusterClient::new` takes). Cluster mode is
+    /// chosen by this scheme only, never guessed: `redis://` at a Cluster node is refused at
+    /// start (`RedisStore::open`).
     RedisCluster(Vec<String>),
 }
-
-/// Why `--store redis+cluster://` does not start a server (yet).
-pub const CLUSTER_NOT_YET: &str = "--store redis+cluster:// (Redis Cluster) is not supported yet; \
-     use one Redis primary (with replicas or Sentinel): --store redis://HOST:PORT/DB";
 
 /// The seed nodes of `redis+cluster://HOST:PORT[,HOST:PORT...]` (the part after `://`),
 /// each as `redis://HOST:PORT`.
@@ -486,10 +484,7 @@ impl StoreUrl {
                 _ => format!("sqlite:{}", path.display()),
             },
             StoreUrl::Redis(url) => redact_password(url),
-            StoreUrl::RedisCluster(seeds) => {
-                let nodes: Vec<&str> = seeds.iter().map(|s| s.trim_start_matches("redis://")).collect();
-                format!("redis+cluster://{}", nodes.join(","))
-            }
+            StoreUrl::RedisCluster(seeds) => crate::store::RedisStore::cluster_label(seeds),
         }
     }
 }

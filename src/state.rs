@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use crate::auth::{Access, Identity};
 use crate::certificates::{self, CertificateFiles};
-use crate::config::{CLUSTER_NOT_YET, Config, StoreUrl};
+use crate::config::{Config, StoreUrl};
 use crate::domain::RoomName;
 use crate::error::AppError;
 use crate::hub::Hub;
@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::policy::evaluate;
 use crate::policy::watch::{Need, Policy, check};
 use crate::presence::{Presence, PresenceRules};
-use crate::store::{MemoryStore, NewestIds, RedisStore, RoomInfo, SqliteStore, Store};
+use crate::store::{MemoryStore, NewestIds, RedisStore, Retention, RoomInfo, SqliteStore, Store};
 use rustls::server::ResolvesServerCert;
 
 /// Shared by every request; cheap to clone (one `Arc`: a request's extractors clone it
@@ -80,6 +80,16 @@ pub struct Shared {
     pub acme_challenge: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// The Redis store `store` names: a Redis Cluster for `redis+cluster://` (by its seed nodes),
+/// else one Redis. Shared by the server and the commands (`cli.rs`).
+pub async fn open_redis(store: &StoreUrl, hub: Arc<Hub>, retention: Retention) -> Result<RedisStore, String> {
+    match store {
+        StoreUrl::Redis(url) => RedisStore::open(url, hub, retention).await,
+        StoreUrl::RedisCluster(seeds) => RedisStore::open_cluster(seeds, hub, retention).await,
+        StoreUrl::Memory | StoreUrl::Sqlite(_) => Err(format!("{} is not Redis", store.described())),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
@@ -116,13 +126,13 @@ impl AppState {
                 store.start_pruning();
                 Arc::new(store)
             }
-            StoreUrl::Redis(url) => {
-                let store =
-                    RedisStore::open(url, Arc::clone(&hub), retention).await.map_err(StartError::Store)?;
+            StoreUrl::Redis(_) | StoreUrl::RedisCluster(_) => {
+                let store = open_redis(&config.store, Arc::clone(&hub), retention)
+                    .await
+                    .map_err(StartError::Store)?;
                 shared_sends = Some(SendLimiter::shared(&store, config.send_rate, config.send_burst));
                 Arc::new(store)
             }
-            StoreUrl::RedisCluster(_) => return Err(StartError::Store(CLUSTER_NOT_YET.to_owned())),
         };
         let (tls, renew) = match (&certificates, acme) {
             (Some(files), _) => {

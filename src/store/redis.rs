@@ -1,4 +1,5 @@
-//! The Redis store: history, ids and fan-out shared by every node (`--store redis://...`).
+//! The Redis store: history, ids and fan-out shared by every node (`--store redis://...`,
+//! or `redis+cluster://...` on a Redis Cluster: [`RedisStore::open_cluster`]).
 //!
 //! Publishing is one Lua script, run atomically by Redis: take the room's next id, append
 //! the message to the room's log (a sorted set scored by id, capped at `--retain`), note the
@@ -20,8 +21,8 @@
 //! log from its target on, within the room's one key: no second slot.
 //! Keys are `ssechat:{room}:seq`, `:log`, `:last` and `:key:K` (one slot per room, see
 //! `redis/room.rs`) and `ssechat:rooms` (the room index, written after the script), the
-//! channel `ssechat:{room}:ch`; one Redis primary (with replicas or Sentinel) is supported,
-//! not Redis Cluster yet.
+//! channel `ssechat:{room}:ch`; one Redis primary (with replicas or Sentinel) or a Redis
+//! Cluster, named as such (`redis://` at a Cluster node is refused: `refuse_cluster_node`).
 //!
 //! Rules, bans and room settings: see `redis/policy.rs`.
 //!
@@ -189,20 +190,31 @@ impl RedisStore {
             .map_err(|_| unreachable(url, "timed out"))?
             .map(RedisConn::Single)
             .map_err(|e| unreachable(url, e))?;
+        refuse_cluster_node(&mut conn.clone(), &client, url).await?;
         Self::start(conn, Follower::Single(client), url, hub, retention).await
     }
 
-    /// The store on a Redis Cluster (`--store redis+cluster://`): commands and scripts go
-    /// through the cluster connection, which routes each by its key's slot; each room's
-    /// channel is followed on its shard's primary (`redis/shards.rs`).
+    /// The store on a Redis Cluster (`--store redis+cluster://`), found through `seeds`
+    /// (`redis://HOST:PORT`; the cluster connection finds the others from any live one):
+    /// commands and scripts go through the cluster connection, which routes each by its
+    /// key's slot; each room's channel is followed on its shard's primary
+    /// (`redis/shards.rs`). Unreachable seeds are an error naming them.
     pub async fn open_cluster(seeds: &[String], hub: Arc<Hub>, retention: Retention) -> Result<Self, String> {
-        let label = seeds.join(",");
+        let label = Self::cluster_label(seeds);
         let conn = tokio::time::timeout(START_TIMEOUT, RedisConn::cluster(seeds, COMMAND_TIMEOUT))
             .await
             .map_err(|_| unreachable(&label, "timed out"))?
-            .map_err(|e| unreachable(&label, e))?;
+            .map_err(|e| cluster_unreachable(&label, e))?;
         let follower = Follower::Shards(conn.clone());
         Self::start(conn, follower, &label, hub, retention).await
+    }
+
+    /// How a Cluster is named in logs and errors: `redis+cluster://HOST:PORT,...`, as the
+    /// flag names it, from its seeds (`redis://HOST:PORT`).
+    pub fn cluster_label(seeds: &[String]) -> String {
+        let nodes: Vec<&str> =
+            seeds.iter().map(|s| s.trim_start_matches("redis://").trim_end_matches('/')).collect();
+        format!("redis+cluster://{}", nodes.join(","))
     }
 
     /// Checks `conn` answers, starts `follower`, presence and pruning. `url` names the Redis
@@ -318,6 +330,41 @@ impl RedisStore {
 
 fn unavailable(url: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("Redis at {url}: {e}"))
+}
+
+/// A Redis Cluster node named by `redis://` would half work (every key of another shard
+/// answers MOVED), so it is refused at start with the flag to use instead. Cluster mode is
+/// never switched on from here: it is what `redis+cluster://` says. A Redis that won't run
+/// `INFO` (an ACL without it) is taken for what it was named.
+async fn refuse_cluster_node(conn: &mut RedisConn, client: &redis::Client, url: &str) -> Result<(), String> {
+    let info: String = match redis::cmd("INFO").arg("cluster").query_async(conn).await {
+        Ok(info) => info,
+        Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => return Ok(()),
+        Err(e) => return Err(unreachable(url, e)),
+    };
+    if !info.lines().any(|line| line.trim() == "cluster_enabled:1") {
+        return Ok(());
+    }
+    let node = match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        _ => "HOST:PORT".to_owned(),
+    };
+    Err(format!(
+        "Redis at {url} is a node of a Redis Cluster: name the Cluster with \
+         --store redis+cluster://{node}[,HOST:PORT...] (a few of its nodes)"
+    ))
+}
+
+/// Why the store could not start on a Cluster: its seeds did not answer, or answered as a
+/// Redis without cluster mode (which `redis://` serves).
+fn cluster_unreachable(label: &str, e: redis::RedisError) -> String {
+    match e.detail() {
+        Some(detail) if detail.contains("cluster support disabled") => format!(
+            "{label} names a Redis that is not in cluster mode ({detail}): \
+             use --store redis://HOST:PORT/DB for one Redis"
+        ),
+        _ => unreachable(label, e),
+    }
 }
 
 /// Why the store could not start: Redis did not answer.

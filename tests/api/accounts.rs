@@ -54,6 +54,11 @@ async fn commands_work_beside_a_running_server(store: &str) {
     // this process holds thousands of sockets (a full run failed one command once, each on
     // SQLite and on Redis, while the abuse tests ran).
     let _heavy = crate::helpers::HEAVY.lock().await;
+    commands_work_beside_a_server(store).await;
+}
+
+/// [`commands_work_beside_a_running_server`] for a caller that holds `HEAVY` already.
+pub async fn commands_work_beside_a_server(store: &str) {
     let server = Server::start(&["--store", store]).await;
     let (ok, out, err) = cli(store, Some("s3cret pass"), &["user", "add", "Ana", "--admin"]).await;
     assert!(ok, "{err}");

@@ -169,15 +169,6 @@ async fn a_killed_nodes_clients_resume_on_another_node() {
     }
 }
 
-/// `redis+cluster://` parses (a bad list is refused by the flag), but no server starts on a
-/// Redis Cluster until the store runs there end to end (issue 16).
-#[tokio::test]
-async fn a_redis_cluster_store_is_refused_at_start_as_not_supported_yet() {
-    let err =
-        Server::try_start(&["--store", "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"]).await.err().unwrap();
-    assert!(err.contains("redis+cluster://") && err.contains("not supported yet"), "{err}");
-}
-
 #[tokio::test]
 async fn an_unreachable_redis_stops_the_server_with_a_clear_message() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

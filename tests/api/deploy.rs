@@ -302,5 +302,6 @@ async fn a_backup_never_overwrites_and_says_what_is_wrong() {
     assert!(!dir.path().join("none.db").exists() && !dir.path().join("b.db").exists());
     refused(dir.path().join("b.db"), "memory".into(), &["memory store", "--store sqlite:"]).await;
     refused(dir.path().join("b.db"), "redis://127.0.0.1:1/0".into(), &["BGSAVE", "dump.rdb"]).await;
+    refused(dir.path().join("b.db"), "redis+cluster://127.0.0.1:1".into(), &["BGSAVE", "dump.rdb"]).await;
     assert!(!dir.path().join("b.db").exists());
 }

@@ -11,6 +11,7 @@ mod ambiguity;
 mod browser;
 mod capacity;
 mod cluster;
+mod cluster_store;
 mod connections;
 mod cross_site;
 mod deploy;

@@ -52,11 +52,24 @@ struct Node {
 pub struct RedisCluster {
     nodes: Vec<Node>,
     _dir: tempfile::TempDir,
-    /// Held while the cluster lives: six servers with a one-second node timeout must not be
-    /// starved by other heavy tests (a stalled primary would be failed over).
+    _turn: ClusterTurn,
+}
+
+/// Held while a Cluster lives (this harness's, or one a test starts otherwise).
+pub struct ClusterTurn {
+    /// Six servers with a one-second node timeout must not be starved by other heavy tests
+    /// (a stalled primary would be failed over).
     _heavy: tokio::sync::MutexGuard<'static, ()>,
-    /// Held too: one Cluster at a time on the machine, whichever test process starts it.
+    /// One Cluster at a time on the machine, whichever test process starts it.
     _machine: std::fs::File,
+}
+
+impl ClusterTurn {
+    /// Waits until no other test of this machine runs a Cluster.
+    pub async fn take() -> ClusterTurn {
+        let heavy = crate::helpers::HEAVY.lock().await;
+        ClusterTurn { _heavy: heavy, _machine: machine_lock().await }
+    }
 }
 
 /// What a node's `CLUSTER NODES` says about one node.
@@ -155,12 +168,11 @@ impl RedisCluster {
     /// Starts six nodes, creates the cluster, and waits until every node sees every slot
     /// served and every replica is linked to its primary.
     pub async fn start() -> RedisCluster {
-        let heavy = crate::helpers::HEAVY.lock().await;
-        let machine = machine_lock().await;
+        let turn = ClusterTurn::take().await;
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(12); // a client port and a cluster bus port per node
         let nodes: Vec<Node> = ports.chunks(2).map(|pair| start_node(dir.path(), pair[0], pair[1])).collect();
-        let cluster = RedisCluster { nodes, _dir: dir, _heavy: heavy, _machine: machine };
+        let cluster = RedisCluster { nodes, _dir: dir, _turn: turn };
         for node in &cluster.nodes {
             let port = node.port;
             until("a node to answer PING", || async move {
