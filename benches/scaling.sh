@@ -81,21 +81,27 @@ cpu() { # PORT: the seconds of CPU that redis-server has used
   redis-cli -p "$1" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.6f", s}'
 }
 cpus() { for p in "${ports[@]}"; do printf '%s=%s ' "$p" "$(cpu "$p")"; done; }
+traffic() { # commands processed and bytes sent, summed over the Redis processes
+  for p in "${ports[@]}"; do redis-cli -p "$p" info stats; done | tr -d '\r' |
+    awk -F: '/^total_commands_processed:/ {c += $2} /^total_net_output_bytes:/ {b += $2} END {printf "%d %d", c, b}'
+}
 channels() { # KIND (channels or shardchannels): how many the Redis processes hold, summed
   for p in "${ports[@]}"; do redis-cli -p "$p" pubsub "$1" '*'; done | grep -c . || true
 }
 
 measure() { # LABEL POSTERS ROOMS: posts through node 1, prints the Redis CPU per message
-  local before after posted
+  local before after posted sent_before sent_after
+  sent_before=$(traffic)
   before=$(cpus)
   "$bin/ssechat-load" post --url "${urls[0]}" --concurrency "$2" --rooms "$3" --duration "${seconds}s" --json \
     > "$work/load.out"
   after=$(cpus)
+  sent_after=$(traffic)
   posted=$(grep '^{' "$work/load.out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
   python3 - "$1" "$seconds" "$posted" "$before" "$after" "${primaries[*]}" "$(channels channels)" \
-    "$(channels shardchannels)" <<'PY'
+    "$(channels shardchannels)" "$sent_before" "$sent_after" <<'PY'
 import sys
-label, seconds, n, before, after, primaries, channels, shard = sys.argv[1:]
+label, seconds, n, before, after, primaries, channels, shard, sent_before, sent_after = sys.argv[1:]
 n, seconds = float(n), float(seconds)
 parse = lambda s: {p: float(c) for p, c in (x.split("=") for x in s.split())}
 before, after, primaries = parse(before), parse(after), primaries.split()
@@ -105,6 +111,8 @@ if len(used) > 1:
     each = ", ".join(f"{p}: {used[p]:.1f}" for p in primaries)
     replicas = sum(v for p, v in used.items() if p not in primaries)
     line += f" (all {len(used)} processes; per primary {each}; replicas together {replicas:.1f})"
+(c0, b0), (c1, b1) = (map(int, x.split()) for x in (sent_before, sent_after))
+line += f", {(c1 - c0) / n:.1f} commands and {(b1 - b0) / n:.0f} bytes sent per message"
 line += f", channels subscribed: {channels}"
 if len(used) > 1:
     line += f", shard channels: {shard}"
