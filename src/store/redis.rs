@@ -42,11 +42,13 @@ pub mod conn;
 mod follow;
 mod policy;
 mod presence;
+mod replicas;
 pub mod room;
 
 use self::conn::RedisConn;
 use self::presence::SharedPresence;
-use self::room::{ROOMS, RoomScripts, idempotency_key, log_key, seq_key};
+use self::replicas::Replication;
+use self::room::{Outcome, ROOMS, RoomScripts, idempotency_key, log_key, seq_key};
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::PresenceView;
 use crate::domain::{
@@ -94,6 +96,8 @@ pub struct RedisStore {
     url: String,
     retention: Retention,
     scripts: RoomScripts,
+    /// On a Cluster, which primaries lately had no replica to wait for.
+    replication: Replication,
     /// Stops the subscription (and pruning) when the store is dropped.
     _stop: DropGuard,
 }
@@ -148,9 +152,14 @@ impl Stored {
         }
     }
 
-    /// A payload that must be a message (what an idempotency key remembers).
+    /// A payload that must be a message (what a client's idempotency key remembers).
     fn decode_message(payload: &[u8]) -> Result<Message, String> {
-        match Self::decode(payload)? {
+        Self::decode(payload).and_then(Self::message)
+    }
+
+    /// What an idempotency key names must be a message.
+    fn message(entry: Entry) -> Result<Message, String> {
+        match entry {
             Entry::Message(m) => Ok(m),
             _ => Err("an idempotency key names a delete or edit in Redis".to_owned()),
         }
@@ -232,6 +241,7 @@ impl RedisStore {
             url: url.to_owned(),
             retention,
             scripts: RoomScripts::default(),
+            replication: Replication::default(),
             _stop: stop.drop_guard(),
         })
     }
@@ -253,15 +263,82 @@ impl RedisStore {
         }
     }
 
+    /// A key for a write that has none, when a request may reach Redis twice (a Cluster):
+    /// the script then remembers it for [`room::GENERATED_KEY_TTL`], so a second run gives
+    /// back the first one's entry instead of writing another.
+    fn generated_key(&self, needed: bool) -> Option<IdempotencyKey> {
+        (needed && self.conn.resends()).then(IdempotencyKey::random)
+    }
+
+    /// `submit`, remembered under `generated` if the message has no key of its own. A replay
+    /// of `generated` is this very write, sent twice on the way: answered as stored now.
+    async fn submit_once(
+        &self,
+        new: NewMessage,
+        generated: Option<IdempotencyKey>,
+    ) -> Result<Appended, StoreError> {
+        let mut conn = self.conn.clone();
+        let outcome = self
+            .scripts
+            .append(&mut conn, &new, self.retention.count, generated.as_ref())
+            .await
+            .map_err(|e| append_failed(&self.url, e))?;
+        self.replicated(&mut conn, &new.room).await?;
+        let replayed = matches!(outcome, Outcome::Replayed(_)) && new.key.is_some();
+        // The script ran, and may have stored what can't be read back: not "nothing saved".
+        let entry = self.noted(&new.room, outcome, replayed).await;
+        let message = entry.and_then(Stored::message).map_err(StoreError::Unknown)?;
+        Ok(Appended { message, replayed })
+    }
+
+    /// `take_back`, remembered under `generated`: run twice, it gives back the same entry.
+    async fn take_back_once(
+        &self,
+        change: TakeBack,
+        generated: Option<IdempotencyKey>,
+    ) -> Result<Option<Entry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let outcome = self
+            .scripts
+            .take_back(&mut conn, &change, self.retention.count, generated.as_ref())
+            .await
+            .map_err(|e| append_failed(&self.url, e))?;
+        let Some(outcome) = outcome else { return Ok(None) };
+        self.replicated(&mut conn, &change.room).await?;
+        self.noted(&change.room, outcome, false).await.map(Some).map_err(StoreError::Unknown)
+    }
+
+    /// On a Cluster, once the write script ran: waits until a replica has it
+    /// (`redis/replicas.rs`). A primary that does not answer may lose it: unknown.
+    async fn replicated(&self, conn: &mut RedisConn, room: &RoomName) -> Result<(), StoreError> {
+        let RedisConn::Cluster(cluster) = conn else { return Ok(()) };
+        self.replication
+            .confirm(cluster, room)
+            .await
+            .map_err(|e| StoreError::Unknown(format!("Redis at {}: no answer on replication: {e}", self.url)))
+    }
+
     /// The second half of a write: the room moves up the room index, and room lists hear of
-    /// it. The entry is stored and published already, so a failure here is only logged: the
-    /// room is missing from the list until its next message (or pruning repairs it).
-    async fn noted(&self, room: &RoomName, written: room::Written) -> Vec<u8> {
-        if let Err(e) = RoomScripts::note(&mut self.conn.clone(), room, written.ms).await {
+    /// it; then the entry is read back. A client's replay (`replayed`) wrote nothing now;
+    /// any other outcome is noted, a second run of the same write too (its first run's reply,
+    /// and so its note, may have been lost). The entry is stored and published already, so
+    /// a failed note is only logged: the room is missing from the list until its next
+    /// message (or pruning repairs it).
+    async fn noted(&self, room: &RoomName, outcome: Outcome, replayed: bool) -> Result<Entry, String> {
+        let (payload, ms) = match outcome {
+            Outcome::Wrote(written) => (written.payload, Some(written.ms)),
+            Outcome::Replayed(payload) => (payload, None),
+        };
+        let entry = Stored::decode(&payload)?;
+        if replayed {
+            return Ok(entry);
+        }
+        let ms = ms.unwrap_or_else(|| entry.time().millis());
+        if let Err(e) = RoomScripts::note(&mut self.conn.clone(), room, ms).await {
             tracing::warn!(%room, error = %e, "noting a room's activity in Redis failed");
         }
         self.activity.noted();
-        written.payload
+        Ok(entry)
     }
 
     /// The oldest id retention still shows, given the room's newest id.
@@ -348,31 +425,12 @@ impl SharedRateLimiter {
 #[async_trait]
 impl Store for RedisStore {
     async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        let mut conn = self.conn.clone();
-        let written = self
-            .scripts
-            .append(&mut conn, &new, self.retention.count)
-            .await
-            .map_err(|e| append_failed(&self.url, e))?;
-        let (payload, replayed) = match written {
-            Ok(written) => (self.noted(&new.room, written).await, false),
-            Err(prior) => (prior, true),
-        };
-        // The script ran, and may have stored what can't be read back: not "nothing saved".
-        let message = Stored::decode_message(&payload).map_err(|e| StoreError::Unknown(e.to_string()))?;
-        Ok(Appended { message, replayed })
+        let generated = self.generated_key(new.key.is_none());
+        self.submit_once(new, generated).await
     }
 
     async fn take_back(&self, change: TakeBack) -> Result<Option<Entry>, StoreError> {
-        let mut conn = self.conn.clone();
-        let written = self
-            .scripts
-            .take_back(&mut conn, &change, self.retention.count)
-            .await
-            .map_err(|e| append_failed(&self.url, e))?;
-        let Some(written) = written else { return Ok(None) };
-        let payload = self.noted(&change.room, written).await;
-        Stored::decode(&payload).map(Some).map_err(StoreError::Unknown)
+        self.take_back_once(change, self.generated_key(true)).await
     }
 
     async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
@@ -768,6 +826,50 @@ pub mod tests {
         let names: Vec<String> =
             store.rooms(10).await.unwrap().into_iter().map(|r| r.name.to_string()).collect();
         assert_eq!(names, ["fresh"], "its score repaired from :last");
+    }
+
+    /// A write sent twice on the way (as redis-rs's cluster connection may) under the key
+    /// made up for it: stored once, and both runs answer with it as stored now.
+    #[tokio::test]
+    async fn a_write_run_twice_under_its_made_up_key_is_stored_once() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
+        let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
+        let room = RoomName::general();
+        let new = NewMessage::parse("general", Some("ana"), Some("hi")).unwrap();
+        let key = IdempotencyKey::random();
+        let first = store.submit_once(new.clone(), Some(key.clone())).await.unwrap();
+        let again = store.submit_once(new, Some(key.clone())).await.unwrap();
+        assert_eq!(again, first, "the same message, and not a replay to the client");
+        assert!(!first.replayed);
+        let ttl: i64 = redis::cmd("PTTL").arg(idempotency_key(&room, key.as_str())).query(&mut conn).unwrap();
+        assert!(ttl > 0 && ttl <= 60_000, "remembered briefly: {ttl} ms");
+
+        let edit = Change::Edit(MessageText::parse("hello").unwrap());
+        for change in [edit, Change::Delete] {
+            let change = TakeBack { room: room.clone(), target: first.message.id, change };
+            let key = IdempotencyKey::random();
+            let entry = store.take_back_once(change.clone(), Some(key.clone())).await.unwrap();
+            assert!(entry.is_some());
+            assert_eq!(store.take_back_once(change, Some(key)).await.unwrap(), entry, "the same entry");
+        }
+        let ids: Vec<_> =
+            store.read(&room, Range::After(0), 10).await.unwrap().entries.iter().map(Entry::id).collect();
+        assert_eq!(ids.len(), 3, "a message, one edit, one delete: {ids:?}");
+    }
+
+    /// On one Redis a request is sent once: no key is made up, nothing is remembered.
+    #[tokio::test]
+    async fn on_one_redis_a_write_without_a_key_leaves_no_key() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
+        let new = NewMessage::parse("general", Some("ana"), Some("hi")).unwrap();
+        let message = store.append(new).await.unwrap();
+        let delete = TakeBack { room: RoomName::general(), target: message.id, change: Change::Delete };
+        store.take_back(delete).await.unwrap().unwrap();
+        let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("ssechat:*:key:*").query(&mut conn).unwrap();
+        assert!(keys.is_empty(), "{keys:?}");
     }
 
     #[tokio::test]

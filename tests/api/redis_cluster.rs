@@ -35,6 +35,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, AsyncConnectionConfig, FromRedisValue, PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
+mod durable;
+
 /// Bound on every wait of the harness: forming the cluster or failing a primary over takes a
 /// few seconds; only a broken cluster needs longer.
 const CLUSTER_WAIT: Duration = Duration::from_secs(30);
@@ -607,7 +609,7 @@ async fn a_subscription_per_shard_following_moved_survives_failovers() {
 #[tokio::test]
 async fn the_stores_room_scripts_run_on_a_cluster() {
     use ssechat::domain::{Change, MessageText, NewMessage, RoomName, TakeBack};
-    use ssechat::store::redis_room::{ROOMS, RoomScripts, log_key};
+    use ssechat::store::redis_room::{Outcome, ROOMS, RoomScripts, log_key};
 
     let cluster = RedisCluster::start().await;
     let mut conn = ClusterClient::new(cluster.urls()).unwrap().get_async_connection().await.unwrap();
@@ -615,16 +617,23 @@ async fn the_stores_room_scripts_run_on_a_cluster() {
     for name in room_per_primary(&cluster).await.into_values() {
         let room = RoomName::parse(&name).unwrap();
         let new = NewMessage::parse(&name, Some("ana"), Some("hello")).unwrap();
-        let first = scripts.append(&mut conn, &new, 100).await.unwrap().expect("a new message");
+        let first =
+            scripts.append(&mut conn, &new, 100, None).await.unwrap().written().expect("a new message");
         RoomScripts::note(&mut conn, &room, first.ms).await.unwrap();
-        let target = scripts.append(&mut conn, &new, 100).await.unwrap().expect("another").payload;
+        let target =
+            scripts.append(&mut conn, &new, 100, None).await.unwrap().written().expect("another").payload;
         let target: serde_json::Value = serde_json::from_slice(&target).unwrap();
         let edit = TakeBack {
             room: room.clone(),
             target: target["id"].as_u64().unwrap(),
             change: Change::Edit(MessageText::parse("edited").unwrap()),
         };
-        let edited = scripts.take_back(&mut conn, &edit, 100).await.unwrap().expect("an edit");
+        let edited = scripts
+            .take_back(&mut conn, &edit, 100, None)
+            .await
+            .unwrap()
+            .and_then(Outcome::written)
+            .expect("an edit");
         RoomScripts::note(&mut conn, &room, edited.ms).await.unwrap();
         assert_eq!(conn.zcard::<_, usize>(log_key(&room)).await.unwrap(), 3, "{name}: two messages, an edit");
         let score: Option<i64> = conn.zscore(ROOMS, &name).await.unwrap();
@@ -714,8 +723,8 @@ async fn the_store_opened_on_a_cluster_keeps_history_accounts_and_rules() {
 }
 
 /// The store contract suite on a Cluster, one store at a time on an emptied Cluster
-/// (FLUSHALL goes to every primary). Needs the `contract` feature.
-#[cfg(feature = "contract")]
+/// (FLUSHALL goes to every primary). The suite is `ssechat::store::contract`, public with
+/// the `contract` feature, which the package's dev-dependency on itself turns on for tests.
 #[tokio::test]
 async fn the_store_contract_holds_on_a_cluster() {
     use std::sync::Arc;

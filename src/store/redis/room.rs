@@ -16,39 +16,56 @@ use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
 
 use super::follow;
-use crate::domain::{Change, NewMessage, RoomName, TakeBack};
+use crate::domain::{Change, IdempotencyKey, NewMessage, RoomName, TakeBack};
 
 /// Every room with messages, scored by its last activity (ms): the room list reads it newest
 /// first, `limit` entries, with one bounded ZREVRANGEBYSCORE.
 pub const ROOMS: &str = "ssechat:rooms";
 
-/// How long an idempotency key is remembered.
+/// How long a client's idempotency key is remembered.
 const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// [Replay a known idempotency key, or] next id, append, cap, note activity, publish,
-/// remember the key: atomically. KEYS: seq, log, last, idempotency key. Returns
-/// {replayed, payload, ms} (ms: 0 when replayed).
-///
-/// The id is written into the payload by hand: `cjson` prints numbers with 14 significant
-/// digits, and ids have 16.
-const APPEND: [&str; 3] = [
-    r#"
-if ARGV[6] == '1' then
+/// How long a key made up for one write is remembered (see [`Remembered`]): far longer than
+/// redis-rs's retries of one request take (two tries after the first, each at most the
+/// store's command timeout), far shorter than a client's key.
+pub const GENERATED_KEY_TTL: Duration = Duration::from_secs(60);
+
+/// A write's first lines: if its key (KEYS[4]; the local `remember`, seconds, is 0 when
+/// there is none) is known, the entry written under it comes back and nothing is written.
+/// Returns {1, payload, 0}.
+const REPLAY: &str = r#"
+if remember > 0 then
   local prior = redis.call('GET', KEYS[4])
   if prior then return {1, prior, 0} end
 end
+"#;
+
+/// A write's last lines: the entry is remembered under its key. Returns {0, payload, ms}.
+const REMEMBER: &str = r#"
+if remember > 0 then redis.call('SET', KEYS[4], payload, 'EX', remember) end
+return {0, payload, ms}
+"#;
+
+/// [Replay a known idempotency key, or] next id, append, cap, note activity, publish,
+/// remember the key: atomically. KEYS: seq, log, last, idempotency key. ARGV: room,
+/// author, text, retain, channel, seconds to remember the key (0: no key), user ('1' or
+/// '0'). Returns {replayed, payload, ms} (ms: 0 when replayed).
+///
+/// The id is written into the payload by hand: `cjson` prints numbers with 14 significant
+/// digits, and ids have 16.
+const APPEND: [&str; 5] = [
+    "local remember = tonumber(ARGV[6])",
+    REPLAY,
+    r#"
 local room, retain, channel, target = ARGV[1], ARGV[4], ARGV[5], nil
 local user = nil
-if ARGV[8] == '1' then user = true end
+if ARGV[7] == '1' then user = true end
 local function body(ms)
   return cjson.encode({room = room, author = ARGV[2], text = ARGV[3], time = ms, user = user})
 end
 "#,
     NEXT_ID_AND_LOG,
-    r#"
-if ARGV[6] == '1' then redis.call('SET', KEYS[4], payload, 'EX', tonumber(ARGV[7])) end
-return {0, payload, ms}
-"#,
+    REMEMBER,
 ];
 
 /// The part every log entry shares: the room's next id, the entry (`body`, a JSON object
@@ -80,9 +97,13 @@ redis.call('PUBLISH', channel, payload)
 /// A delete or an edit of message ARGV[2], if the log holds it and nobody deleted it: the
 /// message and the entries about it (found by their `"target":ID,` prefix, which no text
 /// can contain unescaped) are folded to how it reads now, then the entry goes the way of
-/// every entry. KEYS: seq, log, last; ARGV: room, target, kind (`delete` or `edit`), text,
-/// retain, channel. Returns {payload, ms}, or nil when there is no such message.
-const TAKE_BACK: [&str; 3] = [
+/// every entry. KEYS: seq, log, last, key (see [`Remembered`]); ARGV: room, target, kind
+/// (`delete` or `edit`), text, retain, channel, seconds to remember the key (0: no key).
+/// Returns {replayed, payload, ms}, or nil when there is no such message. A known key
+/// replays before the message is looked for: a delete run twice gives back its entry.
+const TAKE_BACK: [&str; 5] = [
+    "local remember = tonumber(ARGV[7])",
+    REPLAY,
     r#"
 local room, target, retain, channel = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
 local found = redis.call('ZRANGEBYSCORE', KEYS[2], target, '+inf')
@@ -108,7 +129,7 @@ else
 end
 "#,
     NEXT_ID_AND_LOG,
-    "return {payload, ms}",
+    REMEMBER,
 ];
 
 /// Step one of forgetting an idle room, on the room's slot: if its last activity (`:last`,
@@ -148,7 +169,7 @@ fn last_key(room: &RoomName) -> String {
     format!("ssechat:{{{room}}}:last")
 }
 
-/// Where the message sent under `key` in `room` is remembered (for `KEY_TTL`).
+/// Where the entry written under `key` in `room` is remembered (see [`Remembered`]).
 pub fn idempotency_key(room: &RoomName, key: &str) -> String {
     format!("ssechat:{{{room}}}:key:{key}")
 }
@@ -157,6 +178,57 @@ pub fn idempotency_key(room: &RoomName, key: &str) -> String {
 pub struct Written {
     pub payload: Vec<u8>,
     pub ms: i64,
+}
+
+/// What a write script did.
+pub enum Outcome {
+    /// It wrote this entry.
+    Wrote(Written),
+    /// Its key was known: this entry was written under it before, and nothing now.
+    Replayed(Vec<u8>),
+}
+
+impl Outcome {
+    /// What was written now, if anything.
+    pub fn written(self) -> Option<Written> {
+        match self {
+            Self::Wrote(written) => Some(written),
+            Self::Replayed(_) => None,
+        }
+    }
+}
+
+/// The key a write is remembered under, so that running it again gives back the entry it
+/// wrote instead of writing another: a client's idempotency key (24 h), or one made up for
+/// a single write ([`GENERATED_KEY_TTL`]), which only guards against the write being sent
+/// twice on the way (redis-rs's cluster connection re-sends a request after an IO error).
+pub struct Remembered<'a> {
+    key: &'a IdempotencyKey,
+    ttl: Duration,
+}
+
+impl<'a> Remembered<'a> {
+    pub fn client(key: &'a IdempotencyKey) -> Self {
+        Self { key, ttl: KEY_TTL }
+    }
+
+    pub fn generated(key: &'a IdempotencyKey) -> Self {
+        Self { key, ttl: GENERATED_KEY_TTL }
+    }
+}
+
+/// `remembered`'s Redis key in `room` (the empty key's when none: the script ignores it,
+/// but it keeps the script on the room's slot) and its seconds to live (0: none).
+fn remembering(room: &RoomName, remembered: Option<Remembered>) -> (String, u64) {
+    match remembered {
+        Some(r) => (idempotency_key(room, r.key.as_str()), r.ttl.as_secs()),
+        None => (idempotency_key(room, ""), 0),
+    }
+}
+
+/// The scripts' answer, {replayed, payload, ms}.
+fn outcome((replayed, payload, ms): (u8, Vec<u8>, i64)) -> Outcome {
+    if replayed == 1 { Outcome::Replayed(payload) } else { Outcome::Wrote(Written { payload, ms }) }
 }
 
 /// The room scripts, loaded once per store.
@@ -179,61 +251,66 @@ impl Default for RoomScripts {
 }
 
 impl RoomScripts {
-    /// Appends `new` (keeping `retain` entries): `Err(payload)` when its idempotency key
-    /// was known (nothing written), else what was written. The room index is not touched:
-    /// call [`Self::note`] after.
+    /// Appends `new` (keeping `retain` entries), remembered under its own key or else
+    /// under `generated`, if any. The room index is not touched: call [`Self::note`] after.
     pub async fn append<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
         new: &NewMessage,
         retain: usize,
-    ) -> RedisResult<Result<Written, Vec<u8>>> {
-        let key = new.key.as_ref().map_or("", |k| k.as_str());
-        let (replayed, payload, ms): (u8, Vec<u8>, i64) = self
+        generated: Option<&IdempotencyKey>,
+    ) -> RedisResult<Outcome> {
+        let remembered = new.key.as_ref().map(Remembered::client).or(generated.map(Remembered::generated));
+        let (key, ttl) = remembering(&new.room, remembered);
+        let answer = self
             .append
             .key(seq_key(&new.room))
             .key(log_key(&new.room))
             .key(last_key(&new.room))
-            .key(idempotency_key(&new.room, key))
+            .key(key)
             .arg(new.room.as_str())
             .arg(new.author.as_str())
             .arg(new.text.as_str())
             .arg(retain)
             .arg(follow::channel(&new.room))
-            .arg(if new.key.is_some() { "1" } else { "0" })
-            .arg(KEY_TTL.as_secs())
+            .arg(ttl)
             .arg(if new.user { "1" } else { "0" })
             .invoke_async(conn)
             .await?;
-        Ok(if replayed == 1 { Err(payload) } else { Ok(Written { payload, ms }) })
+        Ok(outcome(answer))
     }
 
-    /// A delete or edit of `change.target`; `None` if the log holds no such live message.
-    /// The room index is not touched: call [`Self::note`] after.
+    /// A delete or edit of `change.target`, remembered under `generated` if any; `None` if
+    /// the log holds no such live message. The room index is not touched: call
+    /// [`Self::note`] after.
     pub async fn take_back<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
         change: &TakeBack,
         retain: usize,
-    ) -> RedisResult<Option<Written>> {
+        generated: Option<&IdempotencyKey>,
+    ) -> RedisResult<Option<Outcome>> {
         let (kind, text) = match &change.change {
             Change::Delete => ("delete", ""),
             Change::Edit(text) => ("edit", text.as_str()),
         };
-        let written: Option<(Vec<u8>, i64)> = self
+        let (key, ttl) = remembering(&change.room, generated.map(Remembered::generated));
+        let answer: Option<(u8, Vec<u8>, i64)> = self
             .take_back
             .key(seq_key(&change.room))
             .key(log_key(&change.room))
             .key(last_key(&change.room))
+            .key(key)
             .arg(change.room.as_str())
             .arg(change.target)
             .arg(kind)
             .arg(text)
             .arg(retain)
             .arg(follow::channel(&change.room))
+            .arg(ttl)
             .invoke_async(conn)
             .await?;
-        Ok(written.map(|(payload, ms)| Written { payload, ms }))
+        Ok(answer.map(outcome))
     }
 
     /// Moves `room` up the room index to `ms` (never down): the second half of a write.

@@ -1,0 +1,205 @@
+//! On a Redis Cluster, a write is acknowledged once a replica has it too.
+//!
+//! Redis replicates asynchronously: a primary killed right after answering a write may
+//! take it along, and the replica promoted in its place never had it. So after each write
+//! script the store sends `WAIT 1 <ms>` to the same primary over the same connection (WAIT
+//! counts the writes of the connection it arrives on): `/send` answers once a replica has
+//! the message, or once [`WAIT_FOR`] has passed.
+//!
+//! A primary whose replica is down or behind must keep taking writes, but every `WAIT`
+//! would then hold its connection for [`WAIT_FOR`] (a blocked client's later commands wait
+//! behind it). So a primary found without a replica is remembered by its slot ranges, its
+//! writes are acknowledged without waiting, and it is asked again every [`ASK_AGAIN`] (one
+//! write waits); a warning is logged at most every [`WARN_EVERY`] while writes go
+//! unconfirmed. That is the window of loss: writes to a primary without a live replica, and
+//! writes in flight when it is found so, are on one node only until a replica catches up.
+
+use std::ops::RangeInclusive;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{RedisResult, Value};
+
+use crate::domain::RoomName;
+
+/// How long a write waits for a replica. Well under the command timeout (a `WAIT` that
+/// outlasts it would be re-sent), well over a healthy replica's delay (a round trip).
+pub const WAIT_FOR: Duration = Duration::from_millis(500);
+/// How long a primary found without a replica is trusted alone before one write waits again.
+const ASK_AGAIN: Duration = Duration::from_secs(5);
+/// At most one warning this often about writes acknowledged without a replica.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Redis Cluster's slot count.
+const SLOTS: u16 = 16384;
+
+/// The slot of `room`'s keys: CRC16 (XMODEM) of the hash tag, the room name (which has no
+/// braces), as Redis and redis-rs compute it.
+pub fn slot_of(room: &RoomName) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(room.as_str().as_bytes()) % SLOTS
+}
+
+/// Which primaries were last seen without a replica. A `std` mutex: never held across an
+/// await.
+#[derive(Default)]
+pub struct Replication {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    alone: Vec<Alone>,
+    /// Writes acknowledged without a replica since the last warning.
+    unconfirmed: u64,
+    warned: Option<Instant>,
+}
+
+/// A primary without a replica: its slot ranges, and when to wait on it again.
+struct Alone {
+    slots: Vec<RangeInclusive<u16>>,
+    ask_at: Instant,
+}
+
+impl Replication {
+    /// Waits until a replica has what `conn` just wrote to `room`'s primary, unless that
+    /// primary was found alone lately. An error: the primary did not answer, so the write
+    /// may not outlive it (the caller reports the outcome as unknown).
+    pub async fn confirm(&self, conn: &mut ClusterConnection, room: &RoomName) -> RedisResult<()> {
+        let slot = slot_of(room);
+        if !self.should_wait(slot) {
+            return Ok(());
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(WAIT_FOR.as_millis() as u64);
+        let acks: i64 = redis::from_redis_value(conn.route_command(wait, primary(slot)).await?)?;
+        if acks > 0 {
+            self.state().alone.retain(|a| !a.serves(slot));
+            return Ok(());
+        }
+        let shards = conn.route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), primary(slot)).await;
+        let slots = shards.map(|s| slots_with(&s, slot)).unwrap_or_default();
+        self.found_alone(if slots.is_empty() { vec![slot..=slot] } else { slots });
+        Ok(())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a write to `slot` waits: yes, unless its primary is alone and was asked
+    /// less than [`ASK_AGAIN`] ago (then this write is counted as unconfirmed).
+    fn should_wait(&self, slot: u16) -> bool {
+        let now = Instant::now();
+        let mut state = self.state();
+        let Some(alone) = state.alone.iter_mut().find(|a| a.serves(slot)) else { return true };
+        if now >= alone.ask_at {
+            // This write asks; the others still don't wait meanwhile.
+            alone.ask_at = now + ASK_AGAIN;
+            return true;
+        }
+        state.unconfirmed += 1;
+        state.warn(now);
+        false
+    }
+
+    /// The primary serving `slots` answered a `WAIT` with no replica.
+    fn found_alone(&self, slots: Vec<RangeInclusive<u16>>) {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.unconfirmed += 1;
+        state.alone.retain(|a| !slots.iter().any(|r| a.serves(*r.start())));
+        state.alone.push(Alone { slots, ask_at: now + ASK_AGAIN });
+        state.warn(now);
+    }
+}
+
+impl State {
+    fn warn(&mut self, now: Instant) {
+        if self.warned.is_some_and(|at| now < at + WARN_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            writes = self.unconfirmed,
+            "a Redis Cluster primary has no replica that keeps up: writes acknowledged without \
+             a replica (lost if that primary fails before one catches up)"
+        );
+        self.unconfirmed = 0;
+        self.warned = Some(now);
+    }
+}
+
+impl Alone {
+    fn serves(&self, slot: u16) -> bool {
+        self.slots.iter().any(|r| r.contains(&slot))
+    }
+}
+
+/// The route to the primary serving `slot`: the node, and so the connection, that ran a
+/// script whose keys are in that slot.
+fn primary(slot: u16) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)))
+}
+
+/// From a `CLUSTER SLOTS` reply (`[[first, last, [host, port, ...], replicas...], ...]`):
+/// every range served by the primary that serves `slot`.
+fn slots_with(reply: &Value, slot: u16) -> Vec<RangeInclusive<u16>> {
+    let ranges: Vec<(RangeInclusive<u16>, Value)> = match reply {
+        Value::Array(entries) => entries.iter().filter_map(range_and_primary).collect(),
+        _ => Vec::new(),
+    };
+    let Some((_, owner)) = ranges.iter().find(|(r, _)| r.contains(&slot)) else { return Vec::new() };
+    ranges.iter().filter(|(_, p)| p == owner).map(|(r, _)| r.clone()).collect()
+}
+
+/// One `CLUSTER SLOTS` entry: its range and its primary's `[host, port]`.
+fn range_and_primary(entry: &Value) -> Option<(RangeInclusive<u16>, Value)> {
+    let Value::Array(fields) = entry else { return None };
+    let number = |v: &Value| match v {
+        Value::Int(n) => u16::try_from(*n).ok(),
+        _ => None,
+    };
+    let Value::Array(node) = fields.get(2)? else { return None };
+    let address = Value::Array(node.iter().take(2).cloned().collect());
+    Some((number(fields.first()?)?..=number(fields.get(1)?)?, address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(first: i64, last: i64, port: i64) -> Value {
+        let node = |port| Value::Array(vec![Value::BulkString(b"127.0.0.1".to_vec()), Value::Int(port)]);
+        Value::Array(vec![Value::Int(first), Value::Int(last), node(port), node(port + 1)])
+    }
+
+    #[test]
+    fn a_rooms_slot_is_the_one_redis_rs_routes_its_keys_to() {
+        for name in ["general", "r0", "r1", "a-long_room-name-0123456789"] {
+            let room = RoomName::parse(name).unwrap();
+            let key = super::super::room::log_key(&room);
+            assert_eq!(Route::new(slot_of(&room), SlotAddr::Master), Route::with_key(key, SlotAddr::Master));
+        }
+    }
+
+    #[test]
+    fn every_range_of_the_slots_primary_is_found() {
+        let reply = Value::Array(vec![entry(0, 99, 7000), entry(100, 199, 7002), entry(200, 16383, 7000)]);
+        assert_eq!(slots_with(&reply, 150), [100..=199]);
+        assert_eq!(slots_with(&reply, 5000), [0..=99, 200..=16383]);
+        assert!(slots_with(&Value::Nil, 5).is_empty());
+    }
+
+    #[test]
+    fn a_primary_found_alone_is_asked_again_by_one_write_at_a_time() {
+        let replication = Replication::default();
+        assert!(replication.should_wait(10));
+        replication.found_alone(vec![0..=99]);
+        assert!(!replication.should_wait(10), "alone: no wait");
+        assert!(replication.should_wait(100), "another primary still waits");
+        replication.state().alone[0].ask_at = Instant::now();
+        assert!(replication.should_wait(50), "time to ask again");
+        assert!(!replication.should_wait(50), "one write asks, the others don't wait");
+    }
+}
