@@ -13,7 +13,11 @@
 //! becomes a gap in a stream.
 //!
 //! The `/send` acknowledgement means "the script ran": the message is in Redis, as durable
-//! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`).
+//! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`). On a
+//! Redis Cluster it also means a replica has it (`WAIT 1` on its primary, see
+//! `redis/replicas.rs`), unless that primary has no replica that keeps up; and a write
+//! without a client key is remembered for a minute under a key made up for it, because
+//! the cluster connection may send a script twice (see [`room::Remembered`]).
 //! Deletes and edits are entries of the same log, published on the same channel
 //! ([`TAKE_BACK`]): a payload with `kind` `delete` or `edit` and a `target`; one without
 //! `kind` (all that was written before them) is a message. Checking a take-back reads the
@@ -277,13 +281,10 @@ impl RedisStore {
         new: NewMessage,
         generated: Option<IdempotencyKey>,
     ) -> Result<Appended, StoreError> {
-        let mut conn = self.conn.clone();
-        let outcome = self
-            .scripts
-            .append(&mut conn, &new, self.retention.count, generated.as_ref())
-            .await
-            .map_err(|e| append_failed(&self.url, e))?;
-        self.replicated(&mut conn, &new.room).await?;
+        let call = self.scripts.append(&new, self.retention.count, generated.as_ref());
+        let outcome = self.write(&call, &new.room).await?;
+        let outcome =
+            outcome.ok_or_else(|| StoreError::Unknown("Redis answered an append with nil".into()))?;
         let replayed = matches!(outcome, Outcome::Replayed(_)) && new.key.is_some();
         // The script ran, and may have stored what can't be read back: not "nothing saved".
         let entry = self.noted(&new.room, outcome, replayed).await;
@@ -297,25 +298,16 @@ impl RedisStore {
         change: TakeBack,
         generated: Option<IdempotencyKey>,
     ) -> Result<Option<Entry>, StoreError> {
-        let mut conn = self.conn.clone();
-        let outcome = self
-            .scripts
-            .take_back(&mut conn, &change, self.retention.count, generated.as_ref())
-            .await
-            .map_err(|e| append_failed(&self.url, e))?;
-        let Some(outcome) = outcome else { return Ok(None) };
-        self.replicated(&mut conn, &change.room).await?;
+        let call = self.scripts.take_back(&change, self.retention.count, generated.as_ref());
+        let Some(outcome) = self.write(&call, &change.room).await? else { return Ok(None) };
         self.noted(&change.room, outcome, false).await.map(Some).map_err(StoreError::Unknown)
     }
 
-    /// On a Cluster, once the write script ran: waits until a replica has it
-    /// (`redis/replicas.rs`). A primary that does not answer may lose it: unknown.
-    async fn replicated(&self, conn: &mut RedisConn, room: &RoomName) -> Result<(), StoreError> {
-        let RedisConn::Cluster(cluster) = conn else { return Ok(()) };
-        self.replication
-            .confirm(cluster, room)
-            .await
-            .map_err(|e| StoreError::Unknown(format!("Redis at {}: no answer on replication: {e}", self.url)))
+    /// Runs a write script on `room`'s primary; on a Cluster it waits for a replica too
+    /// (`redis/replicas.rs`).
+    async fn write(&self, call: &room::Call<'_>, room: &RoomName) -> Result<Option<Outcome>, StoreError> {
+        let mut conn = self.conn.clone();
+        self.replication.write(&mut conn, call, room).await.map_err(|e| append_failed(&self.url, e))
     }
 
     /// The second half of a write: the room moves up the room index, and room lists hear of

@@ -3,8 +3,8 @@
 //! Redis replicates asynchronously: a primary killed right after answering a write may
 //! take it along, and the replica promoted in its place never had it. So after each write
 //! script the store sends `WAIT 1 <ms>` to the same primary over the same connection (WAIT
-//! counts the writes of the connection it arrives on): `/send` answers once a replica has
-//! the message, or once [`WAIT_FOR`] has passed.
+//! counts the writes of the connection it arrives on), in one pipeline with the script:
+//! `/send` answers once a replica has the message, or once [`WAIT_FOR`] has passed.
 //!
 //! A primary whose replica is down or behind must keep taking writes, but every `WAIT`
 //! would then hold its connection for [`WAIT_FOR`] (a blocked client's later commands wait
@@ -22,6 +22,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{RedisResult, Value};
 
+use super::conn::RedisConn;
+use super::room::{Call, Outcome};
 use crate::domain::RoomName;
 
 /// How long a write waits for a replica. Well under the command timeout (a `WAIT` that
@@ -63,25 +65,40 @@ struct Alone {
 }
 
 impl Replication {
-    /// Waits until a replica has what `conn` just wrote to `room`'s primary, unless that
-    /// primary was found alone lately. An error: the primary did not answer, so the write
-    /// may not outlive it (the caller reports the outcome as unknown).
-    pub async fn confirm(&self, conn: &mut ClusterConnection, room: &RoomName) -> RedisResult<()> {
+    /// Runs the write `call` on `room`'s primary. On a Cluster, `WAIT 1` follows it in the
+    /// same pipeline (so on the same connection, to the same node: a pipeline is sent as one
+    /// request), unless that primary was found alone lately. The script ran but `WAIT` got
+    /// no reply, or an error: an IO error, since the write may not outlive its primary (the
+    /// store reports the outcome as unknown).
+    pub async fn write(
+        &self,
+        conn: &mut RedisConn,
+        call: &Call<'_>,
+        room: &RoomName,
+    ) -> RedisResult<Option<Outcome>> {
+        let RedisConn::Cluster(cluster) = conn else { return Ok(call.run(conn, None).await?.0) };
         let slot = slot_of(room);
-        if !self.should_wait(slot) {
-            return Ok(());
+        let wait = self.should_wait(slot).then(|| {
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(1).arg(WAIT_FOR.as_millis() as u64);
+            wait
+        });
+        let (outcome, acks) = call.run(cluster, wait.as_ref()).await?;
+        match acks.map(redis::from_redis_value::<i64>) {
+            None => {}
+            Some(Ok(acks)) if acks > 0 => self.state().alone.retain(|a| !a.serves(slot)),
+            Some(Ok(_)) => self.found_alone(cluster, slot).await,
+            Some(Err(e)) => return Err(std::io::Error::other(format!("no reply to WAIT: {e}")).into()),
         }
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(1).arg(WAIT_FOR.as_millis() as u64);
-        let acks: i64 = redis::from_redis_value(conn.route_command(wait, primary(slot)).await?)?;
-        if acks > 0 {
-            self.state().alone.retain(|a| !a.serves(slot));
-            return Ok(());
-        }
+        Ok(outcome)
+    }
+
+    /// The primary serving `slot` answered `WAIT` with no replica: its slot ranges are
+    /// asked (`CLUSTER SLOTS`); if that fails, the one slot is noted.
+    async fn found_alone(&self, conn: &mut ClusterConnection, slot: u16) {
         let shards = conn.route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), primary(slot)).await;
         let slots = shards.map(|s| slots_with(&s, slot)).unwrap_or_default();
-        self.found_alone(if slots.is_empty() { vec![slot..=slot] } else { slots });
-        Ok(())
+        self.note_alone(if slots.is_empty() { vec![slot..=slot] } else { slots });
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -104,8 +121,8 @@ impl Replication {
         false
     }
 
-    /// The primary serving `slots` answered a `WAIT` with no replica.
-    fn found_alone(&self, slots: Vec<RangeInclusive<u16>>) {
+    /// The primary serving `slots` has no replica that keeps up.
+    fn note_alone(&self, slots: Vec<RangeInclusive<u16>>) {
         let now = Instant::now();
         let mut state = self.state();
         state.unconfirmed += 1;
@@ -136,8 +153,7 @@ impl Alone {
     }
 }
 
-/// The route to the primary serving `slot`: the node, and so the connection, that ran a
-/// script whose keys are in that slot.
+/// The route to the primary serving `slot`.
 fn primary(slot: u16) -> RoutingInfo {
     RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)))
 }
@@ -195,7 +211,7 @@ mod tests {
     fn a_primary_found_alone_is_asked_again_by_one_write_at_a_time() {
         let replication = Replication::default();
         assert!(replication.should_wait(10));
-        replication.found_alone(vec![0..=99]);
+        replication.note_alone(vec![0..=99]);
         assert!(!replication.should_wait(10), "alone: no wait");
         assert!(replication.should_wait(100), "another primary still waits");
         replication.state().alone[0].ask_at = Instant::now();

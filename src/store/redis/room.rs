@@ -7,13 +7,19 @@
 //! between the two leaves the room out of the room list until its next message, or until
 //! pruning sees it (which repairs the index from the room's own `:last`).
 //!
+//! A write run twice stores once when it has a key ([`Remembered`]): the client's, or on a
+//! Cluster one made up for it, since the cluster connection re-sends a request after an IO
+//! error. The second run finds the key and gives back the first run's entry; that holds for
+//! take-backs too (a delete run twice gives back its entry, not "no such message"; an edit
+//! run twice logs one edit).
+//!
 //! Generic over the connection (`redis::aio::ConnectionLike`): a `ConnectionManager` on
 //! one Redis, a `ClusterConnection` on a Cluster. Public for the Cluster test harness.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::{RedisResult, Script};
+use redis::{Cmd, RedisResult, Script, ServerErrorKind, ToRedisArgs, Value};
 
 use super::follow;
 use crate::domain::{Change, IdempotencyKey, NewMessage, RoomName, TakeBack};
@@ -226,6 +232,52 @@ fn remembering(room: &RoomName, remembered: Option<Remembered>) -> (String, u64)
     }
 }
 
+/// One run of a write script, built by hand (`EVALSHA sha 4 KEYS... ARGV...`) instead of
+/// with `Script::invoke_async`, so that a command can follow it in the same pipeline, and
+/// so on the same connection (the Cluster's `WAIT`): redis-rs 1.8.1 has no script
+/// invocation in a pipeline.
+pub struct Call<'a> {
+    script: &'a Script,
+    evalsha: Cmd,
+}
+
+impl<'a> Call<'a> {
+    fn new(script: &'a Script, keys: [String; 4]) -> Self {
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(script.get_hash()).arg(keys.len()).arg(&keys);
+        Self { script, evalsha }
+    }
+
+    fn arg(mut self, arg: impl ToRedisArgs) -> Self {
+        self.evalsha.arg(arg);
+        self
+    }
+
+    /// Runs the script, then `after` right behind it; returns what the script did (`None`:
+    /// nothing to do, a take-back of no such message) and `after`'s reply, which may be an
+    /// error reply. A Redis that doesn't know the script says so without running it: it is
+    /// loaded and the pipeline sent again, as `Script::invoke_async` does.
+    pub async fn run<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        after: Option<&Cmd>,
+    ) -> RedisResult<(Option<Outcome>, Option<Value>)> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors().add_command(self.evalsha.clone());
+        if let Some(after) = after {
+            pipe.add_command(after.clone());
+        }
+        let mut replies: Vec<Value> = pipe.query_async(conn).await?;
+        if matches!(&replies[0], Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript)) {
+            self.script.load_async(conn).await?;
+            replies = pipe.query_async(conn).await?;
+        }
+        let after = after.and_then(|_| replies.pop());
+        let answer: Option<(u8, Vec<u8>, i64)> = redis::from_redis_value(replies.swap_remove(0))?;
+        Ok((answer.map(outcome), after))
+    }
+}
+
 /// The scripts' answer, {replayed, payload, ms}.
 fn outcome((replayed, payload, ms): (u8, Vec<u8>, i64)) -> Outcome {
     if replayed == 1 { Outcome::Replayed(payload) } else { Outcome::Wrote(Written { payload, ms }) }
@@ -253,21 +305,10 @@ impl Default for RoomScripts {
 impl RoomScripts {
     /// Appends `new` (keeping `retain` entries), remembered under its own key or else
     /// under `generated`, if any. The room index is not touched: call [`Self::note`] after.
-    pub async fn append<C: ConnectionLike + Send>(
-        &self,
-        conn: &mut C,
-        new: &NewMessage,
-        retain: usize,
-        generated: Option<&IdempotencyKey>,
-    ) -> RedisResult<Outcome> {
+    pub fn append(&self, new: &NewMessage, retain: usize, generated: Option<&IdempotencyKey>) -> Call<'_> {
         let remembered = new.key.as_ref().map(Remembered::client).or(generated.map(Remembered::generated));
         let (key, ttl) = remembering(&new.room, remembered);
-        let answer = self
-            .append
-            .key(seq_key(&new.room))
-            .key(log_key(&new.room))
-            .key(last_key(&new.room))
-            .key(key)
+        Call::new(&self.append, [seq_key(&new.room), log_key(&new.room), last_key(&new.room), key])
             .arg(new.room.as_str())
             .arg(new.author.as_str())
             .arg(new.text.as_str())
@@ -275,42 +316,33 @@ impl RoomScripts {
             .arg(follow::channel(&new.room))
             .arg(ttl)
             .arg(if new.user { "1" } else { "0" })
-            .invoke_async(conn)
-            .await?;
-        Ok(outcome(answer))
     }
 
-    /// A delete or edit of `change.target`, remembered under `generated` if any; `None` if
-    /// the log holds no such live message. The room index is not touched: call
-    /// [`Self::note`] after.
-    pub async fn take_back<C: ConnectionLike + Send>(
+    /// A delete or edit of `change.target`, remembered under `generated` if any; it does
+    /// nothing (`None`) if the log holds no such live message. The room index is not
+    /// touched: call [`Self::note`] after.
+    pub fn take_back(
         &self,
-        conn: &mut C,
         change: &TakeBack,
         retain: usize,
         generated: Option<&IdempotencyKey>,
-    ) -> RedisResult<Option<Outcome>> {
+    ) -> Call<'_> {
         let (kind, text) = match &change.change {
             Change::Delete => ("delete", ""),
             Change::Edit(text) => ("edit", text.as_str()),
         };
         let (key, ttl) = remembering(&change.room, generated.map(Remembered::generated));
-        let answer: Option<(u8, Vec<u8>, i64)> = self
-            .take_back
-            .key(seq_key(&change.room))
-            .key(log_key(&change.room))
-            .key(last_key(&change.room))
-            .key(key)
-            .arg(change.room.as_str())
-            .arg(change.target)
-            .arg(kind)
-            .arg(text)
-            .arg(retain)
-            .arg(follow::channel(&change.room))
-            .arg(ttl)
-            .invoke_async(conn)
-            .await?;
-        Ok(answer.map(outcome))
+        Call::new(
+            &self.take_back,
+            [seq_key(&change.room), log_key(&change.room), last_key(&change.room), key],
+        )
+        .arg(change.room.as_str())
+        .arg(change.target)
+        .arg(kind)
+        .arg(text)
+        .arg(retain)
+        .arg(follow::channel(&change.room))
+        .arg(ttl)
     }
 
     /// Moves `room` up the room index to `ms` (never down): the second half of a write.
