@@ -28,7 +28,7 @@ use crate::domain::RoomName;
 
 /// How long a write waits for a replica. Well under the command timeout (a `WAIT` that
 /// outlasts it would be re-sent), well over a healthy replica's delay (a round trip).
-pub const WAIT_FOR: Duration = Duration::from_millis(500);
+const WAIT_FOR: Duration = Duration::from_millis(500);
 /// How long a primary found without a replica is trusted alone before one write waits again.
 const ASK_AGAIN: Duration = Duration::from_secs(5);
 /// At most one warning this often about writes acknowledged without a replica.
