@@ -16,8 +16,9 @@
 //! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`). On a
 //! Redis Cluster it also means a replica has it (`WAIT 1` on its primary, see
 //! `redis/replicas.rs`), unless that primary has no replica that keeps up; and a write
-//! without a client key is remembered for a minute under a key made up for it, because
-//! the cluster connection may send a script twice (see [`room::Remembered`]).
+//! carries a token of its own, remembered with its entry (for a minute under the token
+//! when there is no client key), because the cluster connection may send a script twice
+//! (see [`room::Attempt`]).
 //! Deletes and edits are entries of the same log, published on the same channel
 //! ([`TAKE_BACK`]): a payload with `kind` `delete` or `edit` and a `target`; one without
 //! `kind` (all that was written before them) is a message. Checking a take-back reads the
@@ -52,7 +53,7 @@ pub mod room;
 use self::conn::RedisConn;
 use self::presence::SharedPresence;
 use self::replicas::Replication;
-use self::room::{Outcome, ROOMS, RoomScripts, idempotency_key, log_key, seq_key};
+use self::room::{Attempt, Outcome, ROOMS, RoomScripts, idempotency_key, log_key, remembered, seq_key};
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::PresenceView;
 use crate::domain::{
@@ -267,40 +268,37 @@ impl RedisStore {
         }
     }
 
-    /// A key for a write that has none, when a request may reach Redis twice (a Cluster):
-    /// the script then remembers it for [`room::GENERATED_KEY_TTL`], so a second run gives
-    /// back the first one's entry instead of writing another.
-    fn generated_key(&self, needed: bool) -> Option<IdempotencyKey> {
-        (needed && self.conn.resends()).then(IdempotencyKey::random)
+    /// A token for one write, when a request may reach Redis twice (a Cluster): the script
+    /// stores it with the entry it remembers (under the client's key, or under the token
+    /// itself for [`room::ATTEMPT_TTL`]), so a second run of the same write gives back the
+    /// first one's entry instead of writing another, and knows it was its own.
+    fn attempt(&self) -> Option<Attempt> {
+        self.conn.resends().then(Attempt::new)
     }
 
-    /// `submit`, remembered under `generated` if the message has no key of its own. A replay
-    /// of `generated` is this very write, sent twice on the way: answered as stored now.
-    async fn submit_once(
-        &self,
-        new: NewMessage,
-        generated: Option<IdempotencyKey>,
-    ) -> Result<Appended, StoreError> {
-        let call = self.scripts.append(&new, self.retention.count, generated.as_ref());
+    /// `submit`, as the one `attempt`. A second run of the same attempt is answered as stored
+    /// now; a client's key seen before, as a replay.
+    async fn submit_once(&self, new: NewMessage, attempt: Option<&Attempt>) -> Result<Appended, StoreError> {
+        let call = self.scripts.append(&new, self.retention.count, attempt);
         let outcome = self.write(&call, &new.room).await?;
         let outcome =
             outcome.ok_or_else(|| StoreError::Unknown("Redis answered an append with nil".into()))?;
-        let replayed = matches!(outcome, Outcome::Replayed(_)) && new.key.is_some();
+        let replayed = matches!(outcome, Outcome::Replayed(_));
         // The script ran, and may have stored what can't be read back: not "nothing saved".
-        let entry = self.noted(&new.room, outcome, replayed).await;
+        let entry = self.noted(&new.room, outcome).await;
         let message = entry.and_then(Stored::message).map_err(StoreError::Unknown)?;
         Ok(Appended { message, replayed })
     }
 
-    /// `take_back`, remembered under `generated`: run twice, it gives back the same entry.
+    /// `take_back`, as the one `attempt`: run twice, it gives back the same entry.
     async fn take_back_once(
         &self,
         change: TakeBack,
-        generated: Option<IdempotencyKey>,
+        attempt: Option<&Attempt>,
     ) -> Result<Option<Entry>, StoreError> {
-        let call = self.scripts.take_back(&change, self.retention.count, generated.as_ref());
+        let call = self.scripts.take_back(&change, self.retention.count, attempt);
         let Some(outcome) = self.write(&call, &change.room).await? else { return Ok(None) };
-        self.noted(&change.room, outcome, false).await.map(Some).map_err(StoreError::Unknown)
+        self.noted(&change.room, outcome).await.map(Some).map_err(StoreError::Unknown)
     }
 
     /// Runs a write script on `room`'s primary; on a Cluster it waits for a replica too
@@ -311,20 +309,17 @@ impl RedisStore {
     }
 
     /// The second half of a write: the room moves up the room index, and room lists hear of
-    /// it; then the entry is read back. A client's replay (`replayed`) wrote nothing now;
-    /// any other outcome is noted, a second run of the same write too (its first run's reply,
-    /// and so its note, may have been lost). The entry is stored and published already, so
-    /// a failed note is only logged: the room is missing from the list until its next
-    /// message (or pruning repairs it).
-    async fn noted(&self, room: &RoomName, outcome: Outcome, replayed: bool) -> Result<Entry, String> {
+    /// it; then the entry is read back. A client's replay wrote nothing now; a write's
+    /// second run is noted too (its first run's reply, and so its note, may have been lost).
+    /// The entry is stored and published already, so a failed note is only logged: the room
+    /// is missing from the list until its next message (or pruning repairs it).
+    async fn noted(&self, room: &RoomName, outcome: Outcome) -> Result<Entry, String> {
         let (payload, ms) = match outcome {
             Outcome::Wrote(written) => (written.payload, Some(written.ms)),
-            Outcome::Replayed(payload) => (payload, None),
+            Outcome::Resent(payload) => (payload, None),
+            Outcome::Replayed(payload) => return Stored::decode(&payload),
         };
         let entry = Stored::decode(&payload)?;
-        if replayed {
-            return Ok(entry);
-        }
         let ms = ms.unwrap_or_else(|| entry.time().millis());
         if let Err(e) = RoomScripts::note(&mut self.conn.clone(), room, ms).await {
             tracing::warn!(%room, error = %e, "noting a room's activity in Redis failed");
@@ -417,19 +412,18 @@ impl SharedRateLimiter {
 #[async_trait]
 impl Store for RedisStore {
     async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        let generated = self.generated_key(new.key.is_none());
-        self.submit_once(new, generated).await
+        self.submit_once(new, self.attempt().as_ref()).await
     }
 
     async fn take_back(&self, change: TakeBack) -> Result<Option<Entry>, StoreError> {
-        self.take_back_once(change, self.generated_key(true)).await
+        self.take_back_once(change, self.attempt().as_ref()).await
     }
 
     async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
         let mut conn = self.conn.clone();
         let payload: Option<Vec<u8>> =
             conn.get(idempotency_key(room, key.as_str())).await.map_err(|e| self.unavailable(e))?;
-        payload.map(|p| Stored::decode_message(&p).map_err(|e| self.unavailable(e))).transpose()
+        payload.map(|p| Stored::decode_message(remembered(&p).1).map_err(|e| self.unavailable(e))).transpose()
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
@@ -820,34 +814,55 @@ pub mod tests {
         assert_eq!(names, ["fresh"], "its score repaired from :last");
     }
 
-    /// A write sent twice on the way (as redis-rs's cluster connection may) under the key
-    /// made up for it: stored once, and both runs answer with it as stored now.
+    /// A write sent twice on the way (as redis-rs's cluster connection may), as one attempt:
+    /// stored once, and both runs answer with it as stored now; without a client key it is
+    /// remembered under the attempt's token, briefly.
     #[tokio::test]
-    async fn a_write_run_twice_under_its_made_up_key_is_stored_once() {
+    async fn a_write_run_twice_as_one_attempt_is_stored_once() {
         let server = RedisServer::start();
         let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
         let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
         let room = RoomName::general();
         let new = NewMessage::parse("general", Some("ana"), Some("hi")).unwrap();
-        let key = IdempotencyKey::random();
-        let first = store.submit_once(new.clone(), Some(key.clone())).await.unwrap();
-        let again = store.submit_once(new, Some(key.clone())).await.unwrap();
+        let token = IdempotencyKey::random();
+        let attempt = Attempt::with_token(token.clone());
+        let first = store.submit_once(new.clone(), Some(&attempt)).await.unwrap();
+        let again = store.submit_once(new, Some(&attempt)).await.unwrap();
         assert_eq!(again, first, "the same message, and not a replay to the client");
         assert!(!first.replayed);
-        let ttl: i64 = redis::cmd("PTTL").arg(idempotency_key(&room, key.as_str())).query(&mut conn).unwrap();
+        let ttl: i64 =
+            redis::cmd("PTTL").arg(idempotency_key(&room, token.as_str())).query(&mut conn).unwrap();
         assert!(ttl > 0 && ttl <= 60_000, "remembered briefly: {ttl} ms");
 
         let edit = Change::Edit(MessageText::parse("hello").unwrap());
         for change in [edit, Change::Delete] {
             let change = TakeBack { room: room.clone(), target: first.message.id, change };
-            let key = IdempotencyKey::random();
-            let entry = store.take_back_once(change.clone(), Some(key.clone())).await.unwrap();
+            let attempt = Attempt::new();
+            let entry = store.take_back_once(change.clone(), Some(&attempt)).await.unwrap();
             assert!(entry.is_some());
-            assert_eq!(store.take_back_once(change, Some(key)).await.unwrap(), entry, "the same entry");
+            assert_eq!(store.take_back_once(change, Some(&attempt)).await.unwrap(), entry, "the same entry");
         }
         let ids: Vec<_> =
             store.read(&room, Range::After(0), 10).await.unwrap().entries.iter().map(Entry::id).collect();
         assert_eq!(ids.len(), 3, "a message, one edit, one delete: {ids:?}");
+    }
+
+    /// Under a client's key, a second run of the same attempt is not a replay to the client;
+    /// another attempt (the client's retry) is.
+    #[tokio::test]
+    async fn a_client_key_replays_for_another_attempt_only() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
+        let key = IdempotencyKey::parse("key", "client-key").unwrap();
+        let new = NewMessage::parse("general", Some("ana"), Some("hi")).unwrap().with_key(Some(key.clone()));
+        let (attempt, retry) = (Attempt::new(), Attempt::new());
+        let first = store.submit_once(new.clone(), Some(&attempt)).await.unwrap();
+        assert_eq!(store.submit_once(new.clone(), Some(&attempt)).await.unwrap(), first, "sent twice");
+        let replay = store.submit_once(new.clone(), Some(&retry)).await.unwrap();
+        assert!(replay.replayed && replay.message == first.message, "the client's retry");
+        assert_eq!(store.submit_once(new, None).await.unwrap(), replay, "a retry on one Redis");
+        let found = store.find(&RoomName::general(), &key).await.unwrap();
+        assert_eq!(found, Some(first.message), "the key names the message");
     }
 
     /// On one Redis a request is sent once: no key is made up, nothing is remembered.

@@ -27,7 +27,7 @@
 //! feature, which the package's dev-dependency on itself turns on, so a plain `cargo test`
 //! runs it). `durable.rs`: no acknowledged write lost or doubled through a primary's SIGKILL,
 //! every write waits for a replica (`WAIT`) unless its primary has none, and a write without
-//! a client key is remembered for a minute under a made-up one.
+//! a client key is remembered for a minute under its attempt's token.
 //!
 //! The full audit, with references into redis-rs's source: /work/notes/i16-cluster-findings.md.
 

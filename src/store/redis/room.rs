@@ -7,11 +7,12 @@
 //! between the two leaves the room out of the room list until its next message, or until
 //! pruning sees it (which repairs the index from the room's own `:last`).
 //!
-//! A write run twice stores once when it has a key ([`Remembered`]): the client's, or on a
-//! Cluster one made up for it, since the cluster connection re-sends a request after an IO
-//! error. The second run finds the key and gives back the first run's entry; that holds for
-//! take-backs too (a delete run twice gives back its entry, not "no such message"; an edit
-//! run twice logs one edit).
+//! A write run twice stores once when it has a key: the client's, or on a Cluster its
+//! [`Attempt`]'s token, since the cluster connection re-sends a request after an IO error.
+//! The second run finds the key and gives back the first run's entry, and by the token it
+//! knows whether that was itself ([`Outcome::Resent`]) or a client's earlier send
+//! ([`Outcome::Replayed`]). That holds for take-backs too (a delete run twice gives back its
+//! entry, not "no such message"; an edit run twice logs one edit).
 //!
 //! Generic over the connection (`redis::aio::ConnectionLike`): a `ConnectionManager` on
 //! one Redis, a `ClusterConnection` on a Cluster. Public for the Cluster test harness.
@@ -31,10 +32,10 @@ pub const ROOMS: &str = "ssechat:rooms";
 /// How long a client's idempotency key is remembered.
 const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// How long a key made up for one write is remembered (see [`Remembered`]): far longer than
-/// redis-rs's retries of one request take (two tries after the first, each at most the
-/// store's command timeout), far shorter than a client's key.
-pub const GENERATED_KEY_TTL: Duration = Duration::from_secs(60);
+/// How long a write's attempt is remembered when it has no client key (see [`Attempt`]):
+/// far longer than redis-rs's retries of one request take (two tries after the first, each
+/// at most the store's command timeout), far shorter than a client's key.
+pub const ATTEMPT_TTL: Duration = Duration::from_secs(60);
 
 /// A write's first lines: if its key (KEYS[4]; the local `remember`, seconds, is 0 when
 /// there is none) is known, the entry written under it comes back and nothing is written.
@@ -46,21 +47,23 @@ if remember > 0 then
 end
 "#;
 
-/// A write's last lines: the entry is remembered under its key. Returns {0, payload, ms}.
+/// A write's last lines: the entry is remembered under its key, after the write's attempt
+/// token (the local `attempt`, "" on one Redis). Returns {0, payload, ms}.
 const REMEMBER: &str = r#"
-if remember > 0 then redis.call('SET', KEYS[4], payload, 'EX', remember) end
+if remember > 0 then redis.call('SET', KEYS[4], attempt .. payload, 'EX', remember) end
 return {0, payload, ms}
 "#;
 
 /// [Replay a known idempotency key, or] next id, append, cap, note activity, publish,
 /// remember the key: atomically. KEYS: seq, log, last, idempotency key. ARGV: room,
 /// author, text, retain, channel, seconds to remember the key (0: no key), user ('1' or
-/// '0'). Returns {replayed, payload, ms} (ms: 0 when replayed).
+/// '0'), attempt token. Returns {replayed, payload, ms} (ms: 0 when replayed; a replayed
+/// payload comes after the attempt token that wrote it).
 ///
 /// The id is written into the payload by hand: `cjson` prints numbers with 14 significant
 /// digits, and ids have 16.
 const APPEND: [&str; 5] = [
-    "local remember = tonumber(ARGV[6])",
+    "local remember, attempt = tonumber(ARGV[6]), ARGV[8]",
     REPLAY,
     r#"
 local room, retain, channel, target = ARGV[1], ARGV[4], ARGV[5], nil
@@ -104,11 +107,12 @@ redis.call('PUBLISH', channel, payload)
 /// message and the entries about it (found by their `"target":ID,` prefix, which no text
 /// can contain unescaped) are folded to how it reads now, then the entry goes the way of
 /// every entry. KEYS: seq, log, last, key (see [`Remembered`]); ARGV: room, target, kind
-/// (`delete` or `edit`), text, retain, channel, seconds to remember the key (0: no key).
+/// (`delete` or `edit`), text, retain, channel, seconds to remember the key (0: no key),
+/// attempt token.
 /// Returns {replayed, payload, ms}, or nil when there is no such message. A known key
 /// replays before the message is looked for: a delete run twice gives back its entry.
 const TAKE_BACK: [&str; 5] = [
-    "local remember = tonumber(ARGV[7])",
+    "local remember, attempt = tonumber(ARGV[7]), ARGV[8]",
     REPLAY,
     r#"
 local room, target, retain, channel = ARGV[1], ARGV[2], ARGV[5], ARGV[6]
@@ -175,7 +179,7 @@ fn last_key(room: &RoomName) -> String {
     format!("ssechat:{{{room}}}:last")
 }
 
-/// Where the entry written under `key` in `room` is remembered (see [`Remembered`]).
+/// Where the entry written under `key` in `room` is remembered (see [`remembered`]).
 pub fn idempotency_key(room: &RoomName, key: &str) -> String {
     format!("ssechat:{{{room}}}:key:{key}")
 }
@@ -190,7 +194,10 @@ pub struct Written {
 pub enum Outcome {
     /// It wrote this entry.
     Wrote(Written),
-    /// Its key was known: this entry was written under it before, and nothing now.
+    /// This very write had run before (the same [`Attempt`], sent twice on the way): its
+    /// entry, written then, and nothing now.
+    Resent(Vec<u8>),
+    /// Its client's key was known: the entry an earlier send wrote, and nothing now.
     Replayed(Vec<u8>),
 }
 
@@ -199,35 +206,47 @@ impl Outcome {
     pub fn written(self) -> Option<Written> {
         match self {
             Self::Wrote(written) => Some(written),
-            Self::Replayed(_) => None,
+            Self::Resent(_) | Self::Replayed(_) => None,
         }
     }
 }
 
-/// The key a write is remembered under, so that running it again gives back the entry it
-/// wrote instead of writing another: a client's idempotency key (24 h), or one made up for
-/// a single write ([`GENERATED_KEY_TTL`]), which only guards against the write being sent
-/// twice on the way (redis-rs's cluster connection re-sends a request after an IO error).
-pub struct Remembered<'a> {
-    key: &'a IdempotencyKey,
-    ttl: Duration,
-}
+/// One write's own token, 32 hex digits, made on a Redis Cluster, whose connection sends a
+/// request again after an IO error, so a write script whose reply was lost runs twice. The
+/// script stores it with the entry it remembers; a second run that finds its own token knows
+/// it is the same write, not a client's retry. A write without a client key is remembered
+/// under its token, for [`ATTEMPT_TTL`].
+pub struct Attempt(IdempotencyKey);
 
-impl<'a> Remembered<'a> {
-    pub fn client(key: &'a IdempotencyKey) -> Self {
-        Self { key, ttl: KEY_TTL }
+impl Attempt {
+    pub fn new() -> Self {
+        Self(IdempotencyKey::random())
     }
 
-    pub fn generated(key: &'a IdempotencyKey) -> Self {
-        Self { key, ttl: GENERATED_KEY_TTL }
+    /// A key for tests that need to run one attempt twice.
+    pub fn with_token(token: IdempotencyKey) -> Self {
+        Self(token)
     }
 }
 
-/// `remembered`'s Redis key in `room` (the empty key's when none: the script ignores it,
-/// but it keeps the script on the room's slot) and its seconds to live (0: none).
-fn remembering(room: &RoomName, remembered: Option<Remembered>) -> (String, u64) {
-    match remembered {
-        Some(r) => (idempotency_key(room, r.key.as_str()), r.ttl.as_secs()),
+impl Default for Attempt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The entry in what a key remembers, and the token of the attempt that wrote it: a
+/// remembered value is `TOKEN{...}`, or `{...}` on one Redis (and before tokens existed).
+pub fn remembered(value: &[u8]) -> (&[u8], &[u8]) {
+    let token = value.iter().position(|&b| b == b'{').unwrap_or(0);
+    value.split_at(token)
+}
+
+/// The key `new` is remembered under and for how long (the empty key and 0 when none:
+/// the script ignores it, but it keeps the script on the room's slot).
+fn remembering(room: &RoomName, key: Option<&IdempotencyKey>, ttl: Duration) -> (String, u64) {
+    match key {
+        Some(key) => (idempotency_key(room, key.as_str()), ttl.as_secs()),
         None => (idempotency_key(room, ""), 0),
     }
 }
@@ -239,13 +258,14 @@ fn remembering(room: &RoomName, remembered: Option<Remembered>) -> (String, u64)
 pub struct Call<'a> {
     script: &'a Script,
     evalsha: Cmd,
+    attempt: Option<&'a Attempt>,
 }
 
 impl<'a> Call<'a> {
-    fn new(script: &'a Script, keys: [String; 4]) -> Self {
+    fn new(script: &'a Script, keys: [String; 4], attempt: Option<&'a Attempt>) -> Self {
         let mut evalsha = redis::cmd("EVALSHA");
         evalsha.arg(script.get_hash()).arg(keys.len()).arg(&keys);
-        Self { script, evalsha }
+        Self { script, evalsha, attempt }
     }
 
     fn arg(mut self, arg: impl ToRedisArgs) -> Self {
@@ -274,13 +294,23 @@ impl<'a> Call<'a> {
         }
         let after = after.and_then(|_| replies.pop());
         let answer: Option<(u8, Vec<u8>, i64)> = redis::from_redis_value(replies.swap_remove(0))?;
-        Ok((answer.map(outcome), after))
+        Ok((answer.map(|answer| self.outcome(answer)), after))
+    }
+
+    /// The script's answer, {replayed, payload, ms}.
+    fn outcome(&self, (replayed, payload, ms): (u8, Vec<u8>, i64)) -> Outcome {
+        if replayed == 0 {
+            return Outcome::Wrote(Written { payload, ms });
+        }
+        let (token, entry) = remembered(&payload);
+        let mine = self.attempt.is_some_and(|a| a.0.as_str().as_bytes() == token);
+        if mine { Outcome::Resent(entry.to_vec()) } else { Outcome::Replayed(entry.to_vec()) }
     }
 }
 
-/// The scripts' answer, {replayed, payload, ms}.
-fn outcome((replayed, payload, ms): (u8, Vec<u8>, i64)) -> Outcome {
-    if replayed == 1 { Outcome::Replayed(payload) } else { Outcome::Wrote(Written { payload, ms }) }
+/// What the scripts store before a remembered entry: the attempt's token, or nothing.
+fn token(attempt: Option<&Attempt>) -> &str {
+    attempt.map_or("", |a| a.0.as_str())
 }
 
 /// The room scripts, loaded once per store.
@@ -303,12 +333,16 @@ impl Default for RoomScripts {
 }
 
 impl RoomScripts {
-    /// Appends `new` (keeping `retain` entries), remembered under its own key or else
-    /// under `generated`, if any. The room index is not touched: call [`Self::note`] after.
-    pub fn append(&self, new: &NewMessage, retain: usize, generated: Option<&IdempotencyKey>) -> Call<'_> {
-        let remembered = new.key.as_ref().map(Remembered::client).or(generated.map(Remembered::generated));
-        let (key, ttl) = remembering(&new.room, remembered);
-        Call::new(&self.append, [seq_key(&new.room), log_key(&new.room), last_key(&new.room), key])
+    /// Appends `new` (keeping `retain` entries), remembered under its own key, or else for
+    /// a short while under its `attempt`'s token, if any. The room index is not touched:
+    /// call [`Self::note`] after.
+    pub fn append<'a>(&'a self, new: &NewMessage, retain: usize, attempt: Option<&'a Attempt>) -> Call<'a> {
+        let (key, ttl) = match &new.key {
+            Some(key) => remembering(&new.room, Some(key), KEY_TTL),
+            None => remembering(&new.room, attempt.map(|a| &a.0), ATTEMPT_TTL),
+        };
+        let keys = [seq_key(&new.room), log_key(&new.room), last_key(&new.room), key];
+        Call::new(&self.append, keys, attempt)
             .arg(new.room.as_str())
             .arg(new.author.as_str())
             .arg(new.text.as_str())
@@ -316,33 +350,33 @@ impl RoomScripts {
             .arg(follow::channel(&new.room))
             .arg(ttl)
             .arg(if new.user { "1" } else { "0" })
+            .arg(token(attempt))
     }
 
-    /// A delete or edit of `change.target`, remembered under `generated` if any; it does
-    /// nothing (`None`) if the log holds no such live message. The room index is not
-    /// touched: call [`Self::note`] after.
-    pub fn take_back(
-        &self,
+    /// A delete or edit of `change.target`, remembered for a short while under its
+    /// `attempt`'s token, if any; it does nothing (`None`) if the log holds no such live
+    /// message. The room index is not touched: call [`Self::note`] after.
+    pub fn take_back<'a>(
+        &'a self,
         change: &TakeBack,
         retain: usize,
-        generated: Option<&IdempotencyKey>,
-    ) -> Call<'_> {
+        attempt: Option<&'a Attempt>,
+    ) -> Call<'a> {
         let (kind, text) = match &change.change {
             Change::Delete => ("delete", ""),
             Change::Edit(text) => ("edit", text.as_str()),
         };
-        let (key, ttl) = remembering(&change.room, generated.map(Remembered::generated));
-        Call::new(
-            &self.take_back,
-            [seq_key(&change.room), log_key(&change.room), last_key(&change.room), key],
-        )
-        .arg(change.room.as_str())
-        .arg(change.target)
-        .arg(kind)
-        .arg(text)
-        .arg(retain)
-        .arg(follow::channel(&change.room))
-        .arg(ttl)
+        let (key, ttl) = remembering(&change.room, attempt.map(|a| &a.0), ATTEMPT_TTL);
+        let keys = [seq_key(&change.room), log_key(&change.room), last_key(&change.room), key];
+        Call::new(&self.take_back, keys, attempt)
+            .arg(change.room.as_str())
+            .arg(change.target)
+            .arg(kind)
+            .arg(text)
+            .arg(retain)
+            .arg(follow::channel(&change.room))
+            .arg(ttl)
+            .arg(token(attempt))
     }
 
     /// Moves `room` up the room index to `ms` (never down): the second half of a write.

@@ -1,6 +1,7 @@
 //! No acknowledged write lost or doubled on a Redis Cluster: every write of the store waits
-//! for a replica (`WAIT 1`) unless its primary has none, and a write without a client key
-//! is remembered briefly under a made-up one, so a request redis-rs sends twice stores once.
+//! for a replica (`WAIT 1`) unless its primary has none, and every write carries a token of
+//! its own (without a client key it is remembered briefly under it), so a request redis-rs
+//! sends twice stores once and is not mistaken for a client's retry.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,8 +113,9 @@ async fn acknowledged_appends_outlive_a_killed_primary_once_each() {
     eprintln!("{} appends, {failed} failed", log.len());
 }
 
-/// A write without a client key is remembered on a Cluster only briefly, and answered as
-/// new; a client's key is remembered for a day.
+/// A write without a client key is remembered on a Cluster only briefly (under its attempt's
+/// token), and answered as new; a client's key is remembered for a day, and only the client's
+/// retry is answered as a replay.
 #[tokio::test]
 async fn an_append_without_a_key_is_remembered_for_a_minute_on_a_cluster() {
     let cluster = RedisCluster::start().await;
@@ -128,7 +130,9 @@ async fn an_append_without_a_key_is_remembered_for_a_minute_on_a_cluster() {
     assert_eq!(stored, Some(appended.message), "it names the message");
 
     let key = IdempotencyKey::parse("key", "client-key-1").unwrap();
-    store.submit(new(&room, "keyed").with_key(Some(key))).await.unwrap();
+    let keyed = new(&room, "keyed").with_key(Some(key));
+    assert!(!store.submit(keyed.clone()).await.unwrap().replayed, "sent once");
+    assert!(store.submit(keyed).await.unwrap().replayed, "the client's retry");
     let client = keys_with_ttl(port, &format!("ssechat:{{{room}}}:key:client-key-1")).await;
     assert!(client[0].1 > 3_600_000, "a client's key for a day: {client:?}");
 
