@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, RedisResult, Script, ServerErrorKind, ToRedisArgs, Value};
+use redis::{Cmd, RedisResult, Script, ServerError, ServerErrorKind, ToRedisArgs, Value};
 
 use super::follow;
 use crate::domain::{Change, IdempotencyKey, NewMessage, RoomName, TakeBack};
@@ -223,7 +223,7 @@ impl Attempt {
         Self(IdempotencyKey::random())
     }
 
-    /// A key for tests that need to run one attempt twice.
+    /// An attempt with a token of the caller's, for tests that run one attempt twice.
     pub fn with_token(token: IdempotencyKey) -> Self {
         Self(token)
     }
@@ -242,8 +242,8 @@ pub fn remembered(value: &[u8]) -> (&[u8], &[u8]) {
     value.split_at(token)
 }
 
-/// The key `new` is remembered under and for how long (the empty key and 0 when none:
-/// the script ignores it, but it keeps the script on the room's slot).
+/// The Redis key a write in `room` is remembered under, and its seconds to live (the empty
+/// key and 0 when none: the script ignores it, but it keeps the script on the room's slot).
 fn remembering(room: &RoomName, key: Option<&IdempotencyKey>, ttl: Duration) -> (String, u64) {
     match key {
         Some(key) => (idempotency_key(room, key.as_str()), ttl.as_secs()),
@@ -288,12 +288,14 @@ impl<'a> Call<'a> {
             pipe.add_command(after.clone());
         }
         let mut replies: Vec<Value> = pipe.query_async(conn).await?;
-        if matches!(&replies[0], Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript)) {
+        let unknown = |e: &ServerError| e.kind() == Some(ServerErrorKind::NoScript);
+        if matches!(replies.first(), Some(Value::ServerError(e)) if unknown(e)) {
             self.script.load_async(conn).await?;
             replies = pipe.query_async(conn).await?;
         }
         let after = after.and_then(|_| replies.pop());
-        let answer: Option<(u8, Vec<u8>, i64)> = redis::from_redis_value(replies.swap_remove(0))?;
+        let reply = replies.pop().ok_or_else(|| std::io::Error::other("no reply to a script"))?;
+        let answer: Option<(u8, Vec<u8>, i64)> = redis::from_redis_value(reply)?;
         Ok((answer.map(|answer| self.outcome(answer)), after))
     }
 
