@@ -14,7 +14,12 @@
 //! becomes a gap in a stream.
 //!
 //! The `/send` acknowledgement means "the script ran": the message is in Redis, as durable
-//! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`).
+//! as that Redis is configured to be (AOF with `appendfsync everysec` or `always`). On a
+//! Redis Cluster it also means a replica has it (`WAIT 1` on its primary, see
+//! `redis/replicas.rs`), unless that primary has no replica that keeps up; and a write
+//! carries a token of its own, remembered with its entry (for a minute under the token
+//! when there is no client key), because the cluster connection may send a script twice
+//! (see [`room::Attempt`]).
 //! Deletes and edits are entries of the same log, published on the same channel
 //! ([`TAKE_BACK`]): a payload with `kind` `delete` or `edit` and a `target`; one without
 //! `kind` (all that was written before them) is a message. Checking a take-back reads the
@@ -43,12 +48,15 @@ pub mod conn;
 mod follow;
 mod policy;
 mod presence;
+mod replicas;
 pub mod room;
 mod shards;
+mod slots;
 
 use self::conn::RedisConn;
 use self::presence::SharedPresence;
-use self::room::{ROOMS, RoomScripts, idempotency_key, log_key, seq_key};
+use self::replicas::Replication;
+use self::room::{Attempt, Outcome, ROOMS, RoomScripts, idempotency_key, log_key, remembered, seq_key};
 use super::{Appended, Page, Range, Retention, RoomInfo, Store, StoreError};
 use crate::domain::PresenceView;
 use crate::domain::{
@@ -96,6 +104,8 @@ pub struct RedisStore {
     url: String,
     retention: Retention,
     scripts: RoomScripts,
+    /// On a Cluster, which primaries lately had no replica to wait for.
+    replication: Replication,
     /// Stops the subscription (and pruning) when the store is dropped.
     _stop: DropGuard,
 }
@@ -150,9 +160,14 @@ impl Stored {
         }
     }
 
-    /// A payload that must be a message (what an idempotency key remembers).
+    /// A payload that must be a message (what a client's idempotency key remembers).
     fn decode_message(payload: &[u8]) -> Result<Message, String> {
-        match Self::decode(payload)? {
+        Self::decode(payload).and_then(Self::message)
+    }
+
+    /// What an idempotency key names must be a message.
+    fn message(entry: Entry) -> Result<Message, String> {
+        match entry {
             Entry::Message(m) => Ok(m),
             _ => Err("an idempotency key names a delete or edit in Redis".to_owned()),
         }
@@ -252,6 +267,7 @@ impl RedisStore {
             url: url.to_owned(),
             retention,
             scripts,
+            replication: Replication::default(),
             _stop: stop.drop_guard(),
         })
     }
@@ -273,15 +289,64 @@ impl RedisStore {
         }
     }
 
+    /// A token for one write, when a request may reach Redis twice (a Cluster): the script
+    /// stores it with the entry it remembers (under the client's key, or under the token
+    /// itself for [`room::ATTEMPT_TTL`]), so a second run of the same write gives back the
+    /// first one's entry instead of writing another, and knows it was its own.
+    fn attempt(&self) -> Option<Attempt> {
+        self.conn.resends().then(Attempt::new)
+    }
+
+    /// `submit`, as the one `attempt`. A second run of the same attempt is answered as stored
+    /// now; a client's key seen before, as a replay.
+    async fn submit_once(&self, new: NewMessage, attempt: Option<&Attempt>) -> Result<Appended, StoreError> {
+        let call = self.scripts.append(&new, self.retention.count, attempt);
+        let outcome = self.write(&call, &new.room).await?;
+        let outcome =
+            outcome.ok_or_else(|| StoreError::Unknown("Redis answered an append with nil".into()))?;
+        let replayed = matches!(outcome, Outcome::Replayed(_));
+        // The script ran, and may have stored what can't be read back: not "nothing saved".
+        let entry = self.noted(&new.room, outcome).await;
+        let message = entry.and_then(Stored::message).map_err(StoreError::Unknown)?;
+        Ok(Appended { message, replayed })
+    }
+
+    /// `take_back`, as the one `attempt`: run twice, it gives back the same entry.
+    async fn take_back_once(
+        &self,
+        change: TakeBack,
+        attempt: Option<&Attempt>,
+    ) -> Result<Option<Entry>, StoreError> {
+        let call = self.scripts.take_back(&change, self.retention.count, attempt);
+        let Some(outcome) = self.write(&call, &change.room).await? else { return Ok(None) };
+        self.noted(&change.room, outcome).await.map(Some).map_err(StoreError::Unknown)
+    }
+
+    /// Runs a write script on `room`'s primary; on a Cluster it waits for a replica too
+    /// (`redis/replicas.rs`).
+    async fn write(&self, call: &room::Call<'_>, room: &RoomName) -> Result<Option<Outcome>, StoreError> {
+        let mut conn = self.conn.clone();
+        self.replication.write(&mut conn, call, room).await.map_err(|e| append_failed(&self.url, e))
+    }
+
     /// The second half of a write: the room moves up the room index, and room lists hear of
-    /// it. The entry is stored and published already, so a failure here is only logged: the
-    /// room is missing from the list until its next message (or pruning repairs it).
-    async fn noted(&self, room: &RoomName, written: room::Written) -> Vec<u8> {
-        if let Err(e) = RoomScripts::note(&mut self.conn.clone(), room, written.ms).await {
+    /// it; then the entry is read back. A client's replay wrote nothing now; a write's
+    /// second run is noted too (its first run's reply, and so its note, may have been lost).
+    /// The entry is stored and published already, so a failed note is only logged: the room
+    /// is missing from the list until its next message (or pruning repairs it).
+    async fn noted(&self, room: &RoomName, outcome: Outcome) -> Result<Entry, String> {
+        let (payload, ms) = match outcome {
+            Outcome::Wrote(written) => (written.payload, Some(written.ms)),
+            Outcome::Resent(payload) => (payload, None),
+            Outcome::Replayed(payload) => return Stored::decode(&payload),
+        };
+        let entry = Stored::decode(&payload)?;
+        let ms = ms.unwrap_or_else(|| entry.time().millis());
+        if let Err(e) = RoomScripts::note(&mut self.conn.clone(), room, ms).await {
             tracing::warn!(%room, error = %e, "noting a room's activity in Redis failed");
         }
         self.activity.noted();
-        written.payload
+        Ok(entry)
     }
 
     /// The oldest id retention still shows, given the room's newest id.
@@ -403,38 +468,18 @@ impl SharedRateLimiter {
 #[async_trait]
 impl Store for RedisStore {
     async fn submit(&self, new: NewMessage) -> Result<Appended, StoreError> {
-        let mut conn = self.conn.clone();
-        let written = self
-            .scripts
-            .append(&mut conn, &new, self.retention.count)
-            .await
-            .map_err(|e| append_failed(&self.url, e))?;
-        let (payload, replayed) = match written {
-            Ok(written) => (self.noted(&new.room, written).await, false),
-            Err(prior) => (prior, true),
-        };
-        // The script ran, and may have stored what can't be read back: not "nothing saved".
-        let message = Stored::decode_message(&payload).map_err(|e| StoreError::Unknown(e.to_string()))?;
-        Ok(Appended { message, replayed })
+        self.submit_once(new, self.attempt().as_ref()).await
     }
 
     async fn take_back(&self, change: TakeBack) -> Result<Option<Entry>, StoreError> {
-        let mut conn = self.conn.clone();
-        let written = self
-            .scripts
-            .take_back(&mut conn, &change, self.retention.count)
-            .await
-            .map_err(|e| append_failed(&self.url, e))?;
-        let Some(written) = written else { return Ok(None) };
-        let payload = self.noted(&change.room, written).await;
-        Stored::decode(&payload).map(Some).map_err(StoreError::Unknown)
+        self.take_back_once(change, self.attempt().as_ref()).await
     }
 
     async fn find(&self, room: &RoomName, key: &IdempotencyKey) -> Result<Option<Message>, StoreError> {
         let mut conn = self.conn.clone();
         let payload: Option<Vec<u8>> =
             conn.get(idempotency_key(room, key.as_str())).await.map_err(|e| self.unavailable(e))?;
-        payload.map(|p| Stored::decode_message(&p).map_err(|e| self.unavailable(e))).transpose()
+        payload.map(|p| Stored::decode_message(remembered(&p).1).map_err(|e| self.unavailable(e))).transpose()
     }
 
     async fn read(&self, room: &RoomName, range: Range, limit: usize) -> Result<Page, StoreError> {
@@ -820,6 +865,71 @@ pub mod tests {
         let names: Vec<String> =
             store.rooms(10).await.unwrap().into_iter().map(|r| r.name.to_string()).collect();
         assert_eq!(names, ["fresh"], "its score repaired from :last");
+    }
+
+    /// A write sent twice on the way (as redis-rs's cluster connection may), as one attempt:
+    /// stored once, and both runs answer with it as stored now; without a client key it is
+    /// remembered under the attempt's token, briefly.
+    #[tokio::test]
+    async fn a_write_run_twice_as_one_attempt_is_stored_once() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
+        let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
+        let room = RoomName::general();
+        let new = NewMessage::parse("general", Some("ana"), Some("hi")).unwrap();
+        let token = IdempotencyKey::random();
+        let attempt = Attempt::with_token(token.clone());
+        let first = store.submit_once(new.clone(), Some(&attempt)).await.unwrap();
+        let again = store.submit_once(new, Some(&attempt)).await.unwrap();
+        assert_eq!(again, first, "the same message, and not a replay to the client");
+        assert!(!first.replayed);
+        let ttl: i64 =
+            redis::cmd("PTTL").arg(idempotency_key(&room, token.as_str())).query(&mut conn).unwrap();
+        assert!(ttl > 0 && ttl <= 60_000, "remembered briefly: {ttl} ms");
+
+        let edit = Change::Edit(MessageText::parse("hello").unwrap());
+        for change in [edit, Change::Delete] {
+            let change = TakeBack { room: room.clone(), target: first.message.id, change };
+            let attempt = Attempt::new();
+            let entry = store.take_back_once(change.clone(), Some(&attempt)).await.unwrap();
+            assert!(entry.is_some());
+            assert_eq!(store.take_back_once(change, Some(&attempt)).await.unwrap(), entry, "the same entry");
+        }
+        let ids: Vec<_> =
+            store.read(&room, Range::After(0), 10).await.unwrap().entries.iter().map(Entry::id).collect();
+        assert_eq!(ids.len(), 3, "a message, one edit, one delete: {ids:?}");
+    }
+
+    /// Under a client's key, a second run of the same attempt is not a replay to the client;
+    /// another attempt (the client's retry) is.
+    #[tokio::test]
+    async fn a_client_key_replays_for_another_attempt_only() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
+        let key = IdempotencyKey::parse("key", "client-key").unwrap();
+        let new = NewMessage::parse("general", Some("ana"), Some("hi")).unwrap().with_key(Some(key.clone()));
+        let (attempt, retry) = (Attempt::new(), Attempt::new());
+        let first = store.submit_once(new.clone(), Some(&attempt)).await.unwrap();
+        assert_eq!(store.submit_once(new.clone(), Some(&attempt)).await.unwrap(), first, "sent twice");
+        let replay = store.submit_once(new.clone(), Some(&retry)).await.unwrap();
+        assert!(replay.replayed && replay.message == first.message, "the client's retry");
+        assert_eq!(store.submit_once(new, None).await.unwrap(), replay, "a retry on one Redis");
+        let found = store.find(&RoomName::general(), &key).await.unwrap();
+        assert_eq!(found, Some(first.message), "the key names the message");
+    }
+
+    /// On one Redis a request is sent once: no key is made up, nothing is remembered.
+    #[tokio::test]
+    async fn on_one_redis_a_write_without_a_key_leaves_no_key() {
+        let server = RedisServer::start();
+        let store = RedisStore::open(&server.url, Hub::new(4), Retention::count(100)).await.unwrap();
+        let new = NewMessage::parse("general", Some("ana"), Some("hi")).unwrap();
+        let message = store.append(new).await.unwrap();
+        let delete = TakeBack { room: RoomName::general(), target: message.id, change: Change::Delete };
+        store.take_back(delete).await.unwrap().unwrap();
+        let mut conn = redis::Client::open(server.url.as_str()).unwrap().get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("ssechat:*:key:*").query(&mut conn).unwrap();
+        assert!(keys.is_empty(), "{keys:?}");
     }
 
     #[tokio::test]

@@ -22,6 +22,13 @@
 //! - redis-rs retries a request after an IO error, so a script may run twice: give every
 //!   append an idempotency key.
 //!
+//! The store on a Cluster (`RedisStore::open_cluster`): history, accounts and rules, and the
+//! whole store contract suite (`ssechat::store::contract`, public with the `contract`
+//! feature, which the package's dev-dependency on itself turns on, so a plain `cargo test`
+//! runs it). `durable.rs`: no acknowledged write lost or doubled through a primary's SIGKILL,
+//! every write waits for a replica (`WAIT`) unless its primary has none, and a write without
+//! a client key is remembered for a minute under its attempt's token.
+//!
 //! The full audit, with references into redis-rs's source: /work/notes/i16-cluster-findings.md.
 
 use std::collections::BTreeMap;
@@ -34,6 +41,8 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, AsyncConnectionConfig, FromRedisValue, PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+mod durable;
 
 /// Bound on every wait of the harness: forming the cluster or failing a primary over takes a
 /// few seconds; only a broken cluster needs longer.
@@ -614,6 +623,14 @@ async fn a_subscription_per_shard_following_moved_survives_failovers() {
     delivered(&mut publisher, &mut pushes, room, "after a failover").await;
 }
 
+/// What the write `call` wrote, if anything.
+async fn written(
+    call: ssechat::store::redis_room::Call<'_>,
+    conn: &mut ClusterConnection,
+) -> Option<ssechat::store::redis_room::Written> {
+    call.run(conn, None).await.unwrap().0.and_then(ssechat::store::redis_room::Outcome::written)
+}
+
 /// The store's own room scripts (`ssechat::store::redis_room`), on a cluster connection:
 /// their keys are one room's, so each runs on the room's shard; the room index follows.
 #[tokio::test]
@@ -627,16 +644,16 @@ async fn the_stores_room_scripts_run_on_a_cluster() {
     for name in room_per_primary(&cluster).await.into_values() {
         let room = RoomName::parse(&name).unwrap();
         let new = NewMessage::parse(&name, Some("ana"), Some("hello")).unwrap();
-        let first = scripts.append(&mut conn, &new, 100).await.unwrap().expect("a new message");
+        let first = written(scripts.append(&new, 100, None), &mut conn).await.expect("a new message");
         RoomScripts::note(&mut conn, &room, first.ms).await.unwrap();
-        let target = scripts.append(&mut conn, &new, 100).await.unwrap().expect("another").payload;
+        let target = written(scripts.append(&new, 100, None), &mut conn).await.expect("another").payload;
         let target: serde_json::Value = serde_json::from_slice(&target).unwrap();
         let edit = TakeBack {
             room: room.clone(),
             target: target["id"].as_u64().unwrap(),
             change: Change::Edit(MessageText::parse("edited").unwrap()),
         };
-        let edited = scripts.take_back(&mut conn, &edit, 100).await.unwrap().expect("an edit");
+        let edited = written(scripts.take_back(&edit, 100, None), &mut conn).await.expect("an edit");
         RoomScripts::note(&mut conn, &room, edited.ms).await.unwrap();
         assert_eq!(conn.zcard::<_, usize>(log_key(&room)).await.unwrap(), 3, "{name}: two messages, an edit");
         let score: Option<i64> = conn.zscore(ROOMS, &name).await.unwrap();
@@ -726,8 +743,8 @@ async fn the_store_opened_on_a_cluster_keeps_history_accounts_and_rules() {
 }
 
 /// The store contract suite on a Cluster, one store at a time on an emptied Cluster
-/// (FLUSHALL goes to every primary). Needs the `contract` feature.
-#[cfg(feature = "contract")]
+/// (FLUSHALL goes to every primary). The suite is `ssechat::store::contract`, public with
+/// the `contract` feature, which the package's dev-dependency on itself turns on for tests.
 #[tokio::test]
 async fn the_store_contract_holds_on_a_cluster() {
     use std::sync::Arc;

@@ -43,6 +43,17 @@ impl RedisConn {
     pub async fn publish(&mut self, channel: &str, payload: &str) -> RedisResult<()> {
         redis::cmd(self.publish_command()).arg(channel).arg(payload).exec_async(self).await
     }
+
+    /// Whether a request may reach Redis twice. The cluster connection re-sends a request
+    /// after an IO error (redis-1.8.1 `cluster_handling/async_connection/request.rs`:
+    /// 202-235 and 301-306; retry methods in `errors/redis_error.rs`:429-460), so a write
+    /// script whose reply was lost runs again. The `ConnectionManager` sends each request
+    /// once (`aio/connection_manager.rs`:702-711; its retries, :608-611, are connection
+    /// attempts only), and a script goes again only after `NOSCRIPT`, when it did not run
+    /// (`room::Call::run`, as `Script::invoke_async` does in `script.rs`:214-223).
+    pub fn resends(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
 }
 
 /// Where a `MULTI` whose slot moved must go. redis-rs follows `MOVED` for a command, not for

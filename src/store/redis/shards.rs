@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::COMMAND_TIMEOUT;
 use super::conn::RedisConn;
 use super::follow::{ACTIVITY, Following, channel, deliver, room_of};
+use super::slots::{SlotMap, text};
 use crate::hub::{Hub, RoomChange};
 
 /// How often the node compares where its channels are subscribed with the slot map.
@@ -38,67 +39,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// The first wait before subscribing again after a failure; it doubles up to [`MAX_WAIT`].
 const MIN_WAIT: Duration = Duration::from_millis(100);
 const MAX_WAIT: Duration = Duration::from_secs(2);
-/// Hash slots of a Redis Cluster.
-const SLOTS: u16 = 16384;
-
-/// The hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the first `{`
-/// and the next `}`, if not empty), else of the whole key, modulo 16384.
-pub fn slot(key: &str) -> u16 {
-    let key = key.as_bytes();
-    let tag = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        rest.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &rest[..close])
-    });
-    crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(key)) % SLOTS
-}
-
-/// Which primary (`HOST:PORT`) serves which slots, as `CLUSTER SLOTS` says.
-#[derive(Default, Debug, PartialEq)]
-struct SlotMap(Vec<(u16, u16, String)>);
-
-impl SlotMap {
-    async fn read(conn: &mut RedisConn) -> RedisResult<Self> {
-        let reply: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
-        Self::parse(&reply).ok_or_else(|| {
-            redis::RedisError::from((redis::ErrorKind::Client, "unexpected CLUSTER SLOTS reply"))
-        })
-    }
-
-    /// Each range is `[start, end, [host, port, ...], replicas...]`.
-    fn parse(reply: &Value) -> Option<Self> {
-        let Value::Array(ranges) = reply else { return None };
-        let range = |range: &Value| -> Option<(u16, u16, String)> {
-            let Value::Array(fields) = range else { return None };
-            let Some(Value::Array(primary)) = fields.get(2) else { return None };
-            let host = text(primary.first()?)?;
-            let port = number(primary.get(1)?)?;
-            let host = if host.contains(':') { format!("[{host}]") } else { host };
-            Some((number(fields.first()?)?, number(fields.get(1)?)?, format!("{host}:{port}")))
-        };
-        ranges.iter().map(range).collect::<Option<Vec<_>>>().map(Self)
-    }
-
-    fn owner(&self, channel: &str) -> Option<&str> {
-        let slot = slot(channel);
-        self.0.iter().find(|(start, end, _)| (*start..=*end).contains(&slot)).map(|(.., addr)| addr.as_str())
-    }
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn number(value: &Value) -> Option<u16> {
-    match value {
-        Value::Int(n) => u16::try_from(*n).ok(),
-        _ => None,
-    }
-}
-
 /// What a connection's pushes come with: its primary's address and its generation, so a
 /// late push of a replaced connection is told apart.
 type Push = (String, u64, PushInfo);
@@ -363,42 +303,5 @@ async fn run(conn: &mut MultiplexedConnection, verb: &str, channel: &str) -> Red
     match tokio::time::timeout(COMMAND_TIMEOUT, command.exec_async(conn)).await {
         Ok(done) => done,
         Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_redis_clusters() {
-        // As `CLUSTER KEYSLOT` answers.
-        assert_eq!(slot("foo"), 12182);
-        assert_eq!(slot("{foo}:anything"), 12182);
-        assert_eq!(slot("ssechat:{foo}:ch"), 12182);
-        assert_eq!(slot("{}foo"), slot("{}foo"), "an empty tag hashes the whole key");
-        assert_ne!(slot("{}foo"), slot("foo"));
-    }
-
-    #[test]
-    fn the_slot_map_names_each_ranges_primary() {
-        let node = |host: &str, port| {
-            Value::Array(vec![
-                Value::BulkString(host.into()),
-                Value::Int(port),
-                Value::BulkString(b"id".to_vec()),
-            ])
-        };
-        let range = |start, end, primary, replica| {
-            Value::Array(vec![Value::Int(start), Value::Int(end), primary, replica])
-        };
-        let reply = Value::Array(vec![
-            range(0, 12181, node("127.0.0.1", 7000), node("127.0.0.1", 7003)),
-            range(12182, 16383, node("::1", 7001), node("::1", 7004)),
-        ]);
-        let map = SlotMap::parse(&reply).unwrap();
-        assert_eq!(map.owner("ssechat:{foo}:ch"), Some("[::1]:7001"));
-        assert_eq!(map.owner("bar"), Some("127.0.0.1:7000"));
-        assert_eq!(SlotMap::parse(&Value::Int(1)), None);
     }
 }
