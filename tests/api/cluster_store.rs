@@ -184,3 +184,22 @@ async fn the_redis_cluster_recipe_runs_a_cluster_two_nodes_share() {
     let c = Server::start(&["--store", &store]).await;
     assert_eq!(history(c.base.clone()).await, kept, "the history is back");
 }
+
+/// The README's Redis Cluster block is the recipe tested above: the script started and
+/// stopped on one directory, and nodes on the `--store` it prints for those ports.
+#[test]
+fn the_readmes_cluster_block_is_the_tested_recipe() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("\n### One Redis or a Redis Cluster\n").nth(1).expect("the section");
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("```\n").next()).expect("a sh block");
+    let start = block.lines().find(|l| l.starts_with("deploy/redis-cluster.sh start ")).expect("a start");
+    let words: Vec<&str> = start.split_whitespace().collect();
+    let ports: Vec<u16> = words[3..].iter().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(ports.len(), 6, "{start}");
+    let nodes: Vec<&str> = block.lines().filter(|l| l.contains("ssechat --listen")).collect();
+    assert_eq!(nodes.len(), 2, "{block}");
+    for node in nodes {
+        assert!(node.contains(&format!("--store {} ", cluster_store(&ports[..3]))), "{node}");
+    }
+    assert!(block.contains(&format!("deploy/redis-cluster.sh stop {}", words[2])), "{block}");
+}

@@ -299,14 +299,15 @@ fn the_readmes_proxy_block_is_deploy_nginx_chat_conf() {
     assert_eq!(block, file, "README.md's block and deploy/nginx-chat.conf differ");
 }
 
-/// The README's node commands trust the proxy, and start nginx the tested way.
+/// The README's node commands trust the proxy, and start nginx the tested way (each
+/// section's text before its first subsection: the Redis Cluster recipe has no proxy).
 #[test]
 fn the_readmes_recipes_start_the_nodes_behind_the_proxy() {
     let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
     for (section, config) in
         [("Behind a proxy", "deploy/nginx-chat.conf"), ("Running several nodes", "deploy/nginx.conf")]
     {
-        let text = readme.split(&format!("\n## {section}\n")).nth(1).unwrap().split("\n## ").next().unwrap();
+        let text = readme.split(&format!("\n## {section}\n")).nth(1).unwrap().split("\n##").next().unwrap();
         let nodes: Vec<&str> = text.lines().filter(|l| l.contains("ssechat --listen")).collect();
         assert!(!nodes.is_empty(), "{section}: a node command");
         for node in nodes {
