@@ -12,12 +12,13 @@
 # `start` runs one `redis-server --cluster-enabled yes --appendonly yes --appendfsync always`
 # per port in the background, joins them with
 #   redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes
-# (only the first time), waits until every node says cluster_state:ok, and prints the
+# (only the first time), waits until every node says cluster_state:ok and every replica is
+# in sync with its primary, and prints the
 # --store value for ssechat. `stop` shuts every node of DIR down and waits until they are
 # gone. REDIS_SERVER and REDIS_CLI pick other binaries.
 set -eu
 
-usage() { sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,18s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 command=$1 dir=$2
 shift 2
@@ -39,6 +40,13 @@ wait_for() {
 }
 info_says() { "$cli" -p "$1" cluster info 2>/dev/null | tr -d '\r' | grep -qx "$2"; }
 all_ok() { for p in $ports; do info_says "$p" cluster_state:ok || return 1; done; }
+# Every replica has its primary's data and follows it (ssechat waits for a replica on writes).
+replicas_linked() {
+  for p in $ports; do
+    role=$("$cli" -p "$p" info replication 2>/dev/null | tr -d '\r')
+    case $role in *role:slave*) echo "$role" | grep -qx master_link_status:up || return 1 ;; esac
+  done
+}
 
 case $command in
 start)
@@ -78,6 +86,7 @@ start)
       || { cat "$dir/create.log" >&2; echo "stop the nodes with: $0 stop $dir" >&2; exit 1; }
   fi
   wait_for "cluster_state:ok on every node" all_ok
+  wait_for "every replica to be in sync with its primary" replicas_linked
   store=$(echo "$ports" | awk '{ for (i = 1; i <= 3; i++) printf "%s127.0.0.1:%s", (i > 1 ? "," : ""), $i }')
   echo "Redis Cluster up on ports $ports (data in $dir). Run ssechat with:"
   echo "  --store redis+cluster://$store"
