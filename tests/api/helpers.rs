@@ -28,12 +28,21 @@ pub const QUIET: Duration = Duration::from_millis(300);
 
 /// Checks `condition` until it holds, for state that changes without an event to await
 /// (a count, a server noticing a closed socket); panics after `WAIT`.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+pub async fn eventually<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let outcome = tokio::time::timeout(WAIT, async {
+    eventually_within(WAIT, what, condition).await
+}
+
+/// [`eventually`], for at most `limit`.
+pub async fn eventually_within<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let outcome = tokio::time::timeout(limit, async {
         while !condition().await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -126,18 +126,12 @@ fn free_ports(count: usize) -> Vec<u16> {
 }
 
 /// Checks `condition` until it holds or `CLUSTER_WAIT` passes (then panics naming `what`).
-pub async fn until<F, Fut>(what: &str, mut condition: F)
+pub async fn until<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let outcome = tokio::time::timeout(CLUSTER_WAIT, async {
-        while !condition().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(outcome.is_ok(), "timed out waiting for {what}");
+    crate::helpers::eventually_within(CLUSTER_WAIT, what, condition).await
 }
 
 /// One command to the node on `port` alone, on a fresh plain connection.
