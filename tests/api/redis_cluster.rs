@@ -260,6 +260,53 @@ impl RedisCluster {
         replica
     }
 
+    /// Moves `slot` and its keys to the primary on `to`, as `redis-cli --cluster reshard`
+    /// does: `IMPORTING` on `to`, `MIGRATING` on its owner, `MIGRATE` of its keys, then
+    /// `SETSLOT NODE` on every primary; waits until every live node sees `to` serve it.
+    pub async fn move_slot(&self, slot: usize, to: u16) {
+        let nodes = cluster_nodes(to).await;
+        let id = |port: u16| nodes.iter().find(|n| n.port == port).unwrap().id.clone();
+        let from = nodes.iter().find(|n| n.is_live_primary() && n.serves(slot)).unwrap().port;
+        let set = |state: &str, port: u16| {
+            redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg(state).arg(id(port)).clone()
+        };
+        let _: () = node_query(to, &set("IMPORTING", from)).await.unwrap();
+        let _: () = node_query(from, &set("MIGRATING", to)).await.unwrap();
+        loop {
+            let keys: Vec<String> =
+                node_query(from, redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(100))
+                    .await
+                    .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let migrate = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .clone();
+            let _: () = node_query(from, &migrate).await.unwrap();
+        }
+        let primaries: Vec<u16> = nodes.iter().filter(|n| n.is_live_primary()).map(|n| n.port).collect();
+        for port in [to, from].into_iter().chain(primaries.into_iter().filter(|p| ![to, from].contains(p))) {
+            let _: () = node_query(port, &set("NODE", to)).await.unwrap();
+        }
+        until("every node to see the slot moved", || async {
+            for port in self.live_ports() {
+                let sees = cluster_nodes(port).await;
+                if !sees.iter().any(|n| n.port == to && n.serves(slot)) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
     async fn replica_of(&self, port: u16) -> u16 {
         let nodes = cluster_nodes(port).await;
         let primary = nodes.iter().find(|n| n.port == port).expect("the node knows itself");
@@ -885,17 +932,65 @@ impl Seen {
     }
 }
 
+/// Appends to rooms through a store until finished, a message per room every 5 ms, noting
+/// each acknowledged one (`(id, text)` per room); failed appends are left out.
+struct Posting {
+    acked: std::sync::Arc<std::sync::Mutex<Vec<Entries>>>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Posting {
+    fn start(writer: std::sync::Arc<ssechat::store::RedisStore>, rooms: Vec<String>) -> Posting {
+        use ssechat::domain::NewMessage;
+        use ssechat::store::Store;
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(vec![vec![]; rooms.len()]));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (noted, stopped) = (acked.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            for n in 0.. {
+                if stopped.is_cancelled() {
+                    return;
+                }
+                tick.tick().await;
+                for (i, room) in rooms.iter().enumerate() {
+                    let text = format!("m{n}");
+                    let new = NewMessage::parse(room, Some("ana"), Some(&text)).unwrap();
+                    if let Ok(m) = writer.append(new).await {
+                        noted.lock().unwrap()[i].push((m.id, text));
+                    }
+                }
+            }
+        });
+        Posting { acked, stop, task }
+    }
+
+    /// Waits until five more appends to room `i` were acknowledged.
+    async fn more_acked(&self, i: usize, what: &str) {
+        let past = self.acked.lock().unwrap()[i].len();
+        until(what, || async { self.acked.lock().unwrap()[i].len() >= past + 5 }).await;
+    }
+
+    /// Stops, and gives what was acknowledged in each room.
+    async fn finish(self) -> Vec<Entries> {
+        self.stop.cancel();
+        self.task.await.unwrap();
+        self.acked.lock().unwrap().clone()
+    }
+}
+
 /// A node writes to a room on every shard while another node reads them; one shard switches
 /// over, another's primary is killed. Every acknowledged message reaches the reader once, in
 /// order, with its id and text (live, or from the log after the resync the follower sends
 /// once it subscribed again), and the rooms of the changed shards were resynced.
 #[tokio::test]
 async fn readers_on_a_cluster_get_every_acknowledged_message_through_failovers() {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use ssechat::domain::{NewMessage, RoomName};
+    use ssechat::domain::RoomName;
     use ssechat::hub::Hub;
-    use ssechat::store::{RedisStore, Retention, Store};
+    use ssechat::store::{RedisStore, Retention};
 
     let mut cluster = RedisCluster::start().await;
     let writer = Arc::new(
@@ -912,50 +1007,13 @@ async fn readers_on_a_cluster_get_every_acknowledged_message_through_failovers()
         tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
         readers.push((Seen { room, entries: vec![], resyncs: 0 }, sub));
     }
-    let acked: Arc<Mutex<Vec<Entries>>> = Arc::new(Mutex::new(vec![vec![]; rooms.len()]));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let posting = {
-        let (writer, acked, stop, names) = (
-            writer.clone(),
-            acked.clone(),
-            stop.clone(),
-            rooms.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
-            for n in 0.. {
-                if stop.is_cancelled() {
-                    return;
-                }
-                tick.tick().await;
-                for (i, name) in names.iter().enumerate() {
-                    let text = format!("m{n}");
-                    if let Ok(m) =
-                        writer.append(NewMessage::parse(name, Some("ana"), Some(&text)).unwrap()).await
-                    {
-                        acked.lock().unwrap().get_mut(i).unwrap().push((m.id, text));
-                    }
-                }
-            }
-        })
-    };
-    let acked_in = |i: usize| acked.lock().unwrap()[i].len();
-    let more_acked = |i: usize, past: usize| {
-        let acked = acked.clone();
-        move || {
-            let acked = acked.clone();
-            async move { acked.lock().unwrap()[i].len() >= past + 5 }
-        }
-    };
-    until("posts are acknowledged", more_acked(1, 0)).await;
+    let posting = Posting::start(writer, rooms.iter().map(|r| r.1.clone()).collect());
+    posting.more_acked(1, "posts are acknowledged").await;
     cluster.switch_over(rooms[0].0).await;
-    until("posts go on after the switch-over", more_acked(0, acked_in(0))).await;
+    posting.more_acked(0, "posts go on after the switch-over").await;
     cluster.kill_primary(rooms[1].0).await;
-    until("posts go on after the failover", more_acked(1, acked_in(1))).await;
-    stop.cancel();
-    posting.await.unwrap();
-
-    let acked = acked.lock().unwrap().clone();
+    posting.more_acked(1, "posts go on after the failover").await;
+    let acked = posting.finish().await;
     for ((seen, sub), acked) in readers.iter_mut().zip(&acked) {
         seen.follow(sub, &reader, acked.last().unwrap().0).await;
         let ids: Vec<u64> = seen.entries.iter().map(|e| e.0).collect();
@@ -1068,4 +1126,48 @@ async fn streams_on_a_cluster_show_every_acknowledged_post_through_a_failover() 
             assert!(shown.contains(message), "{room}: {message:?} acknowledged, never shown");
         }
     }
+}
+
+/// A room's slot moves to another primary (resharding) while one node writes to the room and
+/// another reads it: Redis ends the reader's subscription, its node subscribes on the new
+/// primary, and every acknowledged message shows once, in order.
+#[tokio::test]
+async fn readers_follow_a_rooms_slot_to_another_primary() {
+    use std::sync::Arc;
+
+    use ssechat::domain::RoomName;
+    use ssechat::hub::Hub;
+    use ssechat::store::{RedisStore, Retention};
+
+    let cluster = RedisCluster::start().await;
+    let writer =
+        RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(10_000)).await.unwrap();
+    let hub = Hub::new(1024);
+    let reader =
+        RedisStore::open_cluster(&cluster.urls(), hub.clone(), Retention::count(10_000)).await.unwrap();
+    let rooms: Vec<(u16, String)> = room_per_primary(&cluster).await.into_iter().collect();
+    let ((from, name), (to, _)) = (rooms[0].clone(), rooms[1].clone());
+    let room = RoomName::parse(&name).unwrap();
+    let sub = hub.subscribe(&room);
+    tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
+    let mut seen = Seen { room, entries: vec![], resyncs: 0 };
+    let posting = Posting::start(Arc::new(writer), vec![name.clone()]);
+    posting.more_acked(0, "posts are acknowledged").await;
+    cluster.move_slot(cluster.slot(&channel(&name)).await, to).await;
+    posting.more_acked(0, "posts go on after the move").await;
+    let acked = posting.finish().await.remove(0);
+
+    let mut sub = sub;
+    seen.follow(&mut sub, &reader, acked.last().unwrap().0).await;
+    let ids: Vec<u64> = seen.entries.iter().map(|e| e.0).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+    for entry in &acked {
+        assert!(seen.entries.contains(entry), "{entry:?} acknowledged, never shown");
+    }
+    assert!(seen.resyncs > 0, "the room caught up after the move");
+    until("the subscription to move", || async {
+        shard_subscribers_on(to, &channel(&name)).await == 1
+            && shard_subscribers_on(from, &channel(&name)).await == 0
+    })
+    .await;
 }
