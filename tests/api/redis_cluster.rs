@@ -805,6 +805,18 @@ async fn the_store_contract_holds_on_a_cluster() {
     .await;
 }
 
+/// A subscription to `room` once `hub`'s node follows it, without what came before (the
+/// first resync): from here on, only following the room brings messages.
+async fn followed(
+    hub: &std::sync::Arc<ssechat::hub::Hub>,
+    room: &ssechat::domain::RoomName,
+) -> ssechat::hub::Subscription {
+    let mut sub = hub.subscribe(room);
+    tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
+    while sub.receiver().try_recv().is_ok() {}
+    sub
+}
+
 /// The next message `sub` gets (other frames skipped).
 async fn next_message(sub: &mut ssechat::hub::Subscription) -> ssechat::domain::Message {
     let next = async {
@@ -843,8 +855,7 @@ async fn a_node_follows_each_read_room_on_its_primary_only_while_read() {
     let rooms = room_per_primary(&cluster).await;
     let mut subs = vec![];
     for (&primary, name) in &rooms {
-        let sub = hub.subscribe(&RoomName::parse(name).unwrap());
-        tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
+        let sub = followed(&hub, &RoomName::parse(name).unwrap()).await;
         for port in cluster.live_ports() {
             let expected = i64::from(port == primary);
             assert_eq!(shard_subscribers_on(port, &channel(name)).await, expected, "{name} on {port}");
@@ -889,6 +900,15 @@ impl Seen {
         self.entries.last().map_or(0, |e| e.0)
     }
 
+    /// Every acknowledged entry shown, and everything shown once, in order.
+    fn holds(&self, acked: &Entries) {
+        let ids: Vec<u64> = self.entries.iter().map(|e| e.0).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{}: in order, once each", self.room);
+        for entry in acked {
+            assert!(self.entries.contains(entry), "{}: {entry:?} acknowledged, never shown", self.room);
+        }
+    }
+
     fn add(&mut self, message: &ssechat::domain::Message) {
         if message.id > self.last() {
             self.entries.push((message.id, message.text.to_string()));
@@ -907,15 +927,24 @@ impl Seen {
         }
     }
 
-    /// Reads `sub` until the message `until` was seen.
-    async fn follow(
-        &mut self,
-        sub: &mut ssechat::hub::Subscription,
-        store: &dyn ssechat::store::Store,
-        until: u64,
-    ) {
+    /// Reads `room` on `hub`'s node in a task of its own, from now until the message "end"
+    /// shows (live, or read from the log after a resync or a lag, as a stream does).
+    async fn reading(
+        hub: &std::sync::Arc<ssechat::hub::Hub>,
+        store: std::sync::Arc<ssechat::store::RedisStore>,
+        room: ssechat::domain::RoomName,
+    ) -> tokio::task::JoinHandle<Seen> {
+        let mut sub = followed(hub, &room).await;
+        tokio::spawn(async move {
+            let mut seen = Seen { room, entries: vec![], resyncs: 0 };
+            seen.follow(&mut sub, &*store).await;
+            seen
+        })
+    }
+
+    async fn follow(&mut self, sub: &mut ssechat::hub::Subscription, store: &dyn ssechat::store::Store) {
         use tokio::sync::broadcast::error::RecvError;
-        while self.last() < until {
+        while self.entries.last().is_none_or(|e| e.1 != "end") {
             let frame =
                 tokio::time::timeout(CLUSTER_WAIT, sub.receiver().recv()).await.expect("frames arrive");
             match frame.as_ref().map(|f| f.event()) {
@@ -935,6 +964,8 @@ impl Seen {
 /// Appends to rooms through a store until finished, a message per room every 5 ms, noting
 /// each acknowledged one (`(id, text)` per room); failed appends are left out.
 struct Posting {
+    writer: std::sync::Arc<ssechat::store::RedisStore>,
+    rooms: Vec<String>,
     acked: std::sync::Arc<std::sync::Mutex<Vec<Entries>>>,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -946,7 +977,7 @@ impl Posting {
         use ssechat::store::Store;
         let acked = std::sync::Arc::new(std::sync::Mutex::new(vec![vec![]; rooms.len()]));
         let stop = tokio_util::sync::CancellationToken::new();
-        let (noted, stopped) = (acked.clone(), stop.clone());
+        let (noted, stopped, names, store) = (acked.clone(), stop.clone(), rooms.clone(), writer.clone());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(5));
             for n in 0.. {
@@ -954,16 +985,16 @@ impl Posting {
                     return;
                 }
                 tick.tick().await;
-                for (i, room) in rooms.iter().enumerate() {
+                for (i, room) in names.iter().enumerate() {
                     let text = format!("m{n}");
                     let new = NewMessage::parse(room, Some("ana"), Some(&text)).unwrap();
-                    if let Ok(m) = writer.append(new).await {
+                    if let Ok(m) = store.append(new).await {
                         noted.lock().unwrap()[i].push((m.id, text));
                     }
                 }
             }
         });
-        Posting { acked, stop, task }
+        Posting { writer, rooms, acked, stop, task }
     }
 
     /// Waits until five more appends to room `i` were acknowledged.
@@ -972,11 +1003,19 @@ impl Posting {
         until(what, || async { self.acked.lock().unwrap()[i].len() >= past + 5 }).await;
     }
 
-    /// Stops, and gives what was acknowledged in each room.
+    /// Stops, posts "end" to every room, and gives what was acknowledged in each.
     async fn finish(self) -> Vec<Entries> {
+        use ssechat::domain::NewMessage;
+        use ssechat::store::Store;
         self.stop.cancel();
         self.task.await.unwrap();
-        self.acked.lock().unwrap().clone()
+        let mut acked = self.acked.lock().unwrap().clone();
+        for (room, acked) in self.rooms.iter().zip(&mut acked) {
+            let end = NewMessage::parse(room, Some("ana"), Some("end")).unwrap();
+            let message = self.writer.append(end).await.expect("the end is stored");
+            acked.push((message.id, "end".to_owned()));
+        }
+        acked
     }
 }
 
@@ -997,15 +1036,13 @@ async fn readers_on_a_cluster_get_every_acknowledged_message_through_failovers()
         RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(10_000)).await.unwrap(),
     );
     let hub = Hub::new(1024);
-    let reader =
-        RedisStore::open_cluster(&cluster.urls(), hub.clone(), Retention::count(10_000)).await.unwrap();
+    let reader = Arc::new(
+        RedisStore::open_cluster(&cluster.urls(), hub.clone(), Retention::count(10_000)).await.unwrap(),
+    );
     let rooms: Vec<(u16, String)> = room_per_primary(&cluster).await.into_iter().collect();
     let mut readers = vec![];
     for (_, name) in &rooms {
-        let room = RoomName::parse(name).unwrap();
-        let sub = hub.subscribe(&room);
-        tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
-        readers.push((Seen { room, entries: vec![], resyncs: 0 }, sub));
+        readers.push(Seen::reading(&hub, reader.clone(), RoomName::parse(name).unwrap()).await);
     }
     let posting = Posting::start(writer, rooms.iter().map(|r| r.1.clone()).collect());
     posting.more_acked(1, "posts are acknowledged").await;
@@ -1014,16 +1051,14 @@ async fn readers_on_a_cluster_get_every_acknowledged_message_through_failovers()
     cluster.kill_primary(rooms[1].0).await;
     posting.more_acked(1, "posts go on after the failover").await;
     let acked = posting.finish().await;
-    for ((seen, sub), acked) in readers.iter_mut().zip(&acked) {
-        seen.follow(sub, &reader, acked.last().unwrap().0).await;
-        let ids: Vec<u64> = seen.entries.iter().map(|e| e.0).collect();
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{}: in order, once each", seen.room);
-        for entry in acked {
-            assert!(seen.entries.contains(entry), "{}: {entry:?} acknowledged, never shown", seen.room);
-        }
+    let mut seen = vec![];
+    for (reading, acked) in readers.into_iter().zip(&acked) {
+        let reader = reading.await.unwrap();
+        reader.holds(acked);
+        seen.push(reader);
     }
-    assert!(readers[0].0.resyncs > 0, "the switched shard's room caught up");
-    assert!(readers[1].0.resyncs > 0, "the failed shard's room caught up");
+    assert!(seen[0].resyncs > 0, "the switched shard's room caught up");
+    assert!(seen[1].resyncs > 0, "the failed shard's room caught up");
 }
 
 /// redis-rs follows `MOVED` for a command but not for a `MULTI` (the store reads a room's
@@ -1147,23 +1182,15 @@ async fn readers_follow_a_rooms_slot_to_another_primary() {
         RedisStore::open_cluster(&cluster.urls(), hub.clone(), Retention::count(10_000)).await.unwrap();
     let rooms: Vec<(u16, String)> = room_per_primary(&cluster).await.into_iter().collect();
     let ((from, name), (to, _)) = (rooms[0].clone(), rooms[1].clone());
-    let room = RoomName::parse(&name).unwrap();
-    let sub = hub.subscribe(&room);
-    tokio::time::timeout(CLUSTER_WAIT, sub.followed()).await.expect("the room is followed");
-    let mut seen = Seen { room, entries: vec![], resyncs: 0 };
+    let reader = Arc::new(reader);
+    let reading = Seen::reading(&hub, reader.clone(), RoomName::parse(&name).unwrap()).await;
     let posting = Posting::start(Arc::new(writer), vec![name.clone()]);
     posting.more_acked(0, "posts are acknowledged").await;
     cluster.move_slot(cluster.slot(&channel(&name)).await, to).await;
     posting.more_acked(0, "posts go on after the move").await;
     let acked = posting.finish().await.remove(0);
-
-    let mut sub = sub;
-    seen.follow(&mut sub, &reader, acked.last().unwrap().0).await;
-    let ids: Vec<u64> = seen.entries.iter().map(|e| e.0).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, once each");
-    for entry in &acked {
-        assert!(seen.entries.contains(entry), "{entry:?} acknowledged, never shown");
-    }
+    let seen = reading.await.unwrap();
+    seen.holds(&acked);
     assert!(seen.resyncs > 0, "the room caught up after the move");
     until("the subscription to move", || async {
         shard_subscribers_on(to, &channel(&name)).await == 1

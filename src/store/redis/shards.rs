@@ -9,7 +9,10 @@
 //! (`CLUSTER SLOTS`), subscribes each channel on the primary the map names, and whenever a
 //! subscription ends without being asked (the connection broke, the primary failed over, the
 //! slot moved: Redis sends `sunsubscribe`), or the map says a channel's slot moved (checked
-//! every [`CHECK_EVERY`]), it reads the map again and subscribes anew. What was published
+//! every [`CHECK_EVERY`]), it reads the map again and subscribes anew. Before it trusts a
+//! node with a subscription it asks that node for its own slot map: a primary demoted a
+//! moment ago (a switch-over) still confirms `SSUBSCRIBE` and then delivers nothing, and the
+//! other nodes' maps may lag behind. What was published
 //! in between never arrived, so the room counts as not followed until Redis confirms the new
 //! subscription, and then its streams catch up from the log ([`Hub::unfollowed`],
 //! [`Hub::followed`]), as at a room's first subscription.
@@ -158,12 +161,12 @@ impl Shards {
         if self.pending.iter().any(|c| self.slots.owner(c).is_none()) {
             self.refresh().await;
         }
-        let (mut failed, mut stale) = (HashSet::new(), false);
+        let (mut asked, mut failed, mut stale) = (HashSet::new(), HashSet::new(), false);
         for channel in self.pending.clone() {
-            let Some(addr) = self.slots.owner(&channel).map(str::to_owned) else { continue };
-            if failed.contains(&addr) {
+            let Some(addr) = self.primary_of(&channel, &mut asked, &mut failed).await else {
+                stale = true;
                 continue;
-            }
+            };
             match self.ssubscribe(&addr, &channel).await {
                 Ok(()) => self.confirmed(channel, addr),
                 Err(e) if e.redirect_node().is_some() => stale = true,
@@ -181,11 +184,55 @@ impl Shards {
         self.pending.is_empty()
     }
 
+    /// The primary serving `channel`, as that node itself says (`asked`: nodes whose slot
+    /// map this pass read). A primary that was just demoted still confirms `SSUBSCRIBE` and
+    /// then delivers nothing, and other nodes' maps may lag, so the node the map names is
+    /// asked before it is trusted; it may name another, asked in turn (three hops at most).
+    async fn primary_of(
+        &mut self,
+        channel: &str,
+        asked: &mut HashSet<String>,
+        failed: &mut HashSet<String>,
+    ) -> Option<String> {
+        for _ in 0..3 {
+            let addr = self.slots.owner(channel)?.to_owned();
+            if failed.contains(&addr) {
+                return None;
+            }
+            if asked.contains(&addr) {
+                return Some(addr);
+            }
+            match self.map_of(&addr).await {
+                Ok(map) => {
+                    self.slots = map;
+                    asked.insert(addr);
+                }
+                Err(e) => {
+                    tracing::warn!(node = %addr, error = %e, "cannot ask a Redis Cluster node for its slots; retrying");
+                    self.drop_node(&addr);
+                    failed.insert(addr);
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// The slot map as the node at `addr` sees it.
+    async fn map_of(&mut self, addr: &str) -> RedisResult<SlotMap> {
+        let mut conn = self.conn_to(addr).await?;
+        within(SlotMap::read(&mut conn)).await
+    }
+
+    async fn conn_to(&mut self, addr: &str) -> RedisResult<MultiplexedConnection> {
+        match self.nodes.get(addr) {
+            Some(node) => Ok(node.conn.clone()),
+            None => self.connect(addr).await,
+        }
+    }
+
     async fn ssubscribe(&mut self, addr: &str, channel: &str) -> RedisResult<()> {
-        let mut conn = match self.nodes.get(addr) {
-            Some(node) => node.conn.clone(),
-            None => self.connect(addr).await?,
-        };
+        let mut conn = self.conn_to(addr).await?;
         run(&mut conn, "SSUBSCRIBE", channel).await
     }
 
@@ -247,10 +294,9 @@ impl Shards {
 
     /// Reads the slot map again; on failure the old one stays.
     async fn refresh(&mut self) {
-        match tokio::time::timeout(COMMAND_TIMEOUT, SlotMap::read(&mut self.cluster)).await {
-            Ok(Ok(map)) => self.slots = map,
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the Redis Cluster's slot map"),
-            Err(_) => tracing::warn!("reading the Redis Cluster's slot map timed out"),
+        match within(SlotMap::read(&mut self.cluster)).await {
+            Ok(map) => self.slots = map,
+            Err(e) => tracing::warn!(error = %e, "cannot read the Redis Cluster's slot map"),
         }
     }
 
@@ -299,8 +345,12 @@ impl Shards {
 
 /// `verb channel` on `conn`, within [`COMMAND_TIMEOUT`].
 async fn run(conn: &mut MultiplexedConnection, verb: &str, channel: &str) -> RedisResult<()> {
-    let command = redis::cmd(verb).arg(channel).to_owned();
-    match tokio::time::timeout(COMMAND_TIMEOUT, command.exec_async(conn)).await {
+    within(redis::cmd(verb).arg(channel).to_owned().exec_async(conn)).await
+}
+
+/// `request`'s outcome, or a timeout error after [`COMMAND_TIMEOUT`].
+async fn within<T>(request: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, request).await {
         Ok(done) => done,
         Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))),
     }

@@ -4,9 +4,9 @@
 
 use std::ops::RangeInclusive;
 
+use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
 
-use super::conn::RedisConn;
 use super::follow::channel;
 use crate::domain::RoomName;
 
@@ -34,7 +34,7 @@ pub fn slot_of(room: &RoomName) -> u16 {
 pub struct SlotMap(Vec<(u16, u16, String)>);
 
 impl SlotMap {
-    pub async fn read(conn: &mut RedisConn) -> RedisResult<Self> {
+    pub async fn read(conn: &mut impl ConnectionLike) -> RedisResult<Self> {
         let reply: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
         Self::parse(&reply).ok_or_else(|| {
             redis::RedisError::from((redis::ErrorKind::Client, "unexpected CLUSTER SLOTS reply"))
