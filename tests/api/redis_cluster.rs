@@ -1061,9 +1061,9 @@ async fn readers_on_a_cluster_get_every_acknowledged_message_through_failovers()
     assert!(seen[1].resyncs > 0, "the failed shard's room caught up");
 }
 
-/// redis-rs follows `MOVED` for a command but not for a `MULTI` (the store reads a room's
-/// page, and the access rules, with one): after their shards switched over, both still
-/// answer at the first try.
+/// redis-rs follows `MOVED` for a command but not inside a pipeline (the store reads a
+/// room's page, and the access rules, with a `MULTI`, and writes with a script and its `WAIT`):
+/// after their shards switched over, each still works at the first try.
 #[tokio::test]
 async fn transactions_follow_a_moved_slot() {
     use ssechat::domain::{NewMessage, RoomName};
@@ -1081,8 +1081,11 @@ async fn transactions_follow_a_moved_slot() {
     if rules_shard != room_shard {
         cluster.switch_over(rules_shard).await;
     }
+    // A write is a script and its WAIT in one pipeline: it too goes where the slot went.
+    let again = NewMessage::parse("moving", Some("ana"), Some("again")).unwrap();
+    let again = store.append(again).await.expect("a post after its shard moved");
     let page = store.read(&room, Range::Latest, 10).await.expect("a room's page after its shard moved");
-    assert_eq!(page.current(), [sent]);
+    assert_eq!(page.current(), [sent, again]);
     store.directory().await.expect("the rules after their shard moved");
 }
 
