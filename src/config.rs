@@ -37,8 +37,8 @@ pub struct Config {
     pub listen: String,
 
     /// Where history lives: `sqlite:PATH` (durable), `redis://HOST:PORT/DB` (one Redis shared
-    /// by every node), `redis+cluster://HOST:PORT[,HOST:PORT...]` (a Redis Cluster, named by
-    /// some of its nodes), or `memory` (lost on restart).
+    /// by every node), `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]` (a Redis
+    /// Cluster, named by some of its nodes), or `memory` (lost on restart).
     /// (Also after a command: `ssechat user list --store ...`.)
     #[arg(long, env = "SSECHAT_STORE", default_value = DEFAULT_STORE, global = true)]
     pub store: StoreUrl,
@@ -428,22 +428,32 @@ pub enum StoreUrl {
     RedisCluster(Vec<String>),
 }
 
-/// The seed nodes of `redis+cluster://HOST:PORT[,HOST:PORT...]` (the part after `://`),
-/// each as `redis://HOST:PORT`.
+/// The seed nodes of `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]` (the part
+/// after `://`), each as `redis://[USER:PASSWORD@]HOST:PORT`: the credentials, if any, are
+/// every node's.
 fn cluster_seeds(list: &str) -> Result<Vec<String>, String> {
     let example = "as in redis+cluster://127.0.0.1:7000,127.0.0.1:7001";
-    if list.is_empty() {
+    let (userinfo, nodes) = match list.rsplit_once('@') {
+        Some((userinfo, nodes)) => (format!("{userinfo}@"), nodes),
+        None => (String::new(), list),
+    };
+    let shown = crate::store::redact_password(&format!("redis+cluster://{list}"));
+    if userinfo.contains([',', '/', ' ']) {
+        return Err(format!("bad credentials in {shown}: USER:PASSWORD@ comes once, before the first node"));
+    }
+    if nodes.is_empty() {
         return Err(format!("redis+cluster:// needs at least one HOST:PORT, {example}"));
     }
-    list.split(',')
+    nodes
+        .split(',')
         .map(|node| {
-            let bad = |why: &str| format!("bad node {node:?} in redis+cluster://{list}: {why}, {example}");
+            let bad = |why: &str| format!("bad node {node:?} in {shown}: {why}, {example}");
             let (host, port) = node.rsplit_once(':').ok_or_else(|| bad("no :PORT"))?;
             if host.is_empty() || host.contains(['/', '@', ' ', '?', '#']) {
-                return Err(bad("expected HOST:PORT (no user, password, path or options)"));
+                return Err(bad("expected HOST:PORT (no path or options)"));
             }
             match port.parse::<u16>() {
-                Ok(1..) => Ok(format!("redis://{node}")),
+                Ok(1..) => Ok(format!("redis://{userinfo}{node}")),
                 _ => Err(bad("the port must be a number from 1 to 65535")),
             }
         })
@@ -483,19 +493,10 @@ impl StoreUrl {
                 Ok(full) if full != *path => format!("sqlite:{} ({})", path.display(), full.display()),
                 _ => format!("sqlite:{}", path.display()),
             },
-            StoreUrl::Redis(url) => redact_password(url),
+            StoreUrl::Redis(url) => crate::store::redact_password(url),
             StoreUrl::RedisCluster(seeds) => crate::store::RedisStore::cluster_label(seeds),
         }
     }
-}
-
-/// `url` with the password of its `user:password@` part, if any, replaced by `***`.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some((userinfo, host)) = rest[..end].rsplit_once('@') else { return url.to_owned() };
-    let Some((user, _password)) = userinfo.split_once(':') else { return url.to_owned() };
-    format!("{scheme}://{user}:***@{host}{}", &rest[end..])
 }
 
 fn positive(s: &str) -> Result<usize, String> {
@@ -749,6 +750,7 @@ mod tests {
         let (connections, rest) = rest.split_once(" open connections (256 per client), ").unwrap();
         assert!(streams.starts_with("limits: ") && connections.parse::<usize>().is_ok(), "{limits}");
         assert_eq!(rest, "5 sends/s per client (bursts of 30), 2 typing signals/s per client (bursts of 10)");
+        use crate::store::redact_password;
         assert_eq!(redact_password("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(redact_password("rediss://ana:p:w@h/1?x=@"), "rediss://ana:***@h/1?x=@");
         assert_eq!(redact_password("redis://ana@h"), "redis://ana@h");
@@ -765,6 +767,13 @@ mod tests {
         let seeds = ["redis://127.0.0.1:7000", "redis://[::1]:7001"].map(String::from).to_vec();
         assert_eq!(store, StoreUrl::RedisCluster(seeds));
         assert_eq!(store.described(), "redis+cluster://127.0.0.1:7000,[::1]:7001");
+        // Credentials, once, for every node; never shown.
+        let store: StoreUrl = "redis+cluster://ana:s3cret@h:7000,h:7001".parse().unwrap();
+        let seeds = ["redis://ana:s3cret@h:7000", "redis://ana:s3cret@h:7001"].map(String::from).to_vec();
+        assert_eq!(store, StoreUrl::RedisCluster(seeds));
+        assert_eq!(store.described(), "redis+cluster://ana:***@h:7000,h:7001");
+        let err = "redis+cluster://:s3cret@h:7000,:x@h:7001".parse::<StoreUrl>().unwrap_err();
+        assert!(err.contains(":***@") && !err.contains("s3cret"), "{err}");
         for (bad, why) in [
             ("redis+cluster://", "needs at least one HOST:PORT"),
             ("redis+cluster://h:7000,", "bad node \"\""),
@@ -772,7 +781,7 @@ mod tests {
             ("redis+cluster://h:0", "the port must be"),
             ("redis+cluster://h:x", "the port must be"),
             ("redis+cluster://:7000", "expected HOST:PORT"),
-            ("redis+cluster://u:pw@h:7000", "expected HOST:PORT"),
+            ("redis+cluster://u:pw@", "needs at least one HOST:PORT"),
             ("redis+cluster://h:7000/0", "the port must be"),
         ] {
             let err = bad.parse::<StoreUrl>().unwrap_err();

@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use memory::MemoryStore;
 pub use newest::NewestIds;
 pub use redis::room as redis_room;
-pub use redis::{RedisStore, SharedRateLimiter};
+pub use redis::{RedisStore, SharedRateLimiter, redact_password};
 pub use sqlite::{Copied, SCHEMA_VERSION, SqliteStore};
 
 use serde::Serialize;

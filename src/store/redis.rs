@@ -178,7 +178,8 @@ impl Stored {
 /// sharded subscriptions on a Cluster's primaries (`redis/shards.rs`).
 enum Follower {
     Single(redis::Client),
-    Shards(RedisConn),
+    /// With the `USER:PASSWORD@` (or nothing) every node takes.
+    Shards(RedisConn, String),
 }
 
 /// What a failed `APPEND` means. Refused connection: the script was never sent. An error
@@ -220,16 +221,21 @@ impl RedisStore {
             .await
             .map_err(|_| unreachable(&label, "timed out"))?
             .map_err(|e| cluster_unreachable(&label, e))?;
-        let follower = Follower::Shards(conn.clone());
+        let follower =
+            Follower::Shards(conn.clone(), seeds.first().and_then(|s| userinfo(s)).unwrap_or_default());
         Self::start(conn, follower, &label, hub, retention).await
     }
 
     /// How a Cluster is named in logs and errors: `redis+cluster://HOST:PORT,...`, as the
     /// flag names it, from its seeds (`redis://HOST:PORT`).
+    /// A password is shown as `***`, once.
     pub fn cluster_label(seeds: &[String]) -> String {
-        let nodes: Vec<&str> =
-            seeds.iter().map(|s| s.trim_start_matches("redis://").trim_end_matches('/')).collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let userinfo = seeds.first().and_then(|seed| userinfo(seed)).unwrap_or_default();
+        let nodes: Vec<&str> = seeds
+            .iter()
+            .map(|s| s.trim_start_matches("redis://").trim_start_matches(&userinfo).trim_end_matches('/'))
+            .collect();
+        redact_password(&format!("redis+cluster://{userinfo}{}", nodes.join(",")))
     }
 
     /// Checks `conn` answers, starts `follower`, presence and pruning. `url` names the Redis
@@ -247,7 +253,9 @@ impl RedisStore {
         let (hub2, stop2) = (Arc::clone(&hub), stop.clone());
         match follower {
             Follower::Single(client) => tokio::spawn(follow::follow(client, hub2, stop2, subscribed)),
-            Follower::Shards(cluster) => tokio::spawn(shards::follow(cluster, hub2, stop2, subscribed)),
+            Follower::Shards(cluster, userinfo) => {
+                tokio::spawn(shards::follow(cluster, userinfo, hub2, stop2, subscribed))
+            }
         };
         tokio::time::timeout(START_TIMEOUT, ready)
             .await
@@ -391,6 +399,22 @@ impl RedisStore {
         let last_activity = Timestamp::from_millis(last_time).ok_or_else(|| self.unavailable("bad time"))?;
         Ok(Some(RoomInfo { name: room, messages: last_id - first_held + 1, last_activity }))
     }
+}
+
+/// `url` with the password of its `user:password@` part, if any, replaced by `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..end].rsplit_once('@') else { return url.to_owned() };
+    let Some((user, _password)) = userinfo.split_once(':') else { return url.to_owned() };
+    format!("{scheme}://{user}:***@{host}{}", &rest[end..])
+}
+
+/// The `USER:PASSWORD@` of a `redis://` seed, if it has one.
+fn userinfo(seed: &str) -> Option<String> {
+    let rest = seed.strip_prefix("redis://")?;
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    Some(format!("{userinfo}@"))
 }
 
 fn unavailable(url: &str, e: impl std::fmt::Display) -> StoreError {

@@ -220,6 +220,13 @@ impl RedisCluster {
         primaries * 2 == live.len()
     }
 
+    /// A node's store on this Cluster, fanning out through `hub`, keeping 10,000 messages a
+    /// room.
+    pub async fn store(&self, hub: std::sync::Arc<ssechat::hub::Hub>) -> ssechat::store::RedisStore {
+        let retention = ssechat::store::Retention::count(10_000);
+        ssechat::store::RedisStore::open_cluster(&self.urls(), hub, retention).await.unwrap()
+    }
+
     /// The client ports of the nodes still running.
     pub fn live_ports(&self) -> Vec<u16> {
         self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.port).collect()
@@ -721,10 +728,10 @@ async fn the_store_opened_on_a_cluster_keeps_history_accounts_and_rules() {
     use ssechat::domain::{Author, NewMessage, PresenceView, RoomName, Timestamp};
     use ssechat::hub::Hub;
     use ssechat::rules::{Perm, RoomPattern, Rule, Subject};
-    use ssechat::store::{Range, RedisStore, Retention, Store};
+    use ssechat::store::{Range, Store};
 
     let cluster = RedisCluster::start().await;
-    let store = RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(100)).await.unwrap();
+    let store = cluster.store(Hub::new(64)).await;
     let rooms = room_per_primary(&cluster).await;
     for name in rooms.values() {
         let room = RoomName::parse(name).unwrap();
@@ -762,7 +769,7 @@ async fn the_store_opened_on_a_cluster_keeps_history_accounts_and_rules() {
     assert_eq!(store.directory().await.unwrap().rules, [rule]);
 
     // A second node: the same send limit, and each sees the other's readers.
-    let other = RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(100)).await.unwrap();
+    let other = cluster.store(Hub::new(64)).await;
     let client: std::net::IpAddr = "192.0.2.7".parse().unwrap();
     assert_eq!(store.rate_limiter(Duration::from_secs(60), 1).take(client).await.unwrap(), None);
     assert!(
@@ -844,14 +851,12 @@ async fn shard_subscribers_on(port: u16, channel: &str) -> i64 {
 async fn a_node_follows_each_read_room_on_its_primary_only_while_read() {
     use ssechat::domain::{NewMessage, RoomName};
     use ssechat::hub::Hub;
-    use ssechat::store::{RedisStore, Retention, Store};
+    use ssechat::store::Store;
 
     let cluster = RedisCluster::start().await;
-    let writer =
-        RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(100)).await.unwrap();
+    let writer = cluster.store(Hub::new(64)).await;
     let hub = Hub::new(64);
-    let _reader =
-        RedisStore::open_cluster(&cluster.urls(), hub.clone(), Retention::count(100)).await.unwrap();
+    let _reader = cluster.store(hub.clone()).await;
     let rooms = room_per_primary(&cluster).await;
     let mut subs = vec![];
     for (&primary, name) in &rooms {
@@ -1029,16 +1034,11 @@ async fn readers_on_a_cluster_get_every_acknowledged_message_through_failovers()
 
     use ssechat::domain::RoomName;
     use ssechat::hub::Hub;
-    use ssechat::store::{RedisStore, Retention};
 
     let mut cluster = RedisCluster::start().await;
-    let writer = Arc::new(
-        RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(10_000)).await.unwrap(),
-    );
+    let writer = Arc::new(cluster.store(Hub::new(64)).await);
     let hub = Hub::new(1024);
-    let reader = Arc::new(
-        RedisStore::open_cluster(&cluster.urls(), hub.clone(), Retention::count(10_000)).await.unwrap(),
-    );
+    let reader = Arc::new(cluster.store(hub.clone()).await);
     let rooms: Vec<(u16, String)> = room_per_primary(&cluster).await.into_iter().collect();
     let mut readers = vec![];
     for (_, name) in &rooms {
@@ -1068,10 +1068,10 @@ async fn readers_on_a_cluster_get_every_acknowledged_message_through_failovers()
 async fn transactions_follow_a_moved_slot() {
     use ssechat::domain::{NewMessage, RoomName};
     use ssechat::hub::Hub;
-    use ssechat::store::{Range, RedisStore, Retention, Store};
+    use ssechat::store::{Range, Store};
 
     let cluster = RedisCluster::start().await;
-    let store = RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(100)).await.unwrap();
+    let store = cluster.store(Hub::new(64)).await;
     let room = RoomName::parse("moving").unwrap();
     let sent = store.append(NewMessage::parse("moving", Some("ana"), Some("hi")).unwrap()).await.unwrap();
     store.directory().await.unwrap();
@@ -1175,14 +1175,11 @@ async fn readers_follow_a_rooms_slot_to_another_primary() {
 
     use ssechat::domain::RoomName;
     use ssechat::hub::Hub;
-    use ssechat::store::{RedisStore, Retention};
 
     let cluster = RedisCluster::start().await;
-    let writer =
-        RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(10_000)).await.unwrap();
+    let writer = cluster.store(Hub::new(64)).await;
     let hub = Hub::new(1024);
-    let reader =
-        RedisStore::open_cluster(&cluster.urls(), hub.clone(), Retention::count(10_000)).await.unwrap();
+    let reader = cluster.store(hub.clone()).await;
     let rooms: Vec<(u16, String)> = room_per_primary(&cluster).await.into_iter().collect();
     let ((from, name), (to, _)) = (rooms[0].clone(), rooms[1].clone());
     let reader = Arc::new(reader);
@@ -1200,4 +1197,40 @@ async fn readers_follow_a_rooms_slot_to_another_primary() {
             && shard_subscribers_on(from, &channel(&name)).await == 0
     })
     .await;
+}
+
+/// A Cluster whose nodes want a password (`requirepass`, and `masterauth` for their
+/// replicas): `redis+cluster://:PASSWORD@...` gives it to every node, commands and sharded
+/// subscriptions alike; without it the store does not start, and no message shows it.
+#[tokio::test]
+async fn a_cluster_with_a_password_takes_it_from_the_url() {
+    use crate::helpers::TestApp;
+    use ssechat::config::StoreUrl;
+    use ssechat::hub::Hub;
+    use ssechat::store::{RedisStore, Retention};
+
+    let cluster = RedisCluster::start().await;
+    let rooms: Vec<String> = room_per_primary(&cluster).await.into_values().collect();
+    for port in cluster.live_ports() {
+        for (key, value) in [("masterauth", "s3cret"), ("requirepass", "s3cret")] {
+            let _: () = node_query(port, redis::cmd("CONFIG").arg("SET").arg(key).arg(value)).await.unwrap();
+        }
+    }
+    let without = RedisStore::open_cluster(&cluster.urls(), Hub::new(4), Retention::count(10)).await;
+    let error = without.err().expect("no password: no store");
+    assert!(error.contains("redis+cluster://127.0.0.1:"), "{error}");
+
+    let nodes: Vec<String> = cluster.live_ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let store: StoreUrl = format!("redis+cluster://:s3cret@{}", nodes.join(",")).parse().unwrap();
+    assert!(!store.described().contains("s3cret"), "{}", store.described());
+    let node = || {
+        let store = store.clone();
+        TestApp::spawn_with(move |c| c.store = store)
+    };
+    let (a, b) = (node().await, node().await);
+    for room in &rooms {
+        let mut stream = b.subscribe(&format!("?room={room}"), &[]).await;
+        let sent = a.say(room, "ana", "behind a password").await;
+        assert_eq!(stream.next_message().await, sent, "{room}");
+    }
 }

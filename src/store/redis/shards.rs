@@ -58,6 +58,8 @@ struct Shards {
     nodes: HashMap<String, Node>,
     generation: u64,
     pushes: UnboundedSender<Push>,
+    /// `USER:PASSWORD@` for every node, or nothing.
+    userinfo: String,
     /// Channels subscribed, confirmed by the primary named.
     at: HashMap<String, String>,
     /// Channels wanted and not subscribed: new, or lost to a failure or a move.
@@ -67,7 +69,14 @@ struct Shards {
 
 /// Follows the hub's open rooms on the Cluster that `cluster` talks to, until `stop`.
 /// `ready` is told once the node listens to [`ACTIVITY`].
-pub async fn follow(cluster: RedisConn, hub: Arc<Hub>, stop: CancellationToken, ready: oneshot::Sender<()>) {
+/// `userinfo` is the `USER:PASSWORD@` every node takes, or empty.
+pub async fn follow(
+    cluster: RedisConn,
+    userinfo: String,
+    hub: Arc<Hub>,
+    stop: CancellationToken,
+    ready: oneshot::Sender<()>,
+) {
     let (changes, told) = unbounded_channel();
     hub.on_rooms(changes);
     let (pushes, pushed) = unbounded_channel();
@@ -78,6 +87,7 @@ pub async fn follow(cluster: RedisConn, hub: Arc<Hub>, stop: CancellationToken, 
         nodes: HashMap::new(),
         generation: 0,
         pushes,
+        userinfo,
         at: HashMap::new(),
         pending: HashSet::from([ACTIVITY.to_owned()]),
         following: Following::default(),
@@ -244,7 +254,7 @@ impl Shards {
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_push_sender(move |push| tx.send((address.clone(), generation, push)));
-        let client = redis::Client::open(format!("redis://{addr}/?protocol=resp3"))?;
+        let client = redis::Client::open(format!("redis://{}{addr}/?protocol=resp3", self.userinfo))?;
         let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
         self.nodes.insert(addr.to_owned(), Node { generation, conn: conn.clone() });
         Ok(conn)

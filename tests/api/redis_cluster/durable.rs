@@ -12,12 +12,12 @@ use ssechat::domain::{
     Change, Entry, IdempotencyKey, MessageId, MessageText, NewMessage, RoomName, TakeBack,
 };
 use ssechat::hub::Hub;
-use ssechat::store::{Range, RedisStore, Retention, Store};
+use ssechat::store::{Range, RedisStore, Store};
 
 use super::{RedisCluster, node_query, room_per_primary, until};
 
 async fn open(cluster: &RedisCluster) -> RedisStore {
-    RedisStore::open_cluster(&cluster.urls(), Hub::new(64), Retention::count(100_000)).await.unwrap()
+    cluster.store(Hub::new(64)).await
 }
 
 fn new(room: &str, text: &str) -> NewMessage {
