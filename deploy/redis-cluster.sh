@@ -13,9 +13,9 @@
 # per port in the background, joins them with
 #   redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes
 # (only the first time), waits until every node says cluster_state:ok and every replica is
-# in sync with its primary, and prints the
-# --store value for ssechat. `stop` shuts every node of DIR down and waits until they are
-# gone. REDIS_SERVER and REDIS_CLI pick other binaries.
+# in sync with its primary, and prints the --store value for ssechat. `stop` shuts every
+# node of DIR down and waits until they are gone (a node still running 15 s after SIGTERM
+# gets SIGKILL). REDIS_SERVER and REDIS_CLI pick other binaries.
 set -eu
 
 usage() { sed -n '2,18s/^# \{0,1\}//p' "$0" >&2; exit 2; }
@@ -38,6 +38,8 @@ wait_for() {
     sleep 0.1
   done
 }
+# Whether process $1 runs (a zombie waiting for its parent does not).
+alive() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c1)" != Z ]; }
 info_says() { "$cli" -p "$1" cluster info 2>/dev/null | tr -d '\r' | grep -qx "$2"; }
 all_ok() { for p in $ports; do info_says "$p" cluster_state:ok || return 1; done; }
 # Every replica has its primary's data and follows it (ssechat waits for a replica on writes).
@@ -99,7 +101,22 @@ stop)
     pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null && pids="$pids $pid"
   done
-  for pid in $pids; do wait_for "process $pid to stop" sh -c "! kill -0 $pid"; done
+  for pid in $pids; do
+    tries=0
+    while alive "$pid"; do
+      tries=$((tries + 1))
+      if [ "$tries" -eq 150 ]; then
+        # Redis will not exit when its shutdown save fails (a full disk, a deleted directory);
+        # with appendfsync always its append-only file already holds every write.
+        echo "redis-cluster.sh: process $pid still runs 15 s after SIGTERM; sending SIGKILL" >&2
+        kill -9 "$pid" 2>/dev/null
+      elif [ "$tries" -ge 300 ]; then
+        echo "redis-cluster.sh: process $pid does not stop" >&2
+        exit 1
+      fi
+      sleep 0.1
+    done
+  done
   echo "stopped"
   ;;
 *) usage ;;

@@ -148,7 +148,8 @@ fn ports_with_bus() -> Vec<u16> {
 }
 
 /// The README's recipe: a local 3+3 Cluster from `deploy/redis-cluster.sh`, two nodes on the
-/// `--store` it prints, messages across them; stopped, started again: the history is back.
+/// `--store` it prints, messages across them; stopped, started again: the history is back;
+/// and `stop` does not leave a node behind that ignores SIGTERM.
 #[tokio::test]
 async fn the_redis_cluster_recipe_runs_a_cluster_two_nodes_share() {
     let _turn = crate::redis_cluster::ClusterTurn::take().await;
@@ -183,6 +184,22 @@ async fn the_redis_cluster_recipe_runs_a_cluster_two_nodes_share() {
     assert_eq!(recipe.start(&ports).await, store, "started again on the same directory");
     let c = Server::start(&["--store", &store]).await;
     assert_eq!(history(c.base.clone()).await, kept, "the history is back");
+    drop(c);
+
+    // A node that ignores SIGTERM (Redis will not exit when its shutdown save fails) gets
+    // SIGKILL: in its place in the pid file, a shell that ignores SIGTERM.
+    let pidfile = recipe.dir.path().join(ports[0].to_string()).join("redis.pid");
+    let node = std::fs::read_to_string(&pidfile).unwrap();
+    assert!(std::process::Command::new("kill").args(["-9", node.trim()]).status().unwrap().success());
+    let mut stubborn = std::process::Command::new("sh")
+        .args(["-c", "trap '' TERM; while :; do sleep 1; done"])
+        .spawn()
+        .unwrap();
+    std::fs::write(&pidfile, stubborn.id().to_string()).unwrap();
+    let (ok, said) = recipe.stop();
+    assert!(ok && said.contains("sending SIGKILL") && said.contains("stopped"), "{said}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(stubborn.wait().unwrap().signal(), Some(9), "killed");
 }
 
 /// The README's Redis Cluster block is the recipe tested above: the script started and
