@@ -313,8 +313,9 @@ impl Shards {
     /// Unsubscribes the rooms whose linger is over.
     async fn expire(&mut self) {
         for room in self.following.expire(Instant::now()) {
-            if let Some(addr) = self.at.remove(&channel(&room)) {
-                self.sunsubscribe(&addr, &channel(&room)).await;
+            let channel = channel(&room);
+            if let Some(addr) = self.at.remove(&channel) {
+                self.sunsubscribe(&addr, &channel).await;
             }
         }
         self.close_unused();
